@@ -1,0 +1,1 @@
+"""Authentication: password schemes and the checkpassword-style login modules."""

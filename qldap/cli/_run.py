@@ -1,0 +1,46 @@
+"""The shared shape of every console script: ``main(argv) -> int`` and ``PROG: fatal: …`` on stderr.
+
+Why one wrapper: qmail's tools share an exit-code contract (0 ok, 100 permanent, 111 temporary) and an
+error-line shape that scripts parse; the catch-all that turns an unexpected exception into a logged
+exit 111 lives only here, so library code never calls ``sys.exit`` or prints.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+
+from qldap.errors import ConfigError, PermanentFailure, TemporaryFailure
+from qldap.exitcodes import ExitCode
+
+
+def fatal(prog: str, text: str) -> None:
+    """Write ``PROG: fatal: TEXT`` to stderr."""
+    sys.stderr.write(f"{prog}: fatal: {text}\n")
+    sys.stderr.flush()
+
+
+def run(prog: str, body: Callable[[Sequence[str]], int], argv: Sequence[str] | None = None) -> int:
+    """Run *body* with qmail's error conventions and return its exit code.
+
+    ConfigError and TemporaryFailure → 111; PermanentFailure → 100; anything unexpected is logged with
+    its traceback and becomes 111 (temporary), never a silent success.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return body(args)
+    except (ConfigError, TemporaryFailure) as exc:
+        fatal(prog, str(exc))
+        return ExitCode.TEMPORARY
+    except PermanentFailure as exc:
+        fatal(prog, str(exc))
+        return ExitCode.PERMANENT
+    except KeyboardInterrupt:
+        return ExitCode.TEMPORARY
+    except BrokenPipeError:
+        return ExitCode.TEMPORARY
+    except Exception:  # the one allowed catch-all: log and defer
+        fatal(prog, "internal error")
+        traceback.print_exc(file=sys.stderr)
+        return ExitCode.TEMPORARY

@@ -1,0 +1,1 @@
+"""Control files: the one-setting-per-file configuration under ROOT/control."""

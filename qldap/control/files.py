@@ -1,0 +1,205 @@
+"""Read one qmail control file, with qmail's comment, blank-line and default rules.
+
+Why a class with a stat-keyed cache: daemons consult control files on every connection (edits must
+apply to the next session, as with the per-connection C programs) but must not re-parse unchanged
+files; a ``stat`` per access is the cheap change detection.  An absent file means "use the default";
+an existing but unreadable one is a temporary error (``ConfigError``), never silently the default.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from qldap.errors import ConfigError
+
+T = TypeVar("T")
+
+DEFAULT_ROOT = "/var/qmail"
+
+Signature = tuple[int, int, int]  # (st_ino, st_size, st_mtime_ns); (0, -1, 0) for "absent"
+_ABSENT: Signature = (0, -1, 0)
+
+
+def find_root(arg: str | os.PathLike[str] | None = None) -> Path:
+    """The qmail root: ``--root`` if given, else ``$QLDAP_ROOT``, else ``/var/qmail``."""
+    if arg:
+        return Path(arg)
+    env = os.environ.get("QLDAP_ROOT")
+    return Path(env) if env else Path(DEFAULT_ROOT)
+
+
+def _strip_lines(data: str) -> list[str]:
+    """List-file rule: trailing blanks removed, empty and ``#`` lines skipped."""
+    out = []
+    for raw in data.split("\n"):
+        line = raw.rstrip(" \t\r")
+        if not line or line.startswith("#"):
+            continue
+        out.append(line)
+    return out
+
+
+class ControlDir:
+    """``ROOT/control``: typed accessors over the control files, re-read only when they change.
+
+    Thread-safe: daemons read controls from their thread pools.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.dir = self.root / "control"
+        self._lock = threading.Lock()
+        self._cache: dict[tuple[str, str], tuple[Signature, object]] = {}
+
+    # -- raw access -----------------------------------------------------------------------------
+
+    def path(self, name: str) -> Path:
+        """Path of control file *name*."""
+        return self.dir / name
+
+    def signature(self, name: str) -> Signature:
+        """A cheap fingerprint of the file; changes whenever the file is replaced or edited."""
+        try:
+            st = os.stat(self.dir / name)
+        except FileNotFoundError:
+            return _ABSENT
+        except OSError as exc:
+            raise ConfigError(f"unable to stat control/{name}: {exc.strerror}") from exc
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def exists(self, name: str) -> bool:
+        """True when the control file is present (even if empty)."""
+        return self.signature(name) != _ABSENT
+
+    def read_text(self, name: str) -> str | None:
+        """The whole file, or None when absent.
+
+        Raises:
+            ConfigError: the file exists but cannot be read.
+        """
+        try:
+            data = (self.dir / name).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ConfigError(f"unable to read control/{name}: {exc.strerror}") from exc
+        return data.decode("utf-8", "surrogateescape")
+
+    def _cached(self, name: str, kind: str, parse: Callable[[str | None], T]) -> T:
+        sig = self.signature(name)
+        key = (name, kind)
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None and hit[0] == sig:
+                return hit[1]  # type: ignore[return-value]
+        value = parse(self.read_text(name) if sig != _ABSENT else None)
+        with self._lock:
+            self._cache[key] = (sig, value)
+        return value
+
+    # -- typed accessors -----------------------------------------------------------------------
+
+    def line(self, name: str, default: str | None = None) -> str | None:
+        """One-line file: the first line with trailing blanks removed; *default* when absent.
+
+        An existing empty file yields ``""`` (qmail treats it as set-but-empty).
+        """
+
+        def parse(text: str | None) -> str | None:
+            if text is None:
+                return None
+            return text.split("\n", 1)[0].rstrip(" \t\r")
+
+        value = self._cached(name, "line", parse)
+        return default if value is None else value
+
+    def lines(self, name: str, default: list[str] | None = None) -> list[str]:
+        """List file: trailing blanks removed, empty and ``#`` lines skipped; *default* if absent."""
+        value = self._cached(name, "lines", lambda t: None if t is None else _strip_lines(t))
+        if value is None:
+            return list(default or [])
+        return list(value)
+
+    def raw_lines(self, name: str) -> list[str] | None:
+        """Every line as written (only the final newline dropped), None when absent.
+
+        For multi-line texts such as ``defaultdelivery`` or ``quotawarning`` where blank lines matter.
+        """
+
+        def parse(text: str | None) -> list[str] | None:
+            if text is None:
+                return None
+            if text.endswith("\n"):
+                text = text[:-1]
+            return text.split("\n") if text else []
+
+        return self._cached(name, "raw", parse)
+
+    def integer(self, name: str, default: int) -> int:
+        """Integer file: leading digits of the first line (optional sign); junk parses as 0.
+
+        Absent → *default*. Empty → *default* as well (qmail's control_readint keeps the default
+        when the file has no line).
+        """
+
+        def parse(text: str | None) -> int | None:
+            if text is None:
+                return None
+            first = text.split("\n", 1)[0].strip()
+            if not first:
+                return None
+            sign = 1
+            if first[0] in "+-":
+                sign = -1 if first[0] == "-" else 1
+                first = first[1:]
+            digits = ""
+            for ch in first:
+                if not ch.isdigit():
+                    break
+                digits += ch
+            return sign * int(digits) if digits else 0
+
+        value = self._cached(name, "int", parse)
+        return default if value is None else value
+
+    def boolean(self, name: str, default: bool = False) -> bool:
+        """Boolean file: an integer file where non-zero means on (``ldapcluster``, ``ldaprebind``)."""
+        return self.integer(name, 1 if default else 0) != 0
+
+    def mapping(self, name: str) -> dict[str, str]:
+        """``key:value`` list file split at the first ``:``; keys lower-cased; later duplicates win.
+
+        Lines without ``:`` are ignored (virtualdomains, smtproutes, bigbrother, aliasdomains).
+        """
+
+        def parse(text: str | None) -> dict[str, str]:
+            out: dict[str, str] = {}
+            if text is None:
+                return out
+            for line in _strip_lines(text):
+                key, sep, value = line.partition(":")
+                if sep:
+                    out[key.lower()] = value
+            return out
+
+        return dict(self._cached(name, "map", parse))
+
+    def me(self) -> str:
+        """``control/me``: the host's identity; required.
+
+        Raises:
+            ConfigError: ``me`` is absent or empty.
+        """
+        value = self.line("me")
+        if not value:
+            raise ConfigError("unable to read control/me: missing or empty")
+        return value
+
+    def line_or_me(self, name: str) -> str:
+        """A one-line file that defaults to ``me`` (defaulthost, idhost, bouncehost, helohost …)."""
+        value = self.line(name)
+        return value if value else self.me()

@@ -1,0 +1,1 @@
+"""The directory layer: every question asked of LDAP (or the embedded LDIF) about users and groups."""

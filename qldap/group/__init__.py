@@ -1,0 +1,1 @@
+"""qmailGroup lists: qmail-group and qmail-secretary."""

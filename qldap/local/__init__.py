@@ -1,0 +1,1 @@
+"""Local delivery: LDAP resolution, .qmail, Maildir/mbox/program/forward, quota, reply."""

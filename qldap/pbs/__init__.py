@@ -1,0 +1,1 @@
+"""POP-before-SMTP: pbsdbd, pbsadd, pbscheck."""

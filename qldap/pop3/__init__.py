@@ -1,0 +1,1 @@
+"""POP3: qmail-popup and qmail-pop3d."""

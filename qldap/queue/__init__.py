@@ -1,0 +1,1 @@
+"""The on-disk queue and the injector that writes it (qmail-queue)."""

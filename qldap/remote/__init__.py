@@ -1,0 +1,1 @@
+"""Remote delivery: SMTP client, MX choice, routes, tcpto, cluster."""

@@ -1,0 +1,1 @@
+"""The SMTP receiving daemon (qmail-smtpd)."""
