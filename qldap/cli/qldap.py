@@ -1,0 +1,77 @@
+"""`qldap`: the umbrella command (init, demo, and later the daemons and `up`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from qldap.cli._run import run
+from qldap.exitcodes import ExitCode
+
+PROG = "qldap"
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from qldap.setup.init import InitOptions, init_root
+
+    opts = InitOptions(
+        root=Path(args.dir),
+        me=args.me or _default_me(),
+        ldap_uris=tuple(args.ldap or ()),
+        basedn=args.basedn or "",
+        demo=args.demo,
+    )
+    init_root(opts)
+    print(f"qldap: created root {opts.root} (me = {opts.me})")
+    if args.demo:
+        print(f"qldap: demo directory in {opts.root / 'directory.ldif'}")
+    return ExitCode.OK
+
+
+def _default_me() -> str:
+    import socket
+
+    return socket.getfqdn() or "localhost"
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from qldap.setup.demo import run_demo
+
+    return run_demo(keep=args.keep, out=sys.stdout)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `qldap` and its subcommands."""
+    p = argparse.ArgumentParser(prog=PROG, description="qmail-ldap style mail server")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    pi = sub.add_parser("init", help="create a qmail root with sane control files")
+    pi.add_argument("dir")
+    pi.add_argument("--me", help="this host's name (control/me); default: the FQDN")
+    pi.add_argument("--ldap", action="append", metavar="URI", help="LDAP server, ldap://host[:port]")
+    pi.add_argument("--basedn", help="search base (control/ldapbasedn)")
+    pi.add_argument("--demo", action="store_true", help="add a sample directory.ldif")
+    pi.set_defaults(func=_cmd_init)
+
+    pd = sub.add_parser("demo", help="zero-setup demonstration on the embedded directory")
+    pd.add_argument("--keep", action="store_true", help="keep the temporary root and print its path")
+    pd.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point of `qldap`."""
+
+    def body(a: Sequence[str]) -> int:
+        args = build_parser().parse_args(list(a))
+        rc: int = args.func(args)
+        return rc
+
+    return run(PROG, body, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,1 @@
+"""Creating qmail roots: `qldap init` and the demo directory."""
