@@ -1,0 +1,102 @@
+"""The lines qmail-local adds and the environment it gives programs (delivery.md §7.2–7.3).
+
+Pure: a frozen `Recipient` in, strings and an environment mapping out.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+from qldap.local.mbox import ufline
+
+_ATOM_OK = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """One local delivery: who, for whom, and which `.qmail` extension applies."""
+
+    local: str  # L: the local part as addressed (extension included)
+    host: str  # H: the domain as addressed (alias domains not mapped)
+    user: str  # the account (USER)
+    home: str  # HOME
+    dash: str = ""
+    ext: str = ""
+    sender: str = ""
+    newsender: str | None = None  # defaults to sender
+
+    @property
+    def address(self) -> str:
+        """``L@H``: RECIPIENT and the Delivered-To address."""
+        return f"{self.local}@{self.host}"
+
+
+def _no_newlines(text: str) -> str:
+    return text.replace("\n", "_")
+
+
+def quote_local(local: str) -> str:
+    """RFC 822-quote a local part when it is not a dot-atom."""
+    if not local or _ATOM_OK.match(local):
+        return local
+    return '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def quoted_sender(sender: str) -> str:
+    """The sender with its local part quoted where needed (``<>`` handled by the caller)."""
+    if not sender:
+        return ""
+    local, at, domain = sender.rpartition("@")
+    if not at:
+        return quote_local(sender)
+    return f"{quote_local(local)}@{domain}"
+
+
+def dtline(r: Recipient) -> str:
+    """``Delivered-To: L@H`` with a newline; newlines inside → ``_``."""
+    return f"Delivered-To: {_no_newlines(r.address)}\n"
+
+
+def rpline(sender: str) -> str:
+    """``Return-Path: <sender>`` with a newline; ``<>`` for the null sender."""
+    return f"Return-Path: <{_no_newlines(quoted_sender(sender))}>\n"
+
+
+def _ext_n(ext: str, n: int) -> str:
+    parts = ext.split("-", n)
+    return parts[n] if len(parts) > n else ""
+
+
+def _host_n(host: str, n: int) -> str:
+    labels = host.split(".")
+    if len(labels) <= n:
+        return host
+    return ".".join(labels[:-n])
+
+
+def program_env(r: Recipient, *, default: str | None = None, now: float | None = None) -> dict[str, str]:
+    """The variables of delivery.md §7.3 for a program run for recipient *r*."""
+    env = {
+        "SENDER": r.sender,
+        "NEWSENDER": r.sender if r.newsender is None else r.newsender,
+        "RECIPIENT": r.address,
+        "USER": r.user,
+        "HOME": r.home,
+        "LOCAL": r.local,
+        "HOST": r.host,
+        "EXT": r.ext,
+        "EXT2": _ext_n(r.ext, 1),
+        "EXT3": _ext_n(r.ext, 2),
+        "EXT4": _ext_n(r.ext, 3),
+        "HOST2": _host_n(r.host, 1),
+        "HOST3": _host_n(r.host, 2),
+        "HOST4": _host_n(r.host, 3),
+        "DTLINE": dtline(r),
+        "RPLINE": rpline(r.sender),
+        "UFLINE": ufline(r.sender, time.time() if now is None else now).decode("utf-8", "replace"),
+    }
+    if default is not None:
+        env["DEFAULT"] = default
+    return env
