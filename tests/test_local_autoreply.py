@@ -1,0 +1,111 @@
+"""Auto-reply decisions and composition, quota warnings, the reply database (delivery.md §7.8–7.9)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from qldap.local.autoreply import (
+    REPLY_INTERVAL,
+    ReplyDb,
+    compose_quota_warning,
+    compose_reply,
+    is_bulk_message,
+    is_robot_sender,
+    parse_headers,
+)
+
+ORIG = b"From: Bob <bob@remote.example>\nSubject: Lunch\n  plans\nTo: alice@example.com\n\nhi\n"
+
+
+def _parts(msg: bytes) -> tuple[str, str]:
+    head, _, body = msg.decode().partition("\n\n")
+    return head, body
+
+
+def test_plain_reply() -> None:
+    # check 56
+    msg = compose_reply("I am away.", sender="bob@remote.example", recipient="alice@example.com",
+                        original=ORIG, dtline="Delivered-To: alice@example.com\n", me="mx1", now=0)
+    head, body = _parts(msg)
+    lines = head.split("\n")
+    assert lines[0] == "Delivered-To: alice@example.com"
+    assert "To: bob@remote.example" in lines
+    assert "From: alice@example.com" in lines
+    assert "Subject: [Auto-Reply] Lunch plans" in lines
+    assert "Precedence: junk" in lines
+    assert "Auto-Submitted: auto-replied" in lines
+    assert "X-Mailer: qmail-reply (by qmail-ldap)" in lines
+    assert body == "I am away.\n"
+
+
+def test_header_section_rules() -> None:
+    # check 58
+    text = "%HEADER%\nSubject: Re: %SUBJECT%\nTo: evil@x.example\nBcc: x@y\nX-Note: kept\n\nAway"
+    msg = compose_reply(text, sender="bob@remote.example", recipient="alice@example.com",
+                        original=ORIG, dtline="Delivered-To: alice@example.com\n", me="mx1", now=0)
+    head, body = _parts(msg)
+    assert "Subject: Re: Lunch plans" in head.split("\n")
+    assert "To: bob@remote.example" in head.split("\n")
+    assert "evil@x.example" not in head and "Bcc" not in head
+    assert "X-Note: kept" in head.split("\n")
+    assert body == "Away\n"
+
+
+def test_missing_subject_becomes_your_mail() -> None:
+    msg = compose_reply("x", sender="b@r", recipient="a@e", original=b"To: a@e\n\nbody\n",
+                        dtline="Delivered-To: a@e\n", me="m", now=0)
+    assert "Subject: [Auto-Reply] Your Mail" in msg.decode()
+
+
+@pytest.mark.parametrize("sender", [
+    "", "#@[]", "MAILER-DAEMON@x.example", "list-request@x.example", "postmaster@x.example",
+    "root@x.example", "news-daemon@x.example", "uucp", "smtp-relay@x.example",
+])
+def test_robot_senders(sender: str) -> None:
+    assert is_robot_sender(sender)
+
+
+def test_people_and_junk_lines() -> None:
+    assert not is_robot_sender("bob@remote.example")
+    assert is_robot_sender("spammer@bad.example", junk=["@bad.example"])
+
+
+@pytest.mark.parametrize("header", [
+    b"Precedence: bulk", b"Precedence: junk", b"Precedence: list", b"Mailing-List: x",
+    b"X-Spam-Status: Yes, score=9", b"X-RBL: listed", b"List-Id: <l.example>",
+    b"Auto-Submitted: auto-generated",
+])
+def test_bulk_messages(header: bytes) -> None:
+    assert is_bulk_message(parse_headers(header + b"\nSubject: x\n\nbody\n"))
+
+
+def test_normal_message_is_not_bulk() -> None:
+    assert not is_bulk_message(parse_headers(b"Auto-Submitted: no\nSubject: x\n\nPrecedence: bulk\n"))
+
+
+def test_reply_db_interval_and_text_change(tmp_path: Path) -> None:
+    db = ReplyDb(tmp_path)
+    assert not db.answered_recently("bob@remote.example", "away", 1000)
+    db.record("bob@remote.example", "away", 1000)
+    assert db.answered_recently("BOB@remote.example", "away", 1000 + REPLY_INTERVAL - 1)
+    assert not db.answered_recently("bob@remote.example", "away", 1000 + REPLY_INTERVAL)
+    assert not db.answered_recently("bob@remote.example", "back soon", 2000)
+    lines = (tmp_path / "qmail-reply.db").read_text().splitlines()
+    assert lines[0].startswith("QRDBv1:") and lines[1] == "bob@remote.example:000003e8"
+
+
+def test_quota_warning_layout() -> None:
+    # check 54 (content)
+    msg = compose_quota_warning("Please clean up.", user="alice", host="example.com",
+                                recipient="alice@example.com", dtline="Delivered-To: alice@example.com\n",
+                                me="mx1.example.com", now=0)
+    head, body = _parts(msg)
+    lines = head.split("\n")
+    assert lines[0] == "Return-Path: <>"
+    assert lines[2] == "Qmail-QuotaWarning: alice@example.com"
+    assert "To: alice@example.com" in lines
+    assert "Subject: QUOTA-WARNING!" in lines
+    assert "From: Qmail-QUOTAGUARD <MAILER-DAEMON@mx1.example.com>" in lines
+    assert body == "Please clean up.\n"
