@@ -69,8 +69,9 @@ def demo_ldif(mail_root: Path, ids: DemoIds, password_hash: str) -> str:
         user("frank", f"mailMessageStore: {store}/frank/\naccountStatus: disabled\n"),
         (
             f"dn: cn=team,ou=groups,{s}\n"
-            "objectClass: top\nobjectClass: qmailUser\nobjectClass: qmailGroup\n"
-            f"cn: team\nuid: team\nmail: team@{d}\n"
+            "objectClass: top\nobjectClass: organizationalRole\nobjectClass: qmailUser\n"
+            "objectClass: qmailGroup\n"
+            f"cn: team\nuid: team\nmail: team@{d}\nmailAlternateAddress: team-owner@{d}\n"
             f"mailMessageStore: {store}/team/\n"
             f"qmailUID: {ids.uid}\nqmailGID: {ids.gid}\n"
             f"dnmember: uid=alice,ou=people,{s}\n"
