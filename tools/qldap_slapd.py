@@ -153,7 +153,7 @@ def _die_with_parent() -> Callable[[], None]:
 def _ldap_answers(host: str, port: int) -> bool:
     """True when an LDAP server on host:port answers an anonymous bind."""
     try:
-        with socket.create_connection((host, port), timeout=2) as s:
+        with socket.create_connection((host, port), timeout=1) as s:
             s.sendall(_ANON_BIND)
             reply = s.recv(64)
     except OSError:
