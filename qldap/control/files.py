@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from qldap.errors import ConfigError
+
+if TYPE_CHECKING:
+    from qldap.control.cdb import CdbReader
 
 T = TypeVar("T")
 
@@ -30,6 +33,42 @@ def find_root(arg: str | os.PathLike[str] | None = None) -> Path:
         return Path(arg)
     env = os.environ.get("QLDAP_ROOT")
     return Path(env) if env else Path(DEFAULT_ROOT)
+
+
+def path_signature(path: str | os.PathLike[str]) -> Signature:
+    """The :data:`Signature` of any file; ``(0, -1, 0)`` when it does not exist.
+
+    Raises:
+        ConfigError: the file cannot be examined (permission on a parent directory, I/O error).
+    """
+    try:
+        return _stat_signature(path)
+    except OSError as exc:
+        raise ConfigError(f"unable to stat {os.fspath(path)}: {exc.strerror}") from exc
+
+
+def _stat_signature(path: str | os.PathLike[str]) -> Signature:
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return _ABSENT
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+_LOWER_TABLE = {ord(u): ord(u) + 32 for u in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"}
+
+
+def ascii_lower(text: str) -> str:
+    """Lowercase A-Z only, as qmail's ``case_lowerb``: domain keys must match what qmail-cdb wrote."""
+    return text.translate(_LOWER_TABLE)
+
+
+def _leading_digits(first_line: str) -> int | None:
+    """qmail's ``scan_ulong`` on a control line: the leading decimal digits, None when there are none."""
+    end = 0
+    while end < len(first_line) and first_line[end] in "0123456789":
+        end += 1
+    return int(first_line[:end]) if end else None
 
 
 def _strip_lines(data: str) -> list[str]:
@@ -54,6 +93,7 @@ class ControlDir:
         self.dir = self.root / "control"
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, str], tuple[Signature, object]] = {}
+        self._cdbs: dict[str, CdbReader] = {}
 
     # -- raw access -----------------------------------------------------------------------------
 
@@ -62,14 +102,23 @@ class ControlDir:
         return self.dir / name
 
     def signature(self, name: str) -> Signature:
-        """A cheap fingerprint of the file; changes whenever the file is replaced or edited."""
+        """A cheap fingerprint of the file; changes whenever the file is replaced or edited.
+
+        Raises:
+            ConfigError: the file cannot be examined.
+        """
         try:
-            st = os.stat(self.dir / name)
-        except FileNotFoundError:
-            return _ABSENT
+            return _stat_signature(self.dir / name)
         except OSError as exc:
             raise ConfigError(f"unable to stat control/{name}: {exc.strerror}") from exc
-        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def snapshot(self, names: Iterable[str]) -> tuple[Signature, ...]:
+        """The signatures of *names* in order: compare two snapshots to ask "did anything I use change?".
+
+        Raises:
+            ConfigError: one of the files cannot be examined.
+        """
+        return tuple(self.signature(name) for name in names)
 
     def exists(self, name: str) -> bool:
         """True when the control file is present (even if empty)."""
@@ -124,6 +173,31 @@ class ControlDir:
             return list(default or [])
         return list(value)
 
+    def entry_set(self, name: str) -> frozenset[str] | None:
+        """List file as a set of ASCII-lowercased entries (for case-insensitive lookups); None if absent.
+
+        Cached like every accessor, so a per-RCPT membership test costs one ``stat``.
+        """
+
+        def parse(text: str | None) -> frozenset[str] | None:
+            return None if text is None else frozenset(ascii_lower(x) for x in _strip_lines(text))
+
+        return self._cached(name, "set", parse)
+
+    def cdb(self, name: str) -> CdbReader:
+        """The shared :class:`~qldap.control.cdb.CdbReader` of ``control/NAME`` (one per name).
+
+        The reader re-reads the file only when its signature changes, so callers may ask for it on
+        every lookup.
+        """
+        from qldap.control.cdb import CdbReader  # late: cdb.py imports this module
+
+        with self._lock:
+            reader = self._cdbs.get(name)
+            if reader is None:
+                reader = self._cdbs[name] = CdbReader(self.dir / name)
+            return reader
+
     def raw_lines(self, name: str) -> list[str] | None:
         """Every line as written (only the final newline dropped), None when absent.
 
@@ -140,28 +214,17 @@ class ControlDir:
         return self._cached(name, "raw", parse)
 
     def integer(self, name: str, default: int) -> int:
-        """Integer file: leading digits of the first line (optional sign); junk parses as 0.
+        """Integer file: the leading decimal digits of the first line, as qmail's ``control_readint``.
 
-        Absent → *default*. Empty → *default* as well (qmail's control_readint keeps the default
-        when the file has no line).
+        Absent → *default*; an empty file or a first line not starting with a digit (``junk``, ``-5``,
+        `` 7``) also keeps *default* ("no digits = absent", services.md conventions); digits followed
+        by junk count (``12abc`` → 12).
         """
 
         def parse(text: str | None) -> int | None:
             if text is None:
                 return None
-            first = text.split("\n", 1)[0].strip()
-            if not first:
-                return None
-            sign = 1
-            if first[0] in "+-":
-                sign = -1 if first[0] == "-" else 1
-                first = first[1:]
-            digits = ""
-            for ch in first:
-                if not ch.isdigit():
-                    break
-                digits += ch
-            return sign * int(digits) if digits else 0
+            return _leading_digits(text.split("\n", 1)[0])
 
         value = self._cached(name, "int", parse)
         return default if value is None else value
