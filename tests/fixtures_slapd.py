@@ -113,11 +113,14 @@ def slapd_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlapdFac
         ldif: Sequence[Path] = (),
         initial_ldif: str = "",
         schema_form: SchemaForm = "schema",
+        qmail_schema: bool = True,
+        ldapi: bool = False,
     ) -> Slapd:
         server = Slapd(
             state_dir if state_dir is not None else tmp_path_factory.mktemp("slapd-private"),
             port=port, suffix=suffix, rootdn=rootdn, rootpw=rootpw, ldif=ldif,
-            initial_ldif=initial_ldif, schema_form=schema_form, tie_to_parent=True,
+            initial_ldif=initial_ldif, schema_form=schema_form, qmail_schema=qmail_schema, ldapi=ldapi,
+            tie_to_parent=True,
         )
         started.append(server)
         server.start()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import ldap3
 import pytest
-from qldap_slapd import QMAIL_LDIF, QMAIL_SCHEMA, SchemaForm, Slapd, find_program
+from qldap_slapd import QMAIL_LDIF, QMAIL_SCHEMA, SchemaForm, Slapd, SlapdError, find_program
 
 from tests.fixtures_slapd import LdapBase, SlapdFactory, require_slapd
 
@@ -337,3 +337,19 @@ def test_object_class_rules_are_enforced(tree: Tree, classes: list[str], attrs: 
     values = {k: v.replace("{base}", tree.base) for k, v in attrs.items()}
     assert not tree.conn.add(f"uid={attrs['uid']},{tree.base}", classes, values)
     assert tree.conn.result["description"] == "objectClassViolation"
+
+
+def test_ldif_form_loads_into_a_running_server_with_ldapadd(slapd_factory: SlapdFactory) -> None:
+    server = slapd_factory(schema_form="ldif", qmail_schema=False, ldapi=True)
+    alice = _ldif("uid=alice,dc=example,dc=com", ALICE_VALUES)
+    with pytest.raises(SlapdError, match="objectClass: value #1 invalid"):
+        server.add_ldif(alice)  # not known yet
+
+    ldapadd = find_program("ldapadd")
+    assert ldapadd is not None
+    loaded = subprocess.run([ldapadd, "-Q", "-Y", "EXTERNAL", "-H", server.ldapi_url, "-f", str(QMAIL_LDIF)],
+                            capture_output=True, text=True, check=False, timeout=60)
+    assert loaded.returncode == 0, loaded.stderr
+    server.add_ldif(alice)
+    found = server.search("dc=example,dc=com", "(mailAlternateAddress=ALICE@example.ORG)", "qmailUID")
+    assert found == "dn: uid=alice,dc=example,dc=com\nqmailUID: 1001\n\n"

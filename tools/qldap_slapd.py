@@ -38,6 +38,7 @@ MODULE_DIR = Path("/usr/lib/ldap")
 SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 PROGRAMS = ("slapd", "slapadd", "slaptest", "ldapadd", "ldapmodify", "ldapsearch", "ldapdelete")
 INDEXED = ("objectClass", "mail", "mailAlternateAddress", "uid")
+QMAIL_INDEXED = ("mailAlternateAddress",)
 STATE_FILE = "qldap-slapd.json"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
@@ -166,7 +167,9 @@ class Slapd:
 
     Settings given here are stored in the state directory on start; :meth:`from_state_dir`
     recovers them in another process.  LDIF files (and *initial_ldif*) are bulk-loaded with
-    ``slapadd -q`` at the first start of this object, before slapd runs.
+    ``slapadd -q`` at the first start of this object, before slapd runs.  *qmail_schema=False*
+    leaves our schema out (to test loading it later); *ldapi=True* also listens on a unix socket in
+    the state dir, where root may modify cn=config with ``-Y EXTERNAL`` (cn=config form only).
     """
 
     host = "127.0.0.1"
@@ -182,6 +185,8 @@ class Slapd:
         ldif: Sequence[Path] = (),
         initial_ldif: str = "",
         schema_form: SchemaForm = "schema",
+        qmail_schema: bool = True,
+        ldapi: bool = False,
         tie_to_parent: bool = False,
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
@@ -190,6 +195,7 @@ class Slapd:
         self.suffix, self.rootdn, self.rootpw = suffix, rootdn, rootpw
         self.schema_form: SchemaForm = schema_form
         self._pending = [Path(p).read_text() for p in ldif] + ([initial_ldif] if initial_ldif else [])
+        self.qmail_schema, self.ldapi = qmail_schema, ldapi
         self._tie_to_parent = tie_to_parent
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -239,6 +245,18 @@ class Slapd:
 
     # ---- configuration
 
+    def _ours(self, path: Path) -> list[Path]:
+        return [path] if self.qmail_schema else []
+
+    @property
+    def _indexed(self) -> str:
+        return ",".join(a for a in INDEXED if self.qmail_schema or a not in QMAIL_INDEXED)
+
+    @property
+    def ldapi_url(self) -> str:
+        """``ldapi://`` URL of the unix socket in the state dir (listened on only with ldapi=True)."""
+        return "ldapi://" + str(self.state_dir / "ldapi").replace("/", "%2F")
+
     def _config_args(self) -> list[str]:
         if self.schema_form == "ldif":
             return ["-F", str(self.state_dir / "slapd.d")]
@@ -246,7 +264,7 @@ class Slapd:
 
     def slapd_conf(self) -> str:
         """The slapd.conf text for this instance."""
-        includes = [SYSTEM_SCHEMA_DIR / f"{n}.schema" for n in SYSTEM_SCHEMAS] + [QMAIL_SCHEMA]
+        includes = [SYSTEM_SCHEMA_DIR / f"{n}.schema" for n in SYSTEM_SCHEMAS] + self._ours(QMAIL_SCHEMA)
         lines = [f"include {p}" for p in includes] + [
             f"pidfile {self.pidfile}",
             f"argsfile {self.state_dir / 'slapd.args'}",
@@ -259,13 +277,13 @@ class Slapd:
             f"rootpw {self.rootpw}",
             f"directory {self.state_dir / 'db'}",
             "maxsize 268435456",
-            f"index {','.join(INDEXED)} eq",
+            f"index {self._indexed} eq",
         ]
         return "\n".join(lines) + "\n"
 
     def config_ldif(self) -> str:
         """The cn=config LDIF (with schema includes) that ``slapadd -n0`` turns into slapd.d."""
-        schemas = [SYSTEM_SCHEMA_DIR / f"{n}.ldif" for n in SYSTEM_SCHEMAS] + [QMAIL_LDIF]
+        schemas = [SYSTEM_SCHEMA_DIR / f"{n}.ldif" for n in SYSTEM_SCHEMAS] + self._ours(QMAIL_LDIF)
         records = [
             f"dn: cn=config\nobjectClass: olcGlobal\ncn: config\nolcPidFile: {self.pidfile}\n"
             f"olcArgsFile: {self.state_dir / 'slapd.args'}\nolcLogLevel: none\n",
@@ -276,12 +294,13 @@ class Slapd:
             "dn: olcDatabase={-1}frontend,cn=config\nobjectClass: olcDatabaseConfig\n"
             "objectClass: olcFrontendConfig\nolcDatabase: {-1}frontend\n",
             "dn: olcDatabase={0}config,cn=config\nobjectClass: olcDatabaseConfig\n"
-            "olcDatabase: {0}config\n",
+            "olcDatabase: {0}config\nolcAccess: to * by dn.exact=gidNumber=0+uidNumber=0,"
+            "cn=peercred,cn=external,cn=auth manage by * none\n",
             f"dn: olcDatabase={{1}}mdb,cn=config\nobjectClass: olcDatabaseConfig\n"
             f"objectClass: olcMdbConfig\nolcDatabase: {{1}}mdb\nolcSuffix: {self.suffix}\n"
             f"olcRootDN: {self.rootdn}\nolcRootPW: {self.rootpw}\n"
             f"olcDbDirectory: {self.state_dir / 'db'}\nolcDbMaxSize: 268435456\n"
-            f"olcDbIndex: {','.join(INDEXED)} eq\n",
+            f"olcDbIndex: {self._indexed} eq\n",
         ]
         return "\n".join(records)
 
@@ -362,7 +381,8 @@ class Slapd:
 
     def _launch(self, timeout: float) -> None:
         self.pidfile.unlink(missing_ok=True)
-        argv = [_program("slapd"), "-d", "none", "-h", f"ldap://{self.host}:{self.port}/",
+        urls = f"ldap://{self.host}:{self.port}/" + (f" {self.ldapi_url}/" if self.ldapi else "")
+        argv = [_program("slapd"), "-d", "none", "-h", urls,
                 *self._config_args()]
         with self.log_path.open("ab") as log:
             offset = log.tell()
