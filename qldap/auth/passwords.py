@@ -170,6 +170,14 @@ def _check_ns_mta_md5(rest: str, password: bytes) -> bool:
     return hmac.compare_digest(_ns_mta_md5(raw[32:], password), stored)
 
 
+def _crypt_rn_caller(func: Callable[..., bytes | None]) -> Callable[[bytes, bytes], bytes | None]:
+    def call(phrase: bytes, setting: bytes) -> bytes | None:
+        data = ctypes.create_string_buffer(_CRYPT_DATA_SIZE)  # per call: no shared state
+        return func(phrase, setting, data, _CRYPT_DATA_SIZE)
+
+    return call
+
+
 @functools.cache
 def _libcrypt() -> Callable[[bytes, bytes], bytes | None] | None:
     """The system's ``crypt_rn`` (libxcrypt), or None where there is none."""
@@ -182,13 +190,7 @@ def _libcrypt() -> Callable[[bytes, bytes], bytes | None] | None:
             continue
         func.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_int]
         func.restype = ctypes.c_char_p
-
-        def call(phrase: bytes, setting: bytes, _func: ctypes._NamedFuncPointer = func) -> bytes | None:
-            data = ctypes.create_string_buffer(_CRYPT_DATA_SIZE)
-            result: bytes | None = _func(phrase, setting, data, _CRYPT_DATA_SIZE)
-            return result
-
-        return call
+        return _crypt_rn_caller(func)
     return None
 
 
