@@ -1,0 +1,153 @@
+"""QmailUser and QmailGroup: frozen records of every schema attribute, built once from an Entry.
+
+Why values stay unvalidated strings here: local delivery must run its checks in the spec's order
+(accountStatus before numbers, paths, ids — delivery.md §4), so building a record only enforces the
+"one value" rule of single-valued attributes; the checks themselves are the pure functions of
+:mod:`qldap.directory.validate`, applied by whoever needs the value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from qldap.directory import schema as s
+from qldap.directory.entry import Entry
+from qldap.directory.schema import AccountStatus
+
+
+@dataclass(frozen=True, slots=True)
+class QmailUser:
+    """A qmailUser entry (delivery.md §4, services.md §1.2); absent single values are None."""
+
+    dn: str
+    mail: str | None
+    mail_alternate: tuple[str, ...]
+    uid: str | None
+    qmail_uid: str | None
+    qmail_gid: str | None
+    status: AccountStatus
+    status_raw: str | None
+    mail_host: str | None
+    message_store: str | None
+    home_directory: str | None
+    quota_size: str | None
+    quota_count: str | None
+    size_max: str | None
+    forwards: tuple[str, ...]
+    programs: tuple[str, ...]
+    delivery_modes: tuple[str, ...]
+    reply_text: str | None
+    dot_mode: str | None
+    account_purge: str | None
+    object_classes: tuple[str, ...]
+    password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_entry(cls, entry: Entry) -> QmailUser:
+        """The user record of *entry*.
+
+        ``mail`` is taken as the first value (it is multi-valued in the standard schema).
+
+        Raises:
+            NotUnique: a single-valued attribute holds several values.
+        """
+        one = entry.single
+        status_raw = one(s.ACCOUNT_STATUS)
+        mails = entry.values(s.MAIL)
+        return cls(
+            dn=entry.dn,
+            mail=mails[0] if mails else None,
+            mail_alternate=entry.values(s.MAIL_ALTERNATE),
+            uid=one(s.UID),
+            qmail_uid=one(s.QMAIL_UID),
+            qmail_gid=one(s.QMAIL_GID),
+            status=AccountStatus.parse(status_raw),
+            status_raw=status_raw,
+            mail_host=one(s.MAIL_HOST),
+            message_store=one(s.MAIL_STORE),
+            home_directory=one(s.HOME_DIRECTORY),
+            quota_size=one(s.QUOTA_SIZE),
+            quota_count=one(s.QUOTA_COUNT),
+            size_max=one(s.SIZE_MAX),
+            forwards=entry.values(s.FORWARDS),
+            programs=entry.values(s.PROGRAM),
+            delivery_modes=entry.values(s.DELIVERY_MODE),
+            reply_text=one(s.REPLY_TEXT),
+            dot_mode=one(s.DOT_MODE),
+            account_purge=one(s.ACCOUNT_PURGE),
+            object_classes=entry.values(s.OBJECT_CLASS),
+            password=one(s.PASSWORD),
+        )
+
+    @property
+    def is_group(self) -> bool:
+        """True when the entry is also a qmailGroup (its mail goes to group expansion)."""
+        want = s.GROUP_CLASS.lower()
+        return any(oc.lower() == want for oc in self.object_classes)
+
+    @property
+    def has_password(self) -> bool:
+        """True when a userPassword was fetched for this entry."""
+        return self.password is not None
+
+
+@dataclass(frozen=True, slots=True)
+class QmailGroup:
+    """A qmailGroup entry (services.md §4.1); flags and texts unvalidated, lists as given."""
+
+    dn: str
+    mail: str | None
+    mail_alternate: tuple[str, ...]
+    message_store: str | None
+    dn_members: tuple[str, ...]
+    rfc822_members: tuple[str, ...]
+    filter_members: tuple[str, ...]
+    dn_senders: tuple[str, ...]
+    rfc822_senders: tuple[str, ...]
+    filter_senders: tuple[str, ...]
+    members_only: str | None
+    sender_confirm: str | None
+    confirm_text: str | None
+    dn_moderators: tuple[str, ...]
+    rfc822_moderators: tuple[str, ...]
+    moderator_text: str | None
+    bounce_admins: tuple[str, ...]
+
+    @classmethod
+    def from_entry(cls, entry: Entry) -> QmailGroup:
+        """The group record of *entry*.
+
+        Raises:
+            NotUnique: a single-valued attribute holds several values.
+        """
+        one, many = entry.single, entry.values
+        mails = many(s.MAIL)
+        return cls(
+            dn=entry.dn,
+            mail=mails[0] if mails else None,
+            mail_alternate=many(s.MAIL_ALTERNATE),
+            message_store=one(s.MAIL_STORE),
+            dn_members=many(s.DN_MEMBER),
+            rfc822_members=many(s.RFC822_MEMBER),
+            filter_members=many(s.FILTER_MEMBER),
+            dn_senders=many(s.DN_SENDER),
+            rfc822_senders=many(s.RFC822_SENDER),
+            filter_senders=many(s.FILTER_SENDER),
+            members_only=one(s.MEMBERS_ONLY),
+            sender_confirm=one(s.SENDER_CONFIRM),
+            confirm_text=one(s.CONFIRM_TEXT),
+            dn_moderators=many(s.DN_MODERATOR),
+            rfc822_moderators=many(s.RFC822_MODERATOR),
+            moderator_text=one(s.MODERATOR_TEXT),
+            bounce_admins=many(s.BOUNCE_ADMIN),
+        )
+
+    @property
+    def has_sender_lists(self) -> bool:
+        """True when any sender attribute exists (membersonly then checks senders, not members)."""
+        return bool(self.dn_senders or self.rfc822_senders or self.filter_senders)
+
+    @property
+    def moderated(self) -> bool:
+        """True when the group has moderators."""
+        return bool(self.dn_moderators or self.rfc822_moderators)
