@@ -171,7 +171,8 @@ def test_cluster() -> None:
     assert isinstance(plan(found(mailHost=["MX1.example.com"]), cfg), Plan)
     assert isinstance(plan(found(mailHost=["mx3.example.com"]), cfg), Plan)
     assert isinstance(plan(found(mailHost=["mx2.example.com"])), Plan)  # cluster off
-    assert text_of(found(mailHost=["mx2.example.com"], accountStatus=["disabled"]), cfg).startswith("Mailaddr")
+    disabled = found(mailHost=["mx2.example.com"], accountStatus=["disabled"])
+    assert text_of(disabled, cfg).startswith("Mailaddr")
 
 
 def test_group_and_catchall_extension() -> None:
