@@ -16,6 +16,7 @@ from qldap.remote.dialogue import (
     SmtpDialogue,
     StartTls,
     encode_body,
+    no_connection,
     quote_address,
     xtext,
 )
@@ -120,10 +121,10 @@ def test_check_43_partial_final_line_fails_permanently_without_sending_body() ->
 
 
 def test_check_45_size_when_advertised() -> None:
-    message = b"x" * 99 + b"\n"  # 100 bytes: 100 + 100 // 32 + 1 = 104
+    message = b"x" * 999 + b"\n"  # 1000 bytes: 1000 + 1000 // 32 + 1 = 1032
     ehlo = b"250-mx.example\r\n250-SIZE 10240000\r\n250 HELP\r\n"
     sent, _ = converse(dialogue(message=message), [HAPPY[0], ehlo, *HAPPY[2:]])
-    assert sent[1] == b"MAIL FROM:<alice@example.com> SIZE=104\r\n"
+    assert sent[1] == b"MAIL FROM:<alice@example.com> SIZE=1032\r\n"
 
 
 def test_no_size_parameter_when_not_advertised_and_empty_sender() -> None:
@@ -440,3 +441,9 @@ def test_reply_reader_joins_continuations() -> None:
     assert reply.code == 250
     assert reply.lines == (b"250-a", b"250-b", b"250 c")
     assert reply.keywords == {"B": (), "C": ()}
+
+
+def test_no_address_connected() -> None:
+    report = fold_remote_output(no_connection().encode())
+    assert report.letter is Letter.TEMPORARY
+    assert report.text == "Sorry, I wasn't able to establish an SMTP connection. (#4.4.1)\n"

@@ -23,6 +23,7 @@ SMTP_TEXT_LIMIT = 5000  # bytes of "Remote host said:" text kept per reply
 QUIT = b"QUIT\r\n"
 LOOPING = "Sorry. Message is looping within cluster, giving up. (#5.4.6)\n"
 PARTIAL_LINE = "SMTP cannot transfer messages with partial final lines. (#5.6.2)\n"
+NO_CONNECTION = "Sorry, I wasn't able to establish an SMTP connection. (#4.4.1)\n"
 
 # RFC 821/822 atom characters (qmail's quote.c table): everything printable except the specials.
 _ATOM_OK = frozenset(c for c in range(33, 127) if chr(c) not in '"(),:;<>@[\\]')
@@ -161,6 +162,11 @@ class RemoteOutcome:
         """The NUL-terminated wire form written by ``qmail-remote``."""
         records = [r.letter + r.text for r in self.recipients] + [self.message.letter + self.message.text]
         return b"".join(rec.encode("utf-8", "surrogateescape") + b"\0" for rec in records)
+
+
+def no_connection() -> RemoteOutcome:
+    """The outcome when no address connected or every one asked for the next (§6.3)."""
+    return RemoteOutcome((), MessageReport("Z", NO_CONNECTION))
 
 
 @dataclass(frozen=True, slots=True)
