@@ -14,7 +14,7 @@ BadCredentials; protocolError (2) at an LDAPv3 bind → one retry with LDAPv2.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import ldap3
 from ldap3.core import exceptions as lx
@@ -51,10 +51,6 @@ class LdapSearcher:
             raise ValueError("LdapSearcher needs at least one server")
         self.config = config
         self.pool_size = pool_size
-        self._servers = [
-            ldap3.Server(s.host, port=s.port, get_info=ldap3.NONE, connect_timeout=config.timeout)
-            for s in config.servers
-        ]
         self._lock = threading.Lock()
         self._idle: list[ldap3.Connection] = []
 
@@ -69,7 +65,12 @@ class LdapSearcher:
             ServerUnreachable: no server could be reached or answered in time.
         """
         problems: list[str] = []
-        for address, server in zip(self.config.servers, self._servers, strict=True):
+        for address in self.config.servers:
+            # a fresh Server each time: ldap3 remembers failed addresses and would skip a server that
+            # has come back; connections are pooled, so this costs one resolution per reconnect only
+            server = ldap3.Server(
+                address.host, port=address.port, get_info=ldap3.NONE, connect_timeout=self.config.timeout
+            )
             conn = self._bind_one(address, server, user, password, problems)
             if conn is not None:
                 return conn
@@ -215,7 +216,7 @@ def _entries(response: Sequence[dict[str, object]]) -> list[Entry]:
         raw = item.get("raw_attributes")
         pairs = (
             [(name, [v.decode("utf-8", "surrogateescape") for v in values]) for name, values in raw.items()]
-            if isinstance(raw, dict)
+            if isinstance(raw, Mapping)  # ldap3's CaseInsensitiveDict is a Mapping, not a dict
             else []
         )
         out.append(Entry.build(str(item.get("dn", "")), pairs))
