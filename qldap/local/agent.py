@@ -37,8 +37,16 @@ LOOP = "This message is looping: it already has my Delivered-To line. (#5.4.6)"
 NO_MAILBOX = "Sorry, no mailbox here by that name. (#5.1.1)"
 NO_REPLY_TEXT = "Warning: Reply mode is on but there is no reply text."
 
-# Forward seam: (envelope sender, recipients, message bytes) -> queue id; raises Temporary/PermanentFailure.
-Injector = Callable[[str, list[str], bytes], int]
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message the agent wants injected: a forward (failure matters) or an auto-reply (it does not)."""
+
+    sender: str
+    recipients: tuple[str, ...]
+    data: bytes
+    is_reply: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,18 +60,24 @@ class AgentConfig:
 
 @dataclass(slots=True)
 class Tally:
-    """Counts for ``did F+W+P`` and the text collected on the way."""
+    """What the agent did: counts for ``did F+W+P``, report notes and the messages to inject.
+
+    Why the agent does not inject itself: when qldap runs as root the agent runs in a child process
+    under the mailbox's uid, which may not write the queue; the spawner injects ``outgoing`` after the
+    agent returns (forward failures then become the result, as qmail-local's do).
+    """
 
     files: int = 0
     forwards: int = 0
     programs: int = 0
     notes: list[str] = field(default_factory=list)
-    qp: int | None = None
+    outgoing: list[Outgoing] = field(default_factory=list)
 
-    def text(self) -> str:
+    def text(self, qp: int | None = None) -> str:
+        """qmail-local's success text: notes, ``did F+W+P`` and ``qp N`` when a forward was injected."""
         parts = [*self.notes, f"did {self.files}+{self.forwards}+{self.programs}"]
-        if self.qp is not None:
-            parts.append(f"qp {self.qp}")
+        if qp is not None:
+            parts.append(f"qp {qp}")
         return "\n".join(parts)
 
 
@@ -175,11 +189,10 @@ def deliver(
     r: Recipient,
     message: Path,
     cfg: AgentConfig,
-    inject: Injector,
     *,
     now: Callable[[], float] = time.time,
-) -> str:
-    """Deliver *message* (the queued file) for recipient *r* as *plan* says; returns the success text.
+) -> Tally:
+    """Deliver *message* (the queued file) for recipient *r* as *plan* says; returns what was done.
 
     Raises:
         TemporaryFailure / PermanentFailure: with the report text.
@@ -205,7 +218,7 @@ def deliver(
         if plan.reply_text is None:
             tally.notes.append(NO_REPLY_TEXT)
         else:
-            _auto_reply(plan, rr, head, cfg, inject, now(), tally)
+            _auto_reply(plan, rr, head, cfg, now(), tally)
 
     env = {**_base_env(), **plan.env(), **program_env(rr, default=default_part, now=now())}
     prefix = (rpline(r.sender) + dt).encode("utf-8", "surrogateescape")
@@ -235,12 +248,9 @@ def deliver(
         if len(forwards) > 1:
             body += b"Precedence: bulk\n"
         body += message.read_bytes()
-        try:
-            tally.qp = inject(newsender, forwards, body)
-        except (TemporaryFailure, PermanentFailure) as exc:
-            raise type(exc)(f"Unable to forward message: {exc.text}.") from None
+        tally.outgoing.append(Outgoing(newsender, tuple(forwards), body))
         tally.forwards += len(forwards)
-    return tally.text()
+    return tally
 
 
 def _base_env() -> dict[str, str]:
@@ -289,8 +299,7 @@ def _mbox(path: Path, message: Path, prefix: bytes, size: int, quota: Quota, sen
     deliver_mbox(path, _read_chunks(message), sender=sender, prefix=prefix)
 
 
-def _auto_reply(plan: Plan, r: Recipient, head: bytes, cfg: AgentConfig, inject: Injector, now: float,
-                tally: Tally) -> None:
+def _auto_reply(plan: Plan, r: Recipient, head: bytes, cfg: AgentConfig, now: float, tally: Tally) -> None:
     """qmail-reply: answer once per sender and text; failures are noted, never fatal."""
     assert plan.reply_text is not None
     if is_robot_sender(r.sender, cfg.reply_junk) or is_bulk_message(parse_headers(head)):
@@ -304,11 +313,11 @@ def _auto_reply(plan: Plan, r: Recipient, head: bytes, cfg: AgentConfig, inject:
             return
     msg = compose_reply(plan.reply_text, sender=r.sender, recipient=r.address, original=head,
                         dtline=dtline(r), me=cfg.me, now=now)
-    try:
-        inject("", [r.sender], msg)
-        tally.forwards += 1
-        if db is not None:
+    tally.outgoing.append(Outgoing("", (r.sender,), msg, is_reply=True))
+    tally.forwards += 1
+    if db is not None:
+        try:
             ensure_maildir(replies_in)
             db.record(r.sender, plan.reply_text, now)
-    except (TemporaryFailure, PermanentFailure, OSError) as exc:
-        tally.notes.append(f"Warning: auto-reply failed: {exc}")
+        except (TemporaryFailure, OSError) as exc:
+            tally.notes.append(f"Warning: unable to record the auto-reply: {exc}")
