@@ -15,6 +15,7 @@ from qldap.pop3.maildrop import (
     Maildrop,
     NoMaildir,
     ScanFailed,
+    TransferEncoder,
     name_size,
     name_time,
     transcode,
@@ -141,9 +142,7 @@ def test_streamed_retrieval_of_a_large_message(md: Path) -> None:
 @settings(max_examples=200)
 @given(st.binary(max_size=600), st.lists(st.integers(1, 50), max_size=40), st.none() | st.integers(0, 4))
 def test_chunking_never_changes_the_transfer(data: bytes, cuts: list[int], limit: int | None) -> None:
-    from qldap.pop3.maildrop import _Transcoder
-
-    codec = _Transcoder(limit)
+    codec = TransferEncoder(limit)
     out, pos = b"", 0
     for size in cuts:
         out += codec.feed(data[pos : pos + size])
@@ -156,9 +155,7 @@ def test_chunking_never_changes_the_transfer(data: bytes, cuts: list[int], limit
 
 
 def test_long_unterminated_lines_are_streamed_not_buffered() -> None:
-    from qldap.pop3.maildrop import _Transcoder
-
-    codec = _Transcoder(None)
+    codec = TransferEncoder(None)
     first = codec.feed(b"." + b"a" * 100_000)
     assert first == b".." + b"a" * 100_000
     assert codec.feed(b"\r") == b""
@@ -239,3 +236,25 @@ def test_message_removed_by_someone_else_is_not_a_failure(md: Path) -> None:
     p.unlink()
     assert drop.commit(None) is True
     assert (md / "maildirsize").read_text() == "\n1 1\n"
+
+
+def test_symlinked_message_and_journal_are_never_followed(md: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "shadow"
+    secret.write_bytes(b"root:x:0\n")
+    (md / "cur" / "1000.1.h:2,").symlink_to(secret)
+    (md / "maildirsize").symlink_to(secret)
+    put(md, "new/1001.1.h,S=2", b"ok")
+    drop = Maildrop.open(md)
+    assert [m.path for m in drop.messages] == ["cur/1000.1.h:2,", "new/1001.1.h,S=2"]
+    with pytest.raises(OSError):
+        drop.open_message(0)
+    drop.delete(1)
+    assert drop.commit(None)
+    assert secret.read_bytes() == b"root:x:0\n"
+
+
+def test_a_directory_in_cur_cannot_be_retrieved(md: Path) -> None:
+    (md / "cur" / "1000.1.h:2,").mkdir()
+    drop = Maildrop.open(md)
+    with pytest.raises(OSError):
+        drop.open_message(0)

@@ -16,8 +16,10 @@ line ends, dot-stuffing, the TOP line limit), so a large message never sits in m
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -108,7 +110,7 @@ def scan(root: Path, now: float) -> list[Message]:
             size = name_size(name)
             if stamp is None or size is None:
                 try:
-                    st = os.stat(path)
+                    st = os.lstat(path)
                 except OSError:
                     if stamp is None:
                         continue  # vanished meanwhile: not listed, as qmail
@@ -124,7 +126,7 @@ def scan(root: Path, now: float) -> list[Message]:
     return found
 
 
-class _Transcoder:
+class TransferEncoder:
     """Stored message bytes → POP3 transfer bytes (CRLF, dot-stuffing, TOP limit), fed in any chunks.
 
     Mirrors qmail-pop3d: every LF-terminated line and a final unterminated one is sent with CRLF;
@@ -205,7 +207,7 @@ class _Transcoder:
 
 def transcode(data: bytes, body_lines: int | None = None) -> bytes:
     """The whole transfer form of a stored message held in memory (tests, small messages)."""
-    t = _Transcoder(body_lines)
+    t = TransferEncoder(body_lines)
     return t.feed(data) + t.finish()
 
 
@@ -213,8 +215,23 @@ class MessageStream:
     """An opened message, iterated as transfer chunks; closes its file when exhausted or closed."""
 
     def __init__(self, path: Path, body_lines: int | None) -> None:
-        self._file = open(path, "rb")  # noqa: SIM115 - closed by close()/exhaustion
-        self._codec = _Transcoder(body_lines)
+        """Open *path*: a regular file, never through a symlink.
+
+        Why: a session may run with more privileges than the mailbox owner, who could otherwise plant
+        ``cur/x -> /etc/shadow``; deliveries never create links, so refusing them costs nothing.
+
+        Raises:
+            OSError: the file cannot be opened, is a symlink or is not a regular file.
+        """
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file", str(path))
+            self._file = os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
+        self._codec = TransferEncoder(body_lines)
 
     @property
     def line_bytes(self) -> int:
@@ -343,9 +360,12 @@ class Maildrop:
 
 
 def _append(path: Path, text: str) -> None:
-    """Append *text* to the journal and sync it; best effort (the next recount repairs a failure)."""
+    """Append *text* to the journal and sync it; best effort (the next recount repairs a failure).
+
+    Never through a symlink, for the reason given in :class:`MessageStream`.
+    """
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
     except OSError:
         return
     try:

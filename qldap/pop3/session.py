@@ -7,8 +7,8 @@ message-number rules and the exact replies of services.md §2.2, plus the ``POP3
 
 Why QUIT is the only path to :meth:`Maildrop.commit`: an EOF, a timeout or an error ends the session
 through :meth:`Pop3Session.end`, which logs and changes nothing on disk (RFC 1939's UPDATE state).
-QUIT's commit does file I/O (and may sleep 3 s on a quota race), so the glue runs :meth:`receive` in
-a worker thread.
+:func:`open_session` scans the maildir and QUIT's commit does file I/O (and may sleep 3 s on a quota
+race), so the glue calls both in a worker thread.
 """
 
 from __future__ import annotations
