@@ -94,8 +94,11 @@ def entry(**attrs: list[str]) -> Entry:
         ("(&(objectClass=qmailUser)(|(mail=x)(mailAlternateAddress=al@example.com)))", True),
         ("(!(mail=alice@example.com))", False),
         ("(qmailUID=2000)", True),
-        ("(qmailUID>=1000)", True),
-        ("(qmailUID<=1000)", False),
+        ("(qmailUID=02000)", False),  # not INTEGER syntax: Undefined, as in slapd
+        ("(qmailUID>=1000)", False),  # qmailUID has no ordering rule (as slapd)
+        ("(uidNumber>=1000)", True),
+        ("(uidNumber<=999)", False),
+        ("(uidNumber<=1000)", True),
         ("(mailMessageStore=/var/mail/alice/)", False),  # caseExact
         ("(mailMessageStore=/var/mail/Alice/)", True),
         ("(mail=alice\\40example.com)", True),
@@ -113,7 +116,7 @@ def entry(**attrs: list[str]) -> Entry:
 def test_filter_evaluation(flt: str, expected: bool | None) -> None:
     e = entry(
         objectClass=["top", "qmailUser"], uid=["x"], mail=["Alice@Example.com"],
-        mailAlternateAddress=["al@example.com"], qmailUID=["2000"],
+        mailAlternateAddress=["al@example.com"], qmailUID=["2000"], uidNumber=["1000"],
         mailMessageStore=["/var/mail/Alice/"], dnmember=["UID=Bob , O=T"],
     )  # fmt: skip
     if expected is None:

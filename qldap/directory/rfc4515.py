@@ -22,6 +22,7 @@ _INTEGER = frozenset(
     {"qmailuid", "qmailgid", "mailquotasize", "mailquotacount", "mailsizemax", "uidnumber", "gidnumber",
      "qlaqmailuid", "qlaqmailgid", "qlamailquotasize", "qlamailquotacount", "qlamailsizemax"}
 )  # fmt: skip
+_ORDERED = frozenset({"uidnumber", "gidnumber"})  # the only ones with an ORDERING rule in our schemas
 _DN = frozenset({"dnmember", "dnsender", "dnmoderator", "qladnmanager", "member", "uniquemember", "seealso"})
 _SPACES = re.compile(r"\s+")
 _ATTR = re.compile(r"[A-Za-z][A-Za-z0-9-]*(?:;[A-Za-z0-9-]+)*|[0-9]+(?:\.[0-9]+)+")
@@ -183,12 +184,12 @@ def _fold(value: str) -> str:
     return _SPACES.sub(" ", value.strip()).lower()
 
 
+_INTEGER_SYNTAX = re.compile(r"-?[1-9][0-9]*|0")
+
+
 def _as_int(value: str) -> int | None:
-    text = value.strip()
-    try:
-        return int(text) if text.lstrip("-").isdigit() else None
-    except ValueError:
-        return None
+    """INTEGER syntax (RFC 4517 §3.3.16): no leading zeros or blanks; anything else is Undefined."""
+    return int(value) if _INTEGER_SYNTAX.fullmatch(value) else None
 
 
 def _normalizer(attr: str) -> Callable[[str], object]:
@@ -211,6 +212,8 @@ def _compare(entry: Entry, node: Compare) -> bool:
         return False
     if node.op in ("=", "~="):
         return any(norm(v) == want for v in values)
+    if node.attr not in _ORDERED:
+        return False  # no ordering rule: slapd evaluates the assertion as Undefined
     ge = node.op == ">="
     for v in values:
         have = norm(v)
