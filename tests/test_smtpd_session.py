@@ -17,7 +17,7 @@ from qldap.control.domains import Locals, RcptHosts
 from qldap.control.files import ControlDir
 from qldap.smtpd import replies
 from qldap.smtpd.config import SmtpdConfig
-from qldap.smtpd.policy import Lookup, MxAnswer, RblAnswer, VerifyAnswer
+from qldap.smtpd.policy import NO_FACTS, Lookup, MxAnswer, RblAnswer, VerifyAnswer
 from qldap.smtpd.reader import BareLF, Command, DataChunk, DataEnd, Eof, HeaderTooLong, SmtpReader, TooLong
 from qldap.smtpd.session import (
     ALLOWED,
@@ -91,8 +91,6 @@ class Driver:
     def _event(self, event: object) -> None:
         s = self.session
         if isinstance(event, Command):
-            from qldap.smtpd.policy import NO_FACTS
-
             facts = NO_FACTS
             action = s.command(event, facts)
             while not isinstance(action, (Send, OpenQueue, CheckLogin, PrepareTls, CommitQueue)):
@@ -425,3 +423,27 @@ def test_command_table_is_complete(root: QRoot, phase: Phase) -> None:
             assert isinstance(action, Send) and action.reply == expected
         else:
             assert isinstance(action, (Send, OpenQueue, PrepareTls, CheckLogin))
+
+
+def test_queue_start_failure_ends_transaction(root: QRoot) -> None:
+    d = make(root)
+    d.say(FROM + b"RCPT TO:<a@example.org>\r\n")
+    assert isinstance(d.session.command(Command("DATA", "", "DATA")), OpenQueue)
+    assert d.session.queue_opened(False).reply.render() == "451 qqt failure (#4.3.0)\r\n"
+    assert d.session.phase is Phase.COMMAND
+    assert d.say(b"RCPT TO:<a@example.org>\r\n") == "503 MAIL first (#5.5.1)\r\n"
+
+
+def test_550disconnect_after_data_checks_but_not_queue_failures(root: QRoot) -> None:
+    d = make(root, {"SMTP550DISCONNECT": ""}, qq_result="Dmail server permanently rejected message (#5.3.0)")
+    d.say(FROM + b"RCPT TO:<a@example.org>\r\nDATA\r\n")
+    assert d.say(b".\r\n").startswith("554 mail server") and not d.closed
+    d.say(FROM + b"RCPT TO:<a@example.org>\r\nDATA\r\n")
+    assert d.say(b"Delivered-To: x\r\n" * 100 + b"\r\n.\r\n") == replies.TOO_MANY_HOPS.render()
+    assert d.closed
+
+
+def test_auth_failure_closes_under_550disconnect(root: QRoot) -> None:
+    d = make(root, {"SMTPAUTH": "", "SMTP550DISCONNECT": ""})
+    assert d.say(b"AUTH PLAIN AGFsaWNlAHdyb25n\r\nNOOP\r\n") == "535 authentication failure\r\n"
+    assert d.closed

@@ -245,35 +245,26 @@ class Session:
 
     def _restricted(self, verb: str) -> Send:
         if verb == "QUIT":
-            self.phase = Phase.CLOSED
-            return Send(replies.goodbye(self.cfg.me), close=True)
+            return self._quit("", NO_FACTS)
         if self.cfg.env.greeting421 is not None:
             return self._send(replies.SERVICE_UNAVAILABLE)
         return self._send(replies.BAD_SEQUENCE)
 
-    def _helo(self, arg: str, _facts: Facts) -> Action:
-        self._txn = _Txn()
-        self.helo = arg
-        return Send(replies.helo(self.cfg.me, self.cfg.smtpgreeting))
-
-    def _ehlo(self, arg: str, _facts: Facts) -> Action:
+    def _helo(self, arg: str, _facts: Facts, *, extended: bool = False) -> Send:
         cfg, env = self.cfg, self.cfg.env
         self._txn = _Txn()
         self.helo = arg
+        if not extended:
+            return Send(replies.helo(cfg.me, cfg.smtpgreeting))
         auth = env.smtpauth and (self.tls or not env.auth_tls_required)
-        starttls = cfg.cert_path is not None and not self.tls
-        return Send(
-            replies.ehlo(cfg.me, cfg.smtpgreeting, databytes=cfg.databytes, starttls=starttls, auth=auth)
-        )
+        tls = cfg.cert_path is not None and not self.tls
+        return Send(replies.ehlo(cfg.me, cfg.smtpgreeting, databytes=cfg.databytes, starttls=tls, auth=auth))
 
-    def _rset(self, _arg: str, _facts: Facts) -> Action:
+    def _rset(self, _arg: str, _facts: Facts) -> Send:
         self._txn = _Txn()
         return Send(replies.FLUSHED)
 
-    def _simple(self, reply: Reply) -> Action:
-        return Send(reply)
-
-    def _quit(self, _arg: str, _facts: Facts) -> Action:
+    def _quit(self, _arg: str, _facts: Facts) -> Send:
         self.phase = Phase.CLOSED
         return Send(replies.goodbye(self.cfg.me), close=True)
 
@@ -413,11 +404,11 @@ class Session:
 
 _HANDLERS: Mapping[str, Callable[[Session, str, Facts], Action]] = {
     "HELO": Session._helo,
-    "EHLO": Session._ehlo,
+    "EHLO": lambda s, a, f: s._helo(a, f, extended=True),
     "RSET": Session._rset,
-    "NOOP": lambda s, _a, _f: s._simple(replies.OK),
-    "VRFY": lambda s, _a, _f: s._simple(replies.VRFY),
-    "HELP": lambda s, _a, _f: s._simple(replies.HELP),
+    "NOOP": lambda _s, _a, _f: Send(replies.OK),
+    "VRFY": lambda _s, _a, _f: Send(replies.VRFY),
+    "HELP": lambda _s, _a, _f: Send(replies.HELP),
     "QUIT": Session._quit,
     "MAIL": Session._mail,
     "RCPT": Session._rcpt,
