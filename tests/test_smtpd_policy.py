@@ -385,7 +385,6 @@ def final_or_none(v: Verdict | None) -> replies.Reply | None:
 
 
 def test_data_end_order(root: QRoot) -> None:
-    cfg = load(root, {"REJECTEXEC": ""})
     root.control("signatures", "TVqQ")
     cfg = load(root, {"REJECTEXEC": ""})
     assert final_or_none(data_end_verdict(cfg, DataEnd(10, 100, True), True)) == replies.TOO_MANY_HOPS
