@@ -12,6 +12,7 @@ from qldap.directory.validate import parse_delivery_modes
 from qldap.errors import PermanentFailure, TemporaryFailure
 from qldap.local.agent import AgentConfig, deliver
 from qldap.local.lines import Recipient
+from qldap.local.message import MessageFile
 from qldap.local.quota import Quota
 from qldap.local.resolve import Plan
 
@@ -27,7 +28,8 @@ class Outbox:
 
 
 def run(plan: Plan, r: Recipient, message: Path, cfg: AgentConfig, out: Outbox) -> str:
-    tally = deliver(plan, r, message, cfg)
+    with MessageFile.open(message) as mf:
+        tally = deliver(plan, r, mf, cfg)
     for o in tally.outgoing:
         out.sent.append((o.sender, list(o.recipients), o.data))
     return tally.text(4242 if any(not o.is_reply for o in tally.outgoing) else None)

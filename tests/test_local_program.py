@@ -9,6 +9,7 @@ import pytest
 
 from qldap.errors import PermanentFailure, TemporaryFailure
 from qldap.local.lines import Recipient, dtline, program_env, rpline
+from qldap.local.message import MessageFile
 from qldap.local.program import Outcome, cut_report, run_program
 
 R = Recipient(
@@ -17,10 +18,10 @@ R = Recipient(
 )
 
 
-def _msg(tmp_path: Path, body: bytes = b"Subject: x\n\nbody\n") -> Path:
+def _msg(tmp_path: Path, body: bytes = b"Subject: x\n\nbody\n") -> MessageFile:
     p = tmp_path / "msg"
     p.write_bytes(body)
-    return p
+    return MessageFile.open(p)
 
 
 def _env(home: Path) -> dict[str, str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from qldap.local.dotqmail import Instruction, Kind
 from qldap.local.lines import Recipient, dtline, program_env, rpline
 from qldap.local.maildir import deliver_maildir, ensure_maildir
 from qldap.local.mbox import deliver_mbox
+from qldap.local.message import MessageFile
 from qldap.local.program import Outcome, run_program
 from qldap.local.quota import OverQuota, Quota, check_quota, record_delivery
 from qldap.local.resolve import Plan
@@ -79,19 +80,6 @@ class Tally:
         if qp is not None:
             parts.append(f"qp {qp}")
         return "\n".join(parts)
-
-
-def _read_chunks(path: Path, size: int = 1 << 16) -> Iterator[bytes]:
-    with open(path, "rb") as f:
-        while chunk := f.read(size):
-            yield chunk
-
-
-def _header_block(path: Path, limit: int = 1 << 20) -> bytes:
-    with open(path, "rb") as f:
-        data = f.read(limit)
-    end = data.find(b"\n\n")
-    return data if end < 0 else data[: end + 1]
 
 
 def check_home(home: str) -> None:
@@ -187,7 +175,7 @@ def instructions_for(
 def deliver(
     plan: Plan,
     r: Recipient,
-    message: Path,
+    message: MessageFile,
     cfg: AgentConfig,
     *,
     now: Callable[[], float] = time.time,
@@ -199,11 +187,11 @@ def deliver(
     """
     home = plan.home
     check_home(home)
-    head = _header_block(message)
+    head = message.head()
     dt = dtline(r)
     if any(line == dt.encode("utf-8", "surrogateescape")[:-1] for line in head.split(b"\n")):
         raise PermanentFailure(LOOP)
-    size = os.stat(message).st_size
+    size = message.size
     tally = Tally(notes=list(plan.warnings))
 
     def exists(name: str) -> bool:
@@ -247,7 +235,7 @@ def deliver(
         body = dt.encode("utf-8", "surrogateescape")
         if len(forwards) > 1:
             body += b"Precedence: bulk\n"
-        body += message.read_bytes()
+        body += message.read_all()
         tally.outgoing.append(Outgoing(newsender, tuple(forwards), body))
         tally.forwards += len(forwards)
     return tally
@@ -257,7 +245,7 @@ def _base_env() -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")}
 
 
-def _maildir(md: Path, message: Path, prefix: bytes, size: int, quota: Quota, r: Recipient,
+def _maildir(md: Path, message: MessageFile, prefix: bytes, size: int, quota: Quota, r: Recipient,
              cfg: AgentConfig, now: float) -> None:
     if quota.active:
         try:
@@ -267,7 +255,7 @@ def _maildir(md: Path, message: Path, prefix: bytes, size: int, quota: Quota, r:
             raise
         if check.warn:
             _quota_warning(md, r, cfg, now)
-    d = deliver_maildir(md, _read_chunks(message), prefix=prefix)
+    d = deliver_maildir(md, message.chunks(), prefix=prefix)
     if quota.active:
         record_delivery(md, d.size)
 
@@ -288,7 +276,7 @@ def _quota_warning(md: Path, r: Recipient, cfg: AgentConfig, now: float) -> None
         pass
 
 
-def _mbox(path: Path, message: Path, prefix: bytes, size: int, quota: Quota, sender: str) -> None:
+def _mbox(path: Path, message: MessageFile, prefix: bytes, size: int, quota: Quota, sender: str) -> None:
     if quota.bytes:
         try:
             current = os.stat(path).st_size
@@ -296,7 +284,7 @@ def _mbox(path: Path, message: Path, prefix: bytes, size: int, quota: Quota, sen
             current = 0
         if current + size > quota.bytes:
             raise PermanentFailure("The users mailbox is over the allowed quota (size). (#5.2.2)")
-    deliver_mbox(path, _read_chunks(message), sender=sender, prefix=prefix)
+    deliver_mbox(path, message.chunks(), sender=sender, prefix=prefix)
 
 
 def _auto_reply(plan: Plan, r: Recipient, head: bytes, cfg: AgentConfig, now: float, tally: Tally) -> None:

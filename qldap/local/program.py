@@ -11,9 +11,9 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
 
 from qldap.errors import PermanentFailure, TemporaryFailure
+from qldap.local.message import MessageFile
 
 PERMANENT_CODES = frozenset({100, 64, 65, 70, 76, 77, 78, 112})
 REPORT_LIMIT = 3000
@@ -45,7 +45,7 @@ def cut_report(text: str) -> str:
 
 def run_program(
     command: str,
-    message: Path,
+    message: MessageFile,
     *,
     env: Mapping[str, str],
     cwd: str,
@@ -67,18 +67,17 @@ def run_program(
             raise TemporaryFailure("Not allowed to perform deliveries as root.")
         kwargs = {"user": uid, "group": gid, "extra_groups": []}
     try:
-        with open(message, "rb") as stdin:
-            proc = subprocess.run(  # the user's own .qmail/LDAP program, by design
-                ["/bin/sh", "-c", command],
-                stdin=stdin,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                cwd=cwd,
-                env=dict(env),
-                timeout=timeout,
-                check=False,
-                **kwargs,  # type: ignore[call-overload]
-            )
+        proc = subprocess.run(  # the user's own .qmail/LDAP program, by design
+            ["/bin/sh", "-c", command],
+            stdin=message.rewound(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=dict(env),
+            timeout=timeout,
+            check=False,
+            **kwargs,  # type: ignore[call-overload]
+        )
     except subprocess.TimeoutExpired:
         raise TemporaryFailure("Timeout on program delivery. (#4.3.0)") from None
     except OSError as exc:

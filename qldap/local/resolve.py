@@ -61,9 +61,12 @@ class Plan:
     group_dn: str | None = None
     forward_only: bool = False
     warnings: tuple[str, ...] = ()
+    from_ldap: bool = True  # False: users/passwd/alias fallback, which gets none of §4.3's variables
 
     def env(self) -> dict[str, str]:
         """The variables of delivery.md §4.3 (absent ones are simply not in the mapping)."""
+        if not self.from_ldap:
+            return {}
         out: dict[str, str] = {"QMAILDOTMODE": self.dot_mode.value}
         if self.quota.active:
             out["MAILDIRQUOTA"] = self.quota.spec()

@@ -1,0 +1,256 @@
+"""Local delivery of one recipient (qmail-lspawn's role): look up, plan, run the agent, inject, report.
+
+Returns qmail's report letters — ``K`` delivered, ``Z`` deferred, ``D`` bounced — with the text.  The
+invariant of delivery.md §2 holds here: a directory or system problem is always ``Z``; ``D`` comes
+only from the data (the entry, the `.qmail` files, the message).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from qldap.control.files import ControlDir
+from qldap.directory.base import Ambiguous, Found, NotFound, Trash, Unavailable
+from qldap.directory.config import LdapConfig
+from qldap.directory.errors import AddressWithoutHost
+from qldap.directory.lookup import Directory
+from qldap.directory.open import open_directory
+from qldap.directory.schema import DotMode
+from qldap.directory.validate import parse_delivery_modes
+from qldap.errors import ConfigError, DeliveryFailure, PermanentFailure, TemporaryFailure
+from qldap.local.agent import AgentConfig, Tally, deliver
+from qldap.local.child import Job, run_child
+from qldap.local.lines import Recipient
+from qldap.local.message import MessageFile
+from qldap.local.resolve import ClusterRelay, Plan, plan_ldap
+
+NO_MAILBOX = "Sorry, no mailbox here by that name. (#5.1.1)"
+NO_ALIAS = "Unable to find alias user!"
+
+# (message bytes, envelope sender, recipients) -> qp; raises DeliveryFailure with the caller text.
+Injector = Callable[[bytes, str, tuple[str, ...]], int]
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """One delivery's result: ``K``, ``Z`` or ``D`` and the report text."""
+
+    letter: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A system account used for fallback deliveries (passwd entry or the alias user)."""
+
+    name: str
+    uid: int
+    gid: int
+    home: str
+
+
+def default_delivery(ctl: ControlDir) -> str:
+    """``defaultdelivery``, else ``aliasempty``, else ``./Maildir/`` (may span several lines)."""
+    for name in ("defaultdelivery", "aliasempty"):
+        lines = ctl.raw_lines(name)
+        if lines:
+            return "\n".join(lines)
+    return "./Maildir/"
+
+
+def alias_account(root: Path) -> Account | None:
+    """The alias user: the ``alias`` account if the system has one, else the owner of ROOT/alias."""
+    try:
+        pw = pwd.getpwnam("alias")
+        return Account("alias", pw.pw_uid, pw.pw_gid, pw.pw_dir)
+    except KeyError:
+        pass
+    try:
+        st = os.stat(root / "alias")
+    except OSError:
+        return None
+    if st.st_uid == 0 and os.geteuid() == 0:
+        return None
+    return Account("alias", st.st_uid, st.st_gid, str(root / "alias"))
+
+
+def passwd_account(local: str) -> tuple[Account, str, str] | None:
+    """delivery.md §6 (b): the longest prefix of *local* naming a real account; (account, dash, ext)."""
+    lower = local.lower()
+    cuts = [len(lower)] + [i for i in range(len(lower) - 1, 0, -1) if lower[i] == "-"]
+    for cut in cuts:
+        name = lower[:cut]
+        if not name or len(name) >= 32:
+            continue
+        try:
+            pw = pwd.getpwnam(name)
+        except KeyError:
+            continue
+        if pw.pw_uid == 0:
+            continue
+        try:
+            st = os.stat(pw.pw_dir)
+        except OSError:
+            continue
+        if st.st_uid != pw.pw_uid:
+            continue
+        acct = Account(pw.pw_name, pw.pw_uid, pw.pw_gid, pw.pw_dir)
+        if cut == len(lower):
+            return acct, "", ""
+        return acct, "-", local[cut + 1 :]
+    return None
+
+
+class LocalSpawner:
+    """Deliver local recipients; thread-safe (one instance serves the manager's thread pool)."""
+
+    def __init__(self, root: Path, inject: Injector, *, directory: Directory | None = None) -> None:
+        self.root = Path(root)
+        self.ctl = ControlDir(self.root)
+        self.inject = inject
+        self._directory = directory
+
+    def directory(self) -> Directory:
+        """The directory, opened on first use and reused (connections are pooled inside)."""
+        if self._directory is None:
+            self._directory = open_directory(self.ctl)
+        return self._directory
+
+    def reload(self) -> None:
+        """Forget the directory so the next delivery reads the LDAP controls again (SIGHUP)."""
+        old, self._directory = self._directory, None
+        if old is not None:
+            old.close()
+
+    def deliver(self, recipient: str, sender: str, message: Path) -> Report:
+        """Deliver *message* to *recipient*; never raises for delivery outcomes."""
+        try:
+            return Report("K", self._deliver(recipient, sender, Path(message)))
+        except DeliveryFailure as exc:
+            return Report(exc.letter, exc.text)
+        except ConfigError as exc:
+            return Report("Z", f"Unable to read controls: {exc} (#4.3.0)")
+        except OSError as exc:
+            return Report("Z", f"Temporary failure in qmail-lspawn: {exc.strerror}. (#4.3.0)")
+
+    def _deliver(self, recipient: str, sender: str, message: Path) -> str:
+        local, at, host = recipient.rpartition("@")
+        if not at:
+            raise AddressWithoutHost(recipient)
+        if not local:
+            return "did 0+0+0"
+        directory = self.directory()
+        config = directory.config
+        found = directory.find_recipient(recipient)
+        size = os.stat(message).st_size  # the queued size: mailSizeMax and quota use it
+        default = default_delivery(self.ctl)
+        alias = alias_account(self.root)
+        if isinstance(found, Unavailable):
+            raise found.error
+        if isinstance(found, Ambiguous):
+            raise found.failure
+        if isinstance(found, Trash):
+            return "did 0+0+0"
+        if isinstance(found, NotFound):
+            plan, acct = self._fallback(local, config, default, alias)
+        else:
+            assert isinstance(found, Found)
+            result = plan_ldap(found, config, local=local, default_delivery=default, message_size=size,
+                               alias_home=alias.home if alias else None)
+            if isinstance(result, ClusterRelay):
+                raise TemporaryFailure(
+                    f"Temporary error while executing qmail-forward: no cluster transport to "
+                    f"{result.mail_host}. (#4.4.4)"
+                )
+            plan = result
+            if plan.uid is None or plan.gid is None:
+                if alias is None:
+                    raise TemporaryFailure(NO_ALIAS)
+                acct = alias
+            else:
+                acct = Account(plan.user, plan.uid, plan.gid, plan.home)
+        self._make_home(plan, acct)
+        r = Recipient(local, host, acct.name if plan.forward_only else plan.user, plan.home, sender=sender)
+        with MessageFile.open(message) as mf:
+            tally = self._run_agent(plan, r, mf, acct)
+        return self._send_outgoing(tally)
+
+    def _fallback(
+        self, local: str, config: LdapConfig, default: str, alias: Account | None
+    ) -> tuple[Plan, Account]:
+        """delivery.md §6: passwd (with ``ldaplocaldelivery``), else the alias user's `.qmail` files."""
+        if config.local_delivery:
+            hit = passwd_account(local)
+            if hit is not None:
+                acct, dash, ext = hit
+                return self._plain_plan(acct, dash, ext, default), acct
+        if alias is None:
+            raise TemporaryFailure(NO_ALIAS)
+        return self._plain_plan(alias, "-", local, default, alias=True), alias
+
+    @staticmethod
+    def _plain_plan(acct: Account, dash: str, ext: str, default: str, *, alias: bool = False) -> Plan:
+        return Plan(
+            user=acct.name, uid=acct.uid, gid=acct.gid, home=acct.home, dash=dash, ext=ext,
+            default_delivery=default, dot_mode=DotMode.DOTONLY, modes=parse_delivery_modes([]),
+            from_ldap=False,
+        )  # fmt: skip
+
+    def _make_home(self, plan: Plan, acct: Account) -> None:
+        """delivery.md §4.6: run ``dirmaker`` (as the user) when HOME does not exist yet."""
+        if not plan.from_ldap or os.path.lexists(plan.home):
+            return
+        maker = self.ctl.line("dirmaker")
+        if not maker:
+            return
+        kwargs: dict[str, object] = {}
+        if os.geteuid() == 0:
+            kwargs = {"user": acct.uid, "group": acct.gid, "extra_groups": []}
+        try:
+            proc = subprocess.run([maker, plan.home, plan.default_delivery.split("\n", 1)[0]],
+                                  stdin=subprocess.DEVNULL, capture_output=True, check=False,
+                                  **kwargs)  # type: ignore[call-overload]
+        except PermissionError:
+            raise PermanentFailure("Permanent error in automatic homedir creation. (#5.3.0)") from None
+        except OSError:
+            raise PermanentFailure("Permanent error in automatic homedir creation. (#5.3.0)") from None
+        if proc.returncode == 0:
+            return
+        if proc.returncode == 100:
+            raise PermanentFailure("Permanent error in automatic homedir creation. (#5.3.0)")
+        if proc.returncode < 0:
+            raise TemporaryFailure("Automatic homedir creator crashed (#4.3.0)")
+        raise TemporaryFailure("Temporary error in automatic homedir creation. (#4.3.0)")
+
+    def _agent_config(self) -> AgentConfig:
+        warning = self.ctl.raw_lines("quotawarning")
+        return AgentConfig(me=self.ctl.me(), quota_warning="\n".join(warning) if warning else None)
+
+    def _run_agent(self, plan: Plan, r: Recipient, message: MessageFile, acct: Account) -> Tally:
+        cfg = self._agent_config()
+        euid = os.geteuid()
+        if euid == 0:
+            return run_child(Job(plan, r, cfg, acct.uid, acct.gid), message)
+        if acct.uid != euid:
+            raise TemporaryFailure(
+                f"Unable to deliver as uid {acct.uid} while running as uid {euid}. (#4.3.0)")
+        return deliver(plan, r, message, cfg)
+
+    def _send_outgoing(self, tally: Tally) -> str:
+        qp: int | None = None
+        for out in tally.outgoing:
+            try:
+                got = self.inject(out.data, out.sender, out.recipients)
+            except DeliveryFailure as exc:
+                if out.is_reply:
+                    tally.notes.append(f"Warning: auto-reply not sent: {exc.text}")
+                    continue
+                raise type(exc)(f"Unable to forward message: {exc.text}.") from None
+            if not out.is_reply:
+                qp = got
+        return tally.text(qp)
