@@ -61,15 +61,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: Daemon subcommands: `qldap NAME ARGS…` runs ``qldap.cli.NAME.main(ARGS)`` (each module owns its options).
+DAEMONS = ("smtpd", "send", "pop3d", "pbsdbd")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point of `qldap`."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in DAEMONS:
+        import importlib
+
+        module = importlib.import_module(f"qldap.cli.{args[0]}")
+        rc: int = module.main(args[1:])
+        return rc
 
     def body(a: Sequence[str]) -> int:
         args = build_parser().parse_args(list(a))
         rc: int = args.func(args)
         return rc
 
-    return run(PROG, body, argv)
+    return run(PROG, body, args)
 
 
 if __name__ == "__main__":
