@@ -77,8 +77,8 @@ CUSTOM_MAX = 255
 
 
 def is_permanent(code: int) -> bool:
-    """True for the permanent range 11–40 (a signal, negative, is temporary)."""
-    return 11 <= code <= 40
+    """True for the permanent range 11–40 and 115 (old alias of 11); signals (negative) are temporary."""
+    return 11 <= code <= 40 or code == QueueExit.ADDRESS_TOO_LONG_COMPAT
 
 
 def custom_text(fd4: bytes | str) -> str | None:
