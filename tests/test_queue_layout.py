@@ -92,3 +92,32 @@ def test_owner_policy_without_qmail_users() -> None:
     ids = resolve_ids()
     assert not ids.multiuser and not ids.chown
     assert ids.qmailq == ids.qmails == ids.qmailr == os.geteuid()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_multiuser_owners_and_injected_files(tmp_path: Path) -> None:
+    from qldap.queue.envelope import Envelope
+    from qldap.queue.inject import inject
+    from qldap.queue.layout import QmailIds
+
+    ids = QmailIds(
+        alias=60001, qmaild=60002, qmailq=60003, qmails=60004, qmailr=60005, gid=60100, multiuser=True
+    )
+    q = create_queue(tmp_path, ids)
+
+    def owner(path: str) -> tuple[int, int]:
+        st = os.lstat(path)
+        return st.st_uid, st.st_gid
+
+    assert owner(q.queue) == (60003, 60100)
+    for name in ("pid", "intd", "todo", "mess", "lock"):
+        assert owner(q.dir(name)) == (60003, 60100), name
+    for name in ("info", "local", "remote", "bounce"):
+        assert owner(q.dir(name)) == (60004, 60100), name
+    assert owner(f"{q.dir('mess')}/7") == (60003, 60100)
+    assert owner(f"{q.dir('info')}/7") == (60004, 60100)
+    assert owner(q.trigger) == (60004, 60100) and owner(q.sendmutex) == (60004, 60100)
+    assert owner(q.tcpto) == (60005, 60100)
+    msg = inject(q, b"x\n", Envelope("a@x", ("b@y",)), how="by uid 0", uid=0, pid=1, bigbrother={}, ids=ids)
+    assert owner(q.mess(msg.number)) == (60003, 60100)
+    assert owner(q.todo(msg.number)) == (60003, 60100)
