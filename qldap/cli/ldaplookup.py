@@ -14,6 +14,7 @@ import pwd
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from qldap.cli._run import fatal, run
 from qldap.control.files import ControlDir, find_root
@@ -43,6 +44,7 @@ from qldap.directory.validate import (
 )
 from qldap.errors import ConfigError, PermanentFailure
 from qldap.exitcodes import ExitCode
+from qldap.local.spawn import Account, alias_account  # the alias user local delivery uses
 
 PROG = "qmail-ldaplookup"
 ALIAS_USER = "alias"
@@ -141,11 +143,18 @@ def _single(entry: Entry, name: str, func: str | None = None) -> str | None:
         raise _attr_error(func or f"qldap_get_attr({name})", exc)
 
 
+def alias_account_from_pw(pw: pwd.struct_passwd) -> Account:
+    """The alias user as local delivery describes it, from a passwd entry."""
+    return Account(pw.pw_name, pw.pw_uid, pw.pw_gid, pw.pw_dir)
+
+
 class Printer:
     """Formats entries the way local delivery reads them; returns text, never prints itself."""
 
-    def __init__(self, cfg: LdapConfig, directory: Directory, password: str | None) -> None:
-        self.cfg, self.directory, self.password = cfg, directory, password
+    def __init__(
+        self, cfg: LdapConfig, directory: Directory, password: str | None, root: Path | None = None
+    ) -> None:
+        self.cfg, self.directory, self.password, self.root = cfg, directory, password, root
         self.warnings: list[str] = []
 
     def entry(self, e: Entry) -> list[str]:
@@ -206,19 +215,22 @@ class Printer:
         return [f"homeDirectory: {store}", "aliasEmpty: using default"]
 
     def _forward_only(self, e: Entry) -> list[str]:
-        try:
-            alias = pwd.getpwnam(ALIAS_USER)
-        except KeyError:
-            raise _Fatal("getpwnam", "Unable to find alias user!")
+        alias = alias_account(self.root) if self.root is not None else None
+        if alias is None:
+            try:
+                pw = pwd.getpwnam(ALIAS_USER)
+            except KeyError:
+                raise _Fatal("getpwnam", "Unable to find alias user!")
+            alias = alias_account_from_pw(pw)
         forwards = e.values(s.FORWARDS)
         if not forwards:
             raise _Fatal(f"qldap_get_attr({s.FORWARDS}) for forward only user", "no such object")
         return [
             "forward only delivery via alias user",
-            f"alias user: {alias.pw_name}",
-            f"alias user uid: {alias.pw_uid}",
-            f"alias user gid: {alias.pw_gid}",
-            f"alias user home: {alias.pw_dir}",
+            f"alias user: {alias.name}",
+            f"alias user uid: {alias.uid}",
+            f"alias user gid: {alias.gid}",
+            f"alias user home: {alias.home}",
             f"alias user aliasempty: {ALIASDEVNULL}",
             *(f"{s.FORWARDS}: {v}" for v in forwards),
         ]
@@ -318,7 +330,7 @@ def lookup(directory: Directory, opts: Options, write: list[str]) -> tuple[int, 
             break
     if not entries:
         raise _Fatal("qldap_first", "no such object")
-    printer = Printer(directory.config, directory, password)
+    printer = Printer(directory.config, directory, password, find_root(opts.root))
     for e in entries:
         write += printer.entry(e)
         write += ["", ""]
