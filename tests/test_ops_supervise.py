@@ -1,0 +1,330 @@
+"""`qldap up`'s supervisor with small test daemons: ready lines, restarts with backoff, signals, stop."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from qldap.control.services import Daemon, Listen, ServiceSpec, parse_services
+from qldap.supervise import Backoff, daemon_command, describe_exit
+
+WAIT = 30.0  # a hang guard only: every wait ends as soon as the awaited line appears
+
+# A stand-in daemon: prints the ready lines of the real ones, reports signals, and can crash or
+# ignore TERM as its environment says.  argv: NAME [HOST:PORT …]
+DAEMON = r'''
+import os, signal, sys, time
+name, listens = sys.argv[1], sys.argv[2:]
+
+def say(text):
+    sys.stderr.write(f"qldap {name}: {text}\n")
+    sys.stderr.flush()
+
+def on_hup(signum, frame):
+    say("got HUP")
+
+def on_alrm(signum, frame):
+    say("got ALRM")
+
+def on_term(signum, frame):
+    say("stopping cleanly")
+    sys.exit(0)
+
+signal.signal(signal.SIGHUP, on_hup)
+signal.signal(signal.SIGALRM, on_alrm)
+signal.signal(signal.SIGTERM, signal.SIG_IGN if os.environ.get("IGNORE_TERM") else on_term)
+
+counter = os.environ.get("CRASH_COUNTER")
+crash = False
+if counter:
+    runs = int(open(counter).read() or 0) if os.path.exists(counter) else 0
+    open(counter, "w").write(str(runs + 1))
+    crash = runs < int(os.environ["CRASHES"])
+say(f"started pid {os.getpid()}")
+for addr in listens:
+    say(f"listening on {addr}")
+if not listens:
+    say("ready")
+if crash:
+    sys.exit(int(os.environ.get("CRASH_STATUS", "3")))
+while True:
+    time.sleep(0.05)
+'''
+
+# Runs the real Supervisor with the test daemon plugged in through the command seam.
+DRIVER = r'''
+import sys
+from pathlib import Path
+from qldap.control.services import load_services
+from qldap.logs import Logger
+from qldap.supervise import Backoff, Options, supervise
+
+root, daemon = Path(sys.argv[1]), sys.argv[2]
+
+def command_for(spec, root):
+    return [sys.executable, daemon, spec.name, *(str(a) for a in spec.listen)]
+
+options = Options(backoff=Backoff(0.2, 0.8, 60.0), stop_timeout=float(sys.argv[3]), command_for=command_for)
+sys.exit(supervise(root, load_services(root), Logger("qldap up"), options))
+'''
+
+
+class Up:
+    """A running supervisor process whose stderr lines are collected by a reader thread."""
+
+    def __init__(self, root: Path, stop_timeout: float = 5.0) -> None:
+        scripts = root.parent
+        (scripts / "daemon.py").write_text(DAEMON)
+        (scripts / "driver.py").write_text(DRIVER)
+        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+        driver, daemon = str(scripts / "driver.py"), str(scripts / "daemon.py")
+        argv = [sys.executable, driver, str(root), daemon, str(stop_timeout)]
+        self.proc = subprocess.Popen(
+            argv,
+            stderr=subprocess.PIPE, text=True, env=env,
+        )
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def wait_for(self, text: str) -> str:
+        """Collect lines until one contains *text*; fail at EOF or after the hang guard."""
+        deadline = time.monotonic() + WAIT
+        for line in self.lines:
+            if text in line:
+                self.lines.remove(line)
+                return line
+        while time.monotonic() < deadline:
+            try:
+                line = self._queue.get(timeout=deadline - time.monotonic())
+            except queue.Empty:
+                break
+            if line is None:
+                pytest.fail(f"supervisor ended before {text!r}; got {self.lines}")
+            if text in line:
+                return line
+            self.lines.append(line)
+        pytest.fail(f"no line with {text!r}; got {self.lines}")
+
+    def drain(self) -> list[str]:
+        """Every remaining line up to EOF (call after the process ended)."""
+        out = list(self.lines)
+        while (line := self._queue.get(timeout=WAIT)) is not None:
+            out.append(line)
+        return out
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=WAIT)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    r = tmp_path / "root"
+    r.mkdir()
+    return r
+
+
+@pytest.fixture
+def up_factory(root: Path) -> Iterator[list[Up]]:
+    started: list[Up] = []
+    yield started
+    for up in started:
+        if up.proc.poll() is None:
+            up.proc.kill()
+            up.proc.wait()
+
+
+def start(root: Path, started: list[Up], yaml_text: str, stop_timeout: float = 5.0) -> Up:
+    (root / "services.yaml").write_text(yaml_text)
+    up = Up(root, stop_timeout)
+    started.append(up)
+    return up
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still answers kill(0): look at its state
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def child_pid(line: str) -> int:
+    return int(line.rsplit(" ", 1)[1])
+
+
+# -- pure parts -----------------------------------------------------------------------------------
+
+
+def test_backoff_doubles_to_the_maximum_and_resets_after_a_long_run() -> None:
+    b = Backoff(1.0, 30.0, 60.0)
+    delays = []
+    delay = None
+    for _ in range(7):
+        delay = b.next(delay, uptime=2.0)
+        delays.append(delay)
+    assert delays == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    assert b.next(30.0, uptime=60.0) == 1.0
+    assert b.next(30.0, uptime=59.9) == 30.0
+
+
+def test_describe_exit_tells_status_from_signal() -> None:
+    assert describe_exit(3) == "exited with status 3"
+    assert describe_exit(-9) == "killed by signal 9"
+
+
+def test_daemon_command_passes_root_listeners_and_rules(tmp_path: Path) -> None:
+    rules = tmp_path / "control" / "tcp.smtp"
+    rules.parent.mkdir()
+    rules.write_text(":allow\n")
+    spec = ServiceSpec(Daemon.SMTPD, (Listen("127.0.0.1", 2525), Listen("::1", 25)), rules)
+    assert daemon_command(spec, tmp_path) == [
+        sys.executable, "-m", "qldap.cli.qldap", "smtpd", "--root", str(tmp_path),
+        "--listen", "127.0.0.1:2525", "--listen", "[::1]:25", "--rules", str(rules),
+    ]
+    send = parse_services("send: {}\n", tmp_path).specs[0]
+    assert daemon_command(send, tmp_path) == [sys.executable, "-m", "qldap.cli.qldap", "send", "--root",
+                                              str(tmp_path)]
+
+
+def test_section_env_overrides_the_supervisor_environment() -> None:
+    spec = ServiceSpec(Daemon.SEND, env=(("LOGLEVEL", "4"),))
+    assert spec.environment({"LOGLEVEL": "1", "PATH": "/bin"}) == {"LOGLEVEL": "4", "PATH": "/bin"}
+
+
+# -- with processes -------------------------------------------------------------------------------
+
+SERVICES = """\
+smtpd:
+  listen: ["127.0.0.1:2525", "[::1]:2525"]
+send: {}
+pop3d:
+  listen: ["127.0.0.1:1110"]
+"""
+
+
+def test_ready_line_per_listener_and_clean_stop(root: Path, up_factory: list[Up]) -> None:
+    up = start(root, up_factory, SERVICES)
+    assert up.wait_for("qldap up: smtpd listening on") == "qldap up: smtpd listening on 127.0.0.1:2525"
+    assert up.wait_for("qldap up: smtpd listening on") == "qldap up: smtpd listening on [::1]:2525"
+    assert up.wait_for("qldap up: pop3d listening on") == "qldap up: pop3d listening on 127.0.0.1:1110"
+    assert up.wait_for("qldap up: send") == "qldap up: send ready"
+    assert up.wait_for("qldap up: all") == "qldap up: all 3 daemons ready"
+    up.signal(signal.SIGTERM)
+    assert up.proc.wait(timeout=WAIT) == 0
+    rest = up.drain()
+    assert sum("stopping cleanly" in line for line in rest) == 3
+    for name in ("smtpd", "send", "pop3d"):
+        assert f"qldap up: {name} exited with status 0" in rest
+    assert rest[-1] == "qldap up: stopped"
+
+
+def test_child_lines_are_relayed(root: Path, up_factory: list[Up]) -> None:
+    up = start(root, up_factory, "send: {}\n")
+    assert up.wait_for("qldap send: ready") == "qldap send: ready"
+    assert up.stop() == 0
+
+
+def test_crash_is_restarted_with_doubling_backoff(root: Path, up_factory: list[Up]) -> None:
+    counter = root.parent / "runs"
+    up = start(root, up_factory, f"""\
+smtpd:
+  listen: ["127.0.0.1:2525"]
+  env: {{CRASH_COUNTER: "{counter}", CRASHES: "3", CRASH_STATUS: "7"}}
+""")
+    assert up.wait_for("smtpd exited") == "qldap up: smtpd exited with status 7; restarting in 0.2 s"
+    assert up.wait_for("smtpd exited") == "qldap up: smtpd exited with status 7; restarting in 0.4 s"
+    assert up.wait_for("smtpd exited") == "qldap up: smtpd exited with status 7; restarting in 0.8 s"
+    pids = {child_pid(up.wait_for("qldap smtpd: started pid")) for _ in range(4)}
+    assert len(pids) == 4
+    assert counter.read_text() == "4"
+    assert up.stop() == 0
+    assert not any("status 7" in line for line in up.drain())
+
+
+def test_a_killed_child_is_restarted(root: Path, up_factory: list[Up]) -> None:
+    up = start(root, up_factory, "send: {}\n")
+    pid = child_pid(up.wait_for("qldap send: started pid"))
+    up.wait_for("qldap up: send ready")
+    os.kill(pid, signal.SIGKILL)
+    assert up.wait_for("send killed") == "qldap up: send killed by signal 9; restarting in 0.2 s"
+    new_pid = child_pid(up.wait_for("qldap send: started pid"))
+    assert new_pid != pid
+    assert up.stop() == 0
+
+
+def test_hup_reaches_every_child_and_alrm_only_send(root: Path, up_factory: list[Up]) -> None:
+    up = start(root, up_factory, SERVICES)
+    up.wait_for("qldap up: all 3 daemons ready")
+    up.signal(signal.SIGHUP)
+    got = sorted(up.wait_for("got HUP").split(":")[0] for _ in range(3))
+    assert got == ["qldap pop3d", "qldap send", "qldap smtpd"]
+    up.signal(signal.SIGALRM)
+    assert up.wait_for("got ALRM") == "qldap send: got ALRM"
+    assert up.stop() == 0
+    assert not any("got ALRM" in line for line in up.drain())
+
+
+def test_a_child_ignoring_term_is_killed_after_the_timeout(root: Path, up_factory: list[Up]) -> None:
+    up = start(root, up_factory, """\
+send:
+  env: {IGNORE_TERM: "1"}
+pbsdbd: {}
+""", stop_timeout=1.0)
+    stubborn = child_pid(up.wait_for("qldap send: started pid"))
+    up.wait_for("qldap up: all 2 daemons ready")
+    up.signal(signal.SIGTERM)
+    assert up.wait_for("did not stop") == "qldap up: send did not stop within 1 s; killing it"
+    assert up.proc.wait(timeout=WAIT) == 0
+    rest = up.drain()
+    assert "qldap up: send killed by signal 9" in rest
+    assert "qldap up: pbsdbd exited with status 0" in rest
+    assert not pid_alive(stubborn)
+
+
+def test_children_do_not_outlive_a_stop(root: Path, up_factory: list[Up]) -> None:
+    up = start(root, up_factory, SERVICES)
+    pids = [child_pid(up.wait_for("started pid")) for _ in range(3)]
+    up.wait_for("all 3 daemons ready")
+    assert all(pid_alive(p) for p in pids)
+    assert up.stop() == 0
+    assert not any(pid_alive(p) for p in pids)
+
+
+def test_sigint_stops_like_sigterm(root: Path, up_factory: list[Up]) -> None:
+    up = start(root, up_factory, "send: {}\n")
+    up.wait_for("all 1 daemons ready")
+    up.signal(signal.SIGINT)
+    assert up.proc.wait(timeout=WAIT) == 0
+    assert "qldap up: SIGINT received; stopping every daemon" in up.drain()
+
+
+def test_empty_services_yaml_runs_nothing_and_exits_0(root: Path, up_factory: list[Up]) -> None:
+    up = start(root, up_factory, "")
+    assert up.proc.wait(timeout=WAIT) == 0
+    assert up.drain() == ["qldap up: services.yaml starts no daemons; nothing to do"]
