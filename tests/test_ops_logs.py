@@ -68,7 +68,8 @@ def test_timestamp_prefixes(mode: str, pattern: str) -> None:
 
 
 def test_escape_follows_qmail_send() -> None:
-    assert escape("250 ok\nRemote host said: 100% é") == "250_ok/Remote_host_said:_100____"  # %, blank, 2 UTF-8 bytes
+    # "%", the blank and the two UTF-8 bytes of "é" each become "_"
+    assert escape("250 ok\nRemote host said: 100% é") == "250_ok/Remote_host_said:_100____"
     assert escape(b"a\x00b\x7fc") == "a_b_c"
     assert escape("plain-text.ok") == "plain-text.ok"
 
