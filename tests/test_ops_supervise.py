@@ -81,17 +81,9 @@ sys.exit(supervise(root, load_services(root), Logger("qldap up"), options))
 class Up:
     """A running supervisor process whose stderr lines are collected by a reader thread."""
 
-    def __init__(self, root: Path, stop_timeout: float = 5.0) -> None:
-        scripts = root.parent
-        (scripts / "daemon.py").write_text(DAEMON)
-        (scripts / "driver.py").write_text(DRIVER)
+    def __init__(self, argv: list[str]) -> None:
         env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
-        driver, daemon = str(scripts / "driver.py"), str(scripts / "daemon.py")
-        argv = [sys.executable, driver, str(root), daemon, str(stop_timeout)]
-        self.proc = subprocess.Popen(
-            argv,
-            stderr=subprocess.PIPE, text=True, env=env,
-        )
+        self.proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env)
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -156,7 +148,11 @@ def up_factory(root: Path) -> Iterator[list[Up]]:
 
 def start(root: Path, started: list[Up], yaml_text: str, stop_timeout: float = 5.0) -> Up:
     (root / "services.yaml").write_text(yaml_text)
-    up = Up(root, stop_timeout)
+    scripts = root.parent
+    (scripts / "daemon.py").write_text(DAEMON)
+    (scripts / "driver.py").write_text(DRIVER)
+    driver, daemon = str(scripts / "driver.py"), str(scripts / "daemon.py")
+    up = Up([sys.executable, driver, str(root), daemon, str(stop_timeout)])
     started.append(up)
     return up
 
@@ -328,3 +324,93 @@ def test_empty_services_yaml_runs_nothing_and_exits_0(root: Path, up_factory: li
     up = start(root, up_factory, "")
     assert up.proc.wait(timeout=WAIT) == 0
     assert up.drain() == ["qldap up: services.yaml starts no daemons; nothing to do"]
+
+
+# -- the command and the real daemons -------------------------------------------------------------
+
+
+def test_up_refuses_an_invalid_services_yaml(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from qldap.supervise import up_main
+
+    (root / "services.yaml").write_text('smtpd:\n  lisen: ["127.0.0.1:2525"]\n')
+    assert up_main([str(root)]) == 111
+    assert capsys.readouterr().err == (
+        "qldap up: fatal: services.yaml: smtpd: unknown key 'lisen'; allowed: listen, rules, env (line 2)\n"
+    )
+
+
+def test_up_without_services_yaml(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from qldap.supervise import up_main
+
+    assert up_main([str(root)]) == 111
+    assert capsys.readouterr().err.startswith("qldap up: fatal: services.yaml: ")
+
+
+def _registered_daemons() -> set[str]:
+    """The daemon subcommands `qldap` can run now (they land module by module)."""
+    import importlib.util
+
+    from qldap.cli import qldap
+
+    return {name for name in getattr(qldap, "DAEMONS", ()) if importlib.util.find_spec(f"qldap.cli.{name}")}
+
+
+REAL = pytest.mark.skipif(not {"smtpd", "send"} <= _registered_daemons(),
+                          reason="the smtpd/send daemon modules have not landed yet")
+
+
+def _real_root(tmp_path: Path) -> tuple[Path, int]:
+    import socket
+
+    from qldap.setup.init import InitOptions, init_root
+
+    root = tmp_path / "qmail"
+    init_root(InitOptions(root=root, me="mx1.example.com", demo=True))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    (root / "services.yaml").write_text(
+        f'smtpd:\n  listen: ["127.0.0.1:{port}"]\n  rules: control/qmail-smtpd.rules\nsend: {{}}\n'
+    )
+    return root, port
+
+
+def _real_up(root: Path, started: list[Up]) -> Up:
+    code = f"import sys; from qldap.supervise import up_main; sys.exit(up_main([{str(root)!r}]))"
+    up = Up([sys.executable, "-c", code])
+    started.append(up)
+    up.wait_for("qldap up: all 2 daemons ready")
+    return up
+
+
+@REAL
+def test_real_daemons_under_up(tmp_path: Path, up_factory: list[Up]) -> None:
+    import socket
+
+    root, port = _real_root(tmp_path)
+    up = _real_up(root, up_factory)
+    assert f"qldap up: smtpd listening on 127.0.0.1:{port}" in up.lines
+    assert "qldap up: send ready" in up.lines
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as conn:
+        assert conn.recv(512).startswith(b"220 ")
+    assert up.stop() == 0
+    assert "qldap up: stopped" in up.drain()
+
+
+@REAL
+def test_term_right_after_acceptance_loses_no_mail(tmp_path: Path, up_factory: list[Up]) -> None:
+    import smtplib
+
+    from qldap.cli.qstat import count_queue
+    from qldap.queue.layout import QueueLayout
+
+    root, port = _real_root(tmp_path)
+    up = _real_up(root, up_factory)
+    with smtplib.SMTP("127.0.0.1", port, timeout=WAIT) as smtp:
+        refused = smtp.sendmail("joe@far.example", ["alice@example.com"], b"Subject: t\r\n\r\nkeep me\r\n")
+    assert refused == {}
+    assert up.stop() == 0
+    delivered = [p for p in (root / "mail" / "alice" / "Maildir" / "new").iterdir()]
+    queued = count_queue(QueueLayout.of(root)).messages
+    assert len(delivered) + queued >= 1
+    assert all(b"keep me" in p.read_bytes() for p in delivered)
