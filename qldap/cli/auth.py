@@ -171,6 +171,7 @@ def _pass_on(data: bytes, args: ModuleArgs, environ: MutableMapping[str, str]) -
     if rfd != FD3:
         os.dup2(rfd, FD3)
         os.close(rfd)
+    os.set_inheritable(FD3, True)
     sys.stdout.flush()
     try:
         os.execvpe(args.argv[0], list(args.argv), dict(environ))
