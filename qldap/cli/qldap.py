@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     pi.add_argument("--demo", action="store_true", help="add a sample directory.ldif")
     pi.set_defaults(func=_cmd_init)
 
+    sub.add_parser("up", help="run every daemon of ROOT/services.yaml under one supervisor (qldap up DIR)")
+    sub.add_parser("stats", help="summarise the queue manager's log (qmailanalog style)")
+    for name in DAEMONS:
+        sub.add_parser(name, help=f"run the {name} daemon alone (qldap {name} --help)")
+
     pd = sub.add_parser("demo", help="zero-setup demonstration on the embedded directory")
     pd.add_argument("--keep", action="store_true", help="keep the temporary root and print its path")
     pd.set_defaults(func=_cmd_demo)
@@ -63,16 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: Daemon subcommands: `qldap NAME ARGS…` runs ``qldap.cli.NAME.main(ARGS)`` (each module owns its options).
 DAEMONS = ("smtpd", "send", "pop3d", "pbsdbd")
+#: Other subcommands implemented in their own modules: name → (module, function).
+DELEGATED = {"up": ("qldap.supervise", "up_main"), "stats": ("qldap.cli.stats", "stats_main")}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point of `qldap`."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in DAEMONS:
+    if args and (args[0] in DAEMONS or args[0] in DELEGATED):
         import importlib
 
-        module = importlib.import_module(f"qldap.cli.{args[0]}")
-        rc: int = module.main(args[1:])
+        modname, func = DELEGATED.get(args[0], (f"qldap.cli.{args[0]}", "main"))
+        rc: int = getattr(importlib.import_module(modname), func)(args[1:])
         return rc
 
     def body(a: Sequence[str]) -> int:
