@@ -1,0 +1,210 @@
+"""``qldap send --root DIR``: the queue manager daemon, wired to the real spawners, injector and signals.
+
+Only one manager may run per queue: it holds a non-blocking exclusive lock on ``lock/sendmutex`` for
+its whole life (a second one logs ``alert: cannot start: qmail-send is already running`` and exits
+111).  Log lines (queue.md §9) go to stderr, one ``write`` per line so concurrent threads never
+interleave; ``qldap send: ready`` follows once the queue is being served.
+
+Remote delivery is found lazily (``qldap.remote.deliver.deliver_remote``); without it remote
+recipients are deferred, never bounced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import importlib
+import os
+import signal
+import sys
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import FrameType
+from typing import Protocol, cast
+
+from qldap.cli._run import run
+from qldap.control.domains import Locals
+from qldap.control.files import ControlDir, find_root
+from qldap.errors import ConfigError
+from qldap.exitcodes import ExitCode
+from qldap.local.spawn import LocalSpawner
+from qldap.queue.codes import QueueError
+from qldap.queue.envelope import Envelope
+from qldap.queue.inject import Injector, QueuedMessage, how_invoked
+from qldap.queue.layout import QueueLayout, resolve_ids
+from qldap.queue.trigger import TriggerReader
+from qldap.send import reports
+from qldap.send.config import SendConfig
+from qldap.send.manager import Manager, block_signals
+from qldap.send.reports import Letter, Report
+from qldap.send.state import RemoteDelivery, ReportLike, reloader
+
+PROG = "qldap send"
+ALREADY_RUNNING = "qmail-send is already running"
+REMOTE_MISSING = Report(Letter.TEMPORARY, "Remote delivery is not available on this host. (#4.3.0)\n")
+
+
+class _DeliverRemote(Protocol):
+    def __call__(
+        self, root: Path, cfg: SendConfig, sender: str, recipient: str, message: Path
+    ) -> Awaitable[ReportLike]: ...
+
+
+class StderrLog:
+    """Whole lines to stderr under a lock (threads of the manager log concurrently)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def __call__(self, line: str) -> None:
+        data = (line + "\n").encode("utf-8", "surrogateescape")
+        with self._lock:
+            try:
+                os.write(2, data)
+            except OSError:
+                pass
+
+
+def remote_delivery(root: Path) -> RemoteDelivery:
+    """The real remote delivery when ``qldap.remote.deliver`` exists, else a seam that defers."""
+    try:
+        module = importlib.import_module("qldap.remote.deliver")
+        deliver = cast(_DeliverRemote, module.deliver_remote)
+    except (ImportError, AttributeError):
+
+        async def missing(cfg: SendConfig, sender: str, recipient: str, message: Path) -> ReportLike:
+            return REMOTE_MISSING
+
+        return missing
+
+    def real(cfg: SendConfig, sender: str, recipient: str, message: Path) -> Awaitable[ReportLike]:
+        return deliver(root, cfg, sender, recipient, message)
+
+    return real
+
+
+def read_config(ctl: ControlDir) -> SendConfig:
+    """The manager's config; ``locals.cdb`` is consulted per lookup.
+
+    Raises:
+        ConfigError: a control file is unreadable or ``me`` is missing.
+    """
+    return SendConfig.from_control(ctl, is_local=Locals(ctl).contains)
+
+
+def lock_sendmutex(layout: QueueLayout) -> int | None:
+    """The descriptor holding ``lock/sendmutex`` exclusively; None when another manager holds it.
+
+    Raises:
+        OSError: the lock file cannot be opened.
+    """
+    fd = os.open(layout.sendmutex, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _parse(args: Sequence[str]) -> str | None:
+    root: str | None = None
+    it = iter(args)
+    for arg in it:
+        if arg == "--root":
+            root = next(it, None)
+            if root is None:
+                raise ConfigError("usage: qldap send [--root DIR]")
+        elif arg.startswith("--root="):
+            root = arg.split("=", 1)[1]
+        else:
+            raise ConfigError(f"usage: qldap send [--root DIR] (unknown argument {arg!r})")
+    return root
+
+
+async def _serve(root: Path, layout: QueueLayout, log: StderrLog) -> int:
+    ctl = ControlDir(root)
+    try:
+        cfg = read_config(ctl)
+    except ConfigError as exc:
+        log(reports.cannot_start_line(str(exc)))
+        return ExitCode.TEMPORARY
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix="qldap-send", initializer=block_signals))
+    ids = resolve_ids()
+    injector = Injector(root, workers=2, ids=ids)
+    uid = os.getuid()
+    how = how_invoked(uid, ids)
+
+    def inject_bytes(data: bytes, sender: str, recipients: tuple[str, ...]) -> int:
+        try:
+            return injector.inject(data, Envelope(sender, recipients), how=how, uid=uid).qp
+        except QueueError as exc:
+            raise exc.failure() from None
+
+    def inject_bounce(chunks: Iterable[bytes], envelope: Envelope) -> QueuedMessage:
+        return injector.inject(chunks, envelope, how=how, uid=uid)
+
+    spawner = LocalSpawner(root, inject_bytes)
+
+    def reload(old: SendConfig) -> SendConfig:
+        new = reloader(lambda: read_config(ctl))(old)
+        spawner.reload()
+        return new
+
+    manager = Manager(layout, cfg, local=spawner.deliver, remote=remote_delivery(root),
+                      inject_bounce=inject_bounce, log=log, reload=reload)  # fmt: skip
+    handlers = {
+        signal.SIGHUP: manager.request_reload,
+        signal.SIGALRM: manager.request_retry,
+        signal.SIGTERM: manager.request_stop,
+    }
+    for signum, request in handlers.items():
+        # Python-level handlers (not loop.add_signal_handler): they run in the main thread before it
+        # processes the next event, so a HUP always precedes a later injection's trigger.
+        signal.signal(signum, _handler(request))
+    try:
+        trigger = TriggerReader(layout.trigger)
+    except OSError as exc:
+        log(reports.cannot_start_line(f"unable to open lock/trigger: {exc.strerror}"))
+        return ExitCode.TEMPORARY
+    try:
+        sys.stderr.write(f"{PROG}: ready\n")
+        sys.stderr.flush()
+        return await manager.run(trigger.wait)
+    finally:
+        trigger.close()
+        injector.close()
+        spawner.reload()
+
+
+def _handler(request: Callable[[], None]) -> Callable[[int, FrameType | None], None]:
+    def handle(_signum: int, _frame: FrameType | None) -> None:
+        request()
+
+    return handle
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point: ``qldap send [--root DIR]``."""
+
+    def body(args: Sequence[str]) -> int:
+        root = find_root(_parse(args))
+        layout = QueueLayout.of(root)
+        log = StderrLog()
+        try:
+            lock = lock_sendmutex(layout)
+        except OSError as exc:
+            log(reports.cannot_start_line(f"unable to open lock/sendmutex: {exc.strerror}"))
+            return ExitCode.TEMPORARY
+        if lock is None:
+            log(reports.cannot_start_line(ALREADY_RUNNING))
+            return ExitCode.TEMPORARY
+        try:
+            return asyncio.run(_serve(root, layout, log))
+        finally:
+            os.close(lock)
+
+    return run(PROG, body, argv)

@@ -1,0 +1,433 @@
+"""The queue manager's event loop (qmail-send's role): preprocess, schedule passes, deliver, mark, eliminate.
+
+One asyncio process does what qmail splits over qmail-send, qmail-todo and qmail-clean.  Blocking file
+work (preprocessing, eliminations with their bounce injection, cleanups) runs on a small thread pool
+so concurrent fsyncs overlap; local deliveries run on their own pool of ``concurrencylocal`` threads
+(the spawner blocks: LDAP lookup, agent child); remote deliveries are asyncio tasks.  The decisions
+are delegated to pure modules (``schedule``, ``reports``, ``bounce``, :mod:`qldap.send.state`), every
+file step to :mod:`qldap.send.channels`, whose order is what makes crashes harmless, and the
+deliveries of a pass to :mod:`qldap.send.passes`.
+
+The two delivery seams are passed in (:class:`LocalDelivery`, :class:`RemoteDelivery`), as is the
+clock, so tests drive hours of retry schedule without sleeping and swap the network for a test double.
+Signals only set flags (:meth:`Manager.request_reload` …) and wake the loop; the flags are applied
+before any new preprocessing or pass starts, so a HUP sent before an injection always applies to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+
+from qldap.errors import ConfigError
+from qldap.queue.cleanup import CLEANUP_INTERVAL, clean_all
+from qldap.queue.inject import DirSyncer
+from qldap.queue.layout import SPLIT, QueueLayout
+from qldap.send import channels, reports
+from qldap.send.channels import BounceInjector, CrashHook, PrepFailed, PrepHook
+from qldap.send.config import SendConfig
+from qldap.send.passes import Passes
+from qldap.send.preprocess import Channel
+from qldap.send.state import (
+    Clock,
+    LocalDelivery,
+    MessageState,
+    Reloader,
+    RemoteDelivery,
+    Schedule,
+    Slots,
+    system_clock,
+)
+
+TODO_SCAN_INTERVAL = 1500
+RETRY_TROUBLE = 123  # a failed stat/unlink/injection for one message is retried after this long
+TROUBLE_PAUSE = 10  # after an alert: …sleeping...
+FILE_WORKERS = 4
+MANAGER_SIGNALS = frozenset({signal.SIGHUP, signal.SIGALRM, signal.SIGTERM, signal.SIGINT})
+
+
+def block_signals() -> None:
+    """Keep the manager's signals away from worker threads (pool initializer).
+
+    Then the kernel delivers HUP/ALRM/TERM to the main thread, whose handler runs before that thread
+    looks at any other event: a HUP sent before an injection is seen before the injection's trigger.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, MANAGER_SIGNALS)
+
+
+class Manager:
+    """The running queue manager of one queue; create, then ``await run()`` in the loop's main thread."""
+
+    def __init__(
+        self,
+        layout: QueueLayout,
+        cfg: SendConfig,
+        *,
+        local: LocalDelivery,
+        remote: RemoteDelivery,
+        inject_bounce: BounceInjector,
+        log: Callable[[str], None],
+        reload: Reloader | None = None,
+        clock: Clock = system_clock,
+        hook: CrashHook | None = None,
+    ) -> None:
+        self.layout = layout
+        self.cfg = cfg
+        self.log = log
+        self.clock = clock
+        self._inject_bounce = inject_bounce
+        self._reload = reload
+        self._hook = hook
+        self.messages: dict[int, MessageState] = {}
+        self.schedule = Schedule()
+        self.slots = {Channel.LOCAL: Slots(cfg.local_slots), Channel.REMOTE: Slots(cfg.remote_slots)}
+        self._syncer = DirSyncer()
+        self._files = ThreadPoolExecutor(FILE_WORKERS, "qldap-send-files", block_signals)
+        self._local_pool = ThreadPoolExecutor(max(1, cfg.concurrencylocal), "qldap-local", block_signals)
+        self._passes = Passes(
+            layout, self.slots, local=local, remote=remote, local_pool=self._local_pool, log=log,
+            status=self._log_status, released=self._kick, stopping=lambda: self.stopping, hook=hook,
+        )  # fmt: skip
+        self._tasks: set[asyncio.Future[object]] = set()
+        self._watchers: set[asyncio.Future[object]] = set()
+        self._preprocessing: set[int] = set()
+        self._recheck: set[int] = set()  # todo entries seen while their number was busy
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._scan_running = False
+        self._scan_again = False
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._want_reload = self._want_retry = self._want_stop = False
+        self.stopping = False
+
+    # -- requests from signal handlers and tests ----------------------------------------------------
+
+    def request_reload(self) -> None:
+        """SIGHUP: re-read the reloadable controls before starting anything new."""
+        self._want_reload = True
+        self.poke()
+
+    def request_retry(self) -> None:
+        """SIGALRM: every scheduled channel entry becomes due now."""
+        self._want_retry = True
+        self.poke()
+
+    def request_stop(self) -> None:
+        """SIGTERM: start nothing new, finish running deliveries, store next-attempt times, exit."""
+        self._want_stop = True
+        self.poke()
+
+    def request_scan(self) -> None:
+        """Look into ``todo/`` now (what a trigger pull does)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._scan_todo)
+
+    def poke(self) -> None:
+        """Wake the scheduler (safe from signal handlers and other threads; a no-op before :meth:`run`)."""
+        if self._loop is not None and self._wake is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    # -- main loop ---------------------------------------------------------------------------------
+
+    async def run(self, trigger: Callable[[float], Awaitable[bool]] | None = None) -> int:
+        """Run until a stop request; returns 0 after ``status: exiting``.
+
+        *trigger* waits for an injector's pull (``TriggerReader.wait``) up to the given seconds; without
+        it ``todo/`` is only scanned at start, every 1500 s, and on :meth:`request_scan`.
+        """
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._log_status()
+        await self._startup()
+        self._background(self._todo_watch(trigger))
+        self._background(self._cleanups())
+        while True:
+            self._apply_requests()
+            if self.stopping:
+                break
+            timeout = self._start_due()
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+        await self._shutdown()
+        return 0
+
+    def _work(self, coro: Awaitable[object]) -> None:
+        """Run *coro* as queue work: passes, preprocessing, eliminations (awaited at a clean stop)."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _background(self, coro: Awaitable[object]) -> None:
+        """Run *coro* as a watcher (todo scans, cleanups): cancelled at a clean stop."""
+        task = asyncio.ensure_future(coro)
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)
+
+    def _kick(self) -> None:
+        """Wake the scheduler from inside the event loop."""
+        if self._wake is not None:
+            self._wake.set()
+
+    def _later(self, delay: float, callback: Callable[[], object]) -> None:
+        assert self._loop is not None
+
+        def fire() -> None:
+            self._timers.discard(handle)
+            if not self.stopping:
+                callback()
+
+        handle = self._loop.call_later(delay, fire)
+        self._timers.add(handle)
+
+    def _log_status(self) -> None:
+        lo, re = self.slots[Channel.LOCAL], self.slots[Channel.REMOTE]
+        self.log(reports.status_line(lo.busy, lo.limit, re.busy, re.limit, exitasap=self.stopping))
+
+    def _apply_requests(self) -> None:
+        if self._want_stop:
+            self._want_stop = False
+            self.stopping = True
+        if self._want_reload:
+            self._want_reload = False
+            self._do_reload()
+        if self._want_retry:
+            self._want_retry = False
+            self.schedule.all_due(self.clock())
+
+    def _do_reload(self) -> None:
+        if self._reload is None:
+            return
+        try:
+            self.cfg = self._reload(self.cfg)
+        except ConfigError as exc:
+            text = str(exc)
+            what = text.split(": ", 1)[0].removeprefix("unable to read ") if "control/" in text else text
+            self.log(f"alert: unable to reread {what}")
+            return
+        self.slots[Channel.LOCAL].set_limit(self.cfg.local_slots)
+        self.slots[Channel.REMOTE].set_limit(self.cfg.remote_slots)
+
+    def _start_due(self) -> float | None:
+        """Start every due pass a free slot allows; seconds until the next possible start, or None."""
+        now = self.clock()
+        timeout: float | None = None
+        for channel, slots in self.slots.items():
+            while slots.can_start():
+                due = self.schedule.pop_due(channel, now)
+                if due is None:
+                    break
+                msg = self.messages.get(due.number)
+                if msg is None or channel not in msg.channels or channel in msg.busy:
+                    continue
+                slots.try_acquire()
+                msg.busy.add(channel)
+                self._work(self._pass(msg, channel))
+            nxt = self.schedule.next_time(channel)
+            if nxt is not None and slots.can_start():
+                wait = max(0.0, nxt - now)
+                timeout = wait if timeout is None else min(timeout, wait)
+        return timeout
+
+    # -- start: info/ scan, todo/ watching, cleanups -----------------------------------------------
+
+    async def _startup(self) -> None:
+        loop = asyncio.get_running_loop()
+        found = await loop.run_in_executor(self._files, channels.load_all, self.layout)
+        for number, loaded in found:
+            if isinstance(loaded, channels.Loaded):
+                self._adopt(loaded)
+            else:
+                self.log(f"warning: trouble reading info/{number % SPLIT}/{number}: {loaded}; will try later")
+                self._later(RETRY_TROUBLE, partial(self._retry_load, number))
+
+    async def _reload_one(self, number: int) -> None:
+        loop = asyncio.get_running_loop()
+        loaded = await loop.run_in_executor(self._files, channels.load_ready, self.layout, number)
+        if isinstance(loaded, channels.Loaded):
+            self._adopt(loaded)
+        elif loaded is not None:
+            self._later(RETRY_TROUBLE, partial(self._retry_load, number))
+
+    def _retry_load(self, number: int) -> None:
+        self._work(self._reload_one(number))
+
+    def _adopt(self, loaded: channels.Loaded) -> None:
+        if loaded.number in self.messages:
+            return
+        msg = MessageState(loaded.number, loaded.sender, loaded.birth, {c for c, _ in loaded.due})
+        self.messages[loaded.number] = msg
+        for channel, when in loaded.due:
+            self.schedule.add(loaded.number, channel, when)
+        if not msg.channels:
+            self._work(self._eliminate(msg))
+        self._kick()
+
+    async def _todo_watch(self, trigger: Callable[[float], Awaitable[bool]] | None) -> None:
+        while True:
+            self._scan_todo()
+            if trigger is None:
+                await asyncio.sleep(TODO_SCAN_INTERVAL)
+            else:
+                await trigger(TODO_SCAN_INTERVAL)
+
+    def _scan_todo(self) -> None:
+        if self.stopping:
+            return
+        if self._scan_running:
+            self._scan_again = True
+            return
+        self._scan_running = True
+        self._background(self._scan_todo_now())
+
+    async def _scan_todo_now(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                self._scan_again = False
+                try:
+                    names = await loop.run_in_executor(self._files, os.listdir, self.layout.dir("todo"))
+                except OSError as exc:
+                    self.log(f"alert: unable to opendir todo: {exc.strerror}; sleeping...")
+                    await asyncio.sleep(TROUBLE_PAUSE)
+                    continue
+                for number in sorted(int(n) for n in names if n.isdigit()):
+                    self._submit_todo(number)
+                if not self._scan_again:
+                    return
+        finally:
+            self._scan_running = False
+
+    def _submit_todo(self, number: int) -> None:
+        if self.stopping:
+            return
+        if number in self._preprocessing or number in self.messages:
+            self._recheck.add(number)
+            return
+        self._preprocessing.add(number)
+        self._work(self._preprocess(number))
+
+    def _number_free(self, number: int) -> None:
+        """*number* left preprocessing or the queue: look again if its todo entry was seen meanwhile."""
+        if number in self._recheck:
+            self._recheck.discard(number)
+            if os.path.lexists(self.layout.todo(number)):
+                self._submit_todo(number)
+
+    async def _preprocess(self, number: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._apply_requests()  # a HUP sent before the injection applies to it
+        cfg = self.cfg
+        hook: PrepHook | None = self._hook
+        try:
+            job = partial(
+                channels.preprocess, self.layout, number, cfg, self.log, syncer=self._syncer, hook=hook
+            )
+            done = await loop.run_in_executor(self._files, job)
+        except PrepFailed as exc:
+            self.log(exc.line)
+            self._preprocessing.discard(number)
+            self._later(RETRY_TROUBLE, lambda: self._submit_todo(number))
+            return
+        self._preprocessing.discard(number)
+        if done is None:
+            self._number_free(number)
+            return
+        msg = MessageState(number, done.sender, done.birth, set(done.channels))
+        self.messages[number] = msg
+        now = self.clock()
+        for channel in done.channels:
+            self.schedule.add(number, channel, now)
+        if not msg.channels:
+            self._work(self._eliminate(msg))
+        self._kick()
+
+    async def _cleanups(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                result = await loop.run_in_executor(self._files, lambda: clean_all(self.layout))
+            except OSError as exc:
+                self.log(f"warning: qmail-clean unable to clean up: {exc.strerror}")
+            else:
+                for path in result.failed:
+                    self.log(reports.clean_warning(os.path.relpath(path, self.layout.queue)))
+            await asyncio.sleep(CLEANUP_INTERVAL)
+
+    # -- passes and deliveries ---------------------------------------------------------------------
+
+    async def _pass(self, msg: MessageState, channel: Channel) -> None:
+        """One pass (the first slot is already held), then the channel's end or its next due time."""
+        result = await self._passes.run(msg, channel, self.cfg, int(self.clock()))
+        self._end_pass(msg, channel, result.remaining, result.when)
+
+    def _end_pass(self, msg: MessageState, channel: Channel, remaining: int, when: float) -> None:
+        msg.busy.discard(channel)
+        if remaining == 0:
+            path = channels.channel_path(self.layout, msg.number, channel)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError:
+                self.log(reports.clean_warning(os.path.relpath(path, self.layout.queue)))
+                remaining = 1
+            if remaining == 0:
+                msg.channels.discard(channel)
+                if not msg.channels:
+                    self._work(self._eliminate(msg))
+        if remaining:
+            self.schedule.add(msg.number, channel, when)
+        self._kick()
+
+    # -- elimination -------------------------------------------------------------------------------
+
+    async def _eliminate(self, msg: MessageState) -> None:
+        if msg.eliminating:
+            return
+        msg.eliminating = True
+        loop = asyncio.get_running_loop()
+        cfg = self.cfg
+        job = partial(
+            channels.eliminate, self.layout, msg.number, msg.sender, cfg, self._inject_bounce, self.log
+        )
+        done = await loop.run_in_executor(self._files, job, time.time())
+        msg.eliminating = False
+        if not done:
+            self._later(RETRY_TROUBLE, lambda: self._work(self._eliminate(msg)))
+            return
+        if self.messages.get(msg.number) is msg:
+            del self.messages[msg.number]
+        self._number_free(msg.number)
+
+    # -- clean stop --------------------------------------------------------------------------------
+
+    async def _shutdown(self) -> None:
+        for slots in self.slots.values():
+            slots.close()
+        self._log_status()
+        for handle in self._timers:
+            handle.cancel()
+        self._timers.clear()
+        for task in list(self._watchers):
+            task.cancel()
+        await asyncio.gather(*self._watchers, return_exceptions=True)
+        while self._tasks:  # running passes finish their deliveries; eliminations complete
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        self._files.shutdown(wait=True)
+        self._local_pool.shutdown(wait=True)
+        for due in self.schedule.entries():
+            path = channels.channel_path(self.layout, due.number, due.channel)
+            try:
+                os.utime(path, (due.when, due.when))
+            except FileNotFoundError:
+                pass
+            except OSError:
+                self.log(reports.utime_warning(os.path.relpath(path, self.layout.queue)))
+        self.log(reports.EXITING_LINE)

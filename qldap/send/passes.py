@@ -1,0 +1,164 @@
+"""Delivery passes over one channel file: one delivery per not-done recipient, then the marks (§4.1).
+
+A pass is the unit the scheduler starts.  It reads the channel file, fixes the pass's facts at its
+start (the next retry time, whether this is the last pass of an old message), and starts one
+delivery per ``T`` record as the channel's job slots allow.  Each report is logged, then acted on in
+the order that keeps crashes harmless: a ``D`` report's paragraph is appended to ``bounce/N`` before
+the recipient is marked, and nothing is marked before its report came back.
+
+Why the spawners are seams: the local spawner blocks (LDAP lookup, agent child) and runs on a thread
+pool; remote delivery is a coroutine.  Both come in as plain callables, so tests can make a delivery
+defer, fail or stall on command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+
+from qldap.queue.envelope import ChannelEntry
+from qldap.queue.layout import QueueLayout
+from qldap.records import RecordError
+from qldap.send import channels, reports
+from qldap.send.bounce import bounce_paragraph
+from qldap.send.channels import CrashHook, SendStep
+from qldap.send.config import SendConfig
+from qldap.send.preprocess import Channel, display_recipient
+from qldap.send.reports import Action, Report
+from qldap.send.schedule import is_last_pass, next_retry, verp_sender
+from qldap.send.state import LocalDelivery, MessageState, RemoteDelivery, Slots, to_report
+
+RETRY_TROUBLE = 123  # an unreadable channel file is looked at again after this long
+BOUNCE_APPEND_PAUSE = 10
+
+
+@dataclass(frozen=True, slots=True)
+class PassResult:
+    """How a pass ended: recipients still not done, and when the channel is due again."""
+
+    remaining: int
+    when: float
+
+
+class Passes:
+    """Runs passes for the manager; used from the event loop only."""
+
+    def __init__(
+        self,
+        layout: QueueLayout,
+        slots: dict[Channel, Slots],
+        *,
+        local: LocalDelivery,
+        remote: RemoteDelivery,
+        local_pool: Executor,
+        log: Callable[[str], None],
+        status: Callable[[], None],
+        released: Callable[[], None],
+        stopping: Callable[[], bool],
+        hook: CrashHook | None = None,
+    ) -> None:
+        self.layout = layout
+        self.slots = slots
+        self._local = local
+        self._remote = remote
+        self._local_pool = local_pool
+        self.log = log
+        self._status = status
+        self._released = released
+        self._stopping = stopping
+        self._hook = hook
+        self._numbers = itertools.count(1)  # delivery numbers start at 1 per manager run
+
+    def _rel(self, path: str) -> str:
+        return os.path.relpath(path, self.layout.queue)
+
+    async def run(self, msg: MessageState, channel: Channel, cfg: SendConfig, now: int) -> PassResult:
+        """One pass over *msg*'s *channel* file starting at *now*; the caller already holds one slot."""
+        slots = self.slots[channel]
+        next_time = next_retry(msg.birth, now, channel)
+        last = is_last_pass(msg.birth, now, cfg.queuelifetime)
+        path = channels.channel_path(self.layout, msg.number, channel)
+        try:
+            entries = channels.read_channel(path)
+        except FileNotFoundError:
+            entries = ()
+        except (OSError, RecordError) as exc:
+            self.log(f"warning: trouble reading {self._rel(path)}: {exc}")
+            slots.release()
+            return PassResult(1, now + RETRY_TROUBLE)
+        pending = [e for e in entries if not e.done]
+        jobs: list[asyncio.Future[bool]] = []
+        held, interrupted = True, False
+        for entry in pending:
+            if not held and not await slots.acquire():
+                interrupted = True  # clean stop: the rest is due at once after the restart
+                break
+            held = False
+            jobs.append(asyncio.ensure_future(self._deliver(msg, channel, path, entry, cfg, last)))
+        if held:
+            slots.release()
+        results = await asyncio.gather(*jobs)
+        return PassResult(len(pending) - sum(results), now if interrupted else next_time)
+
+    async def _deliver(
+        self, msg: MessageState, channel: Channel, path: str, entry: ChannelEntry, cfg: SendConfig, last: bool
+    ) -> bool:
+        """One delivery with a held slot; True when the recipient is done (success or bounce)."""
+        number = next(self._numbers)
+        self.log(reports.starting_delivery_line(number, msg.number, channel.value, entry.address))
+        self._status()
+        sender = verp_sender(msg.sender, entry.address)
+        mess = Path(self.layout.mess(msg.number))
+        try:
+            report = await self._spawn(channel, cfg, sender, entry.address, mess)
+        finally:
+            self.slots[channel].release()
+            self._released()
+        if report is None:
+            self.log(reports.delivery_line(number, None))
+            self._status()
+            return False
+        report = reports.when_dying(reports.truncate(report), last)
+        self.log(reports.delivery_line(number, report))
+        self._status()
+        if self._hook is not None:
+            self._hook(SendStep.REPORTED)
+        if report.action is Action.KEEP:
+            return False
+        if report.action is Action.BOUNCE and not await self._add_paragraph(msg, entry.address, report, cfg):
+            return False
+        if not channels.mark_done(path, entry.offset):
+            self.log(reports.marking_warning(self._rel(path)))
+        return True
+
+    async def _spawn(
+        self, channel: Channel, cfg: SendConfig, sender: str, rcpt: str, mess: Path
+    ) -> Report | None:
+        loop = asyncio.get_running_loop()
+        try:
+            if channel is Channel.LOCAL:
+                raw = await loop.run_in_executor(self._local_pool, self._local, rcpt, sender, mess)
+            else:
+                raw = await self._remote(cfg, sender, rcpt, mess)
+        except Exception:  # a spawner bug is that spawner crashing (§4.4 texts): defer, never lose mail
+            crashed = reports.LOCAL_CRASHED if channel is Channel.LOCAL else reports.REMOTE_CRASHED
+            return Report.parse(crashed)
+        return to_report(raw)
+
+    async def _add_paragraph(self, msg: MessageState, address: str, report: Report, cfg: SendConfig) -> bool:
+        """Append the failure paragraph to ``bounce/N``, retrying while the disk is full; False at stop."""
+        paragraph = bounce_paragraph(display_recipient(address, cfg.virtualdomains), report.text)
+        while True:
+            try:
+                channels.append_bounce(self.layout, msg.number, paragraph)
+                return True
+            except OSError:
+                self.log(reports.BOUNCE_APPEND_ALERT)
+            if self._stopping():
+                return False
+            await asyncio.sleep(BOUNCE_APPEND_PAUSE)
