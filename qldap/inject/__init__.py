@@ -1,0 +1,1 @@
+"""qmail-inject and sendmail: complete a locally submitted message's header and queue it (queue.md §8)."""
