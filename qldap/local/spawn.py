@@ -23,6 +23,7 @@ from qldap.directory.open import open_directory
 from qldap.directory.schema import DotMode
 from qldap.directory.validate import parse_delivery_modes
 from qldap.errors import ConfigError, DeliveryFailure, PermanentFailure, TemporaryFailure
+from qldap.group.deliver import GroupJob, deliver_group, group_maildir, run_group_child
 from qldap.local.agent import AgentConfig, Tally, deliver
 from qldap.local.child import Job, run_child
 from qldap.local.lines import Recipient
@@ -175,6 +176,9 @@ class LocalSpawner:
             else:
                 acct = Account(plan.user, plan.uid, plan.gid, plan.home)
         self._make_home(plan, acct)
+        if plan.group_dn is not None:  # delivery.md §4 step 6: group expansion, no maildir copy
+            with MessageFile.open(message) as mf:
+                return self._run_group(plan, plan.group_dn, local, host, sender, mf, acct)
         r = Recipient(local, host, acct.name if plan.forward_only else plan.user, plan.home, sender=sender)
         with MessageFile.open(message) as mf:
             tally = self._run_agent(plan, r, mf, acct)
@@ -240,6 +244,22 @@ class LocalSpawner:
             raise TemporaryFailure(
                 f"Unable to deliver as uid {acct.uid} while running as uid {euid}. (#4.3.0)")
         return deliver(plan, r, message, cfg)
+
+    def _run_group(
+        self, plan: Plan, dn: str, local: str, host: str, sender: str, message: MessageFile, acct: Account
+    ) -> str:
+        """qmail-group for a qmailGroup entry: as the group's uid in a child when root, else here."""
+        maildir = group_maildir(plan.home, plan.default_delivery)
+        euid = os.geteuid()
+        if euid == 0:
+            job = GroupJob(str(self.root), dn, local, host, plan.dash, plan.ext, sender, str(maildir),
+                           acct.uid, acct.gid, self.directory().config)  # fmt: skip
+            return run_group_child(job, message, self.inject)
+        if acct.uid != euid:
+            raise TemporaryFailure(
+                f"Unable to deliver as uid {acct.uid} while running as uid {euid}. (#4.3.0)")
+        return deliver_group(self.root, dn, local, host, plan.dash, plan.ext, sender, message, self.inject,
+                             maildir=maildir)  # fmt: skip
 
     def _send_outgoing(self, tally: Tally) -> str:
         qp: int | None = None
