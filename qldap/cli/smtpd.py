@@ -1,0 +1,112 @@
+"""``qldap smtpd``: run the SMTP daemon on one or more listeners until SIGTERM.
+
+    qldap smtpd --root DIR --listen HOST:PORT [--listen ...] [--rules FILE] [--env KEY=VALUE]...
+
+The session environment's service defaults are this process's environment overridden by ``--env``
+items (``qldap up`` passes services.yaml's ``env`` as the environment).  When every listener is
+bound, one line ``qldap smtpd: listening on HOST:PORT`` per listener goes to stderr (port 0 shows the
+port chosen), then the session log lines of smtpd.md §7.  SIGHUP reloads controls, rules and
+directory settings; SIGTERM/SIGINT stop cleanly (exit 0).  A listener that cannot be bound is
+``qldap smtpd: fatal: …`` and exit 111.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from qldap.cli._run import run
+from qldap.errors import ConfigError
+from qldap.exitcodes import ExitCode
+from qldap.smtpd.dns import DEFAULT_PTR_TIMEOUT, DnsResolver
+from qldap.smtpd.server import DEFAULT_MAX_SESSIONS, ServerOptions, SmtpServer
+
+PROG = "qldap smtpd"
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT`` as a pair.
+
+    Raises:
+        argparse.ArgumentTypeError: no port, or a port outside 0–65535.
+    """
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, not {text!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def parse_env(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` (the value may be empty: a variable is *set* when present).
+
+    Raises:
+        argparse.ArgumentTypeError: no ``=`` or an empty name.
+    """
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, not {text!r}")
+    return key, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options of ``qldap smtpd``."""
+    p = argparse.ArgumentParser(prog=PROG, description="SMTP receiving daemon (qmail-smtpd)")
+    p.add_argument("--root", required=True, type=Path, help="the qmail root (control/, queue/)")
+    p.add_argument("--listen", action="append", required=True, type=parse_listen, metavar="HOST:PORT")
+    p.add_argument("--rules", type=Path, help="client rules file (default ROOT/control/qmail-smtpd.rules)")
+    p.add_argument("--env", action="append", default=[], type=parse_env, metavar="KEY=VALUE",
+                   help="a service-wide session variable (repeatable)")  # fmt: skip
+    p.add_argument("--max-sessions", type=int, default=DEFAULT_MAX_SESSIONS, help="concurrent sessions")
+    p.add_argument("--dns-timeout", type=float, default=DEFAULT_PTR_TIMEOUT,
+                   help="seconds for the client PTR lookup (0: none)")  # fmt: skip
+    return p
+
+
+async def serve(options: ServerOptions, dns_timeout: float) -> int:
+    """Run the daemon until SIGTERM/SIGINT; 0 after a clean stop."""
+    server = SmtpServer(options, resolver=DnsResolver(ptr_timeout=dns_timeout))
+    try:
+        bound = await server.start()
+    except OSError as exc:
+        await asyncio.get_running_loop().run_in_executor(None, server.close)
+        raise ConfigError(f"unable to listen: {exc.strerror or exc}") from exc
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, server.reload)
+    for host, port in bound:
+        shown = f"[{host}]" if ":" in host else host
+        sys.stderr.write(f"{PROG}: listening on {shown}:{port}\n")
+    sys.stderr.flush()
+    await stop.wait()
+    await server.stop()
+    return ExitCode.OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point (``qldap smtpd ARGS``)."""
+
+    def body(args: Sequence[str]) -> int:
+        ns = build_parser().parse_args(list(args))
+        environ = dict(os.environ)
+        environ.update(ns.env)
+        options = ServerOptions(
+            root=ns.root.resolve(),
+            listen=tuple(ns.listen),
+            rules=ns.rules,
+            environ=environ,
+            max_sessions=max(1, ns.max_sessions),
+        )
+        return asyncio.run(serve(options, ns.dns_timeout))
+
+    return run(PROG, body, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""Hand a received message to the queue: the in-process injector, or the program QMAILQUEUE names.
+
+smtpd.md §2.4 "Queue hand-off" and queue.md §2.5–2.8.  The glue collects the message in a
+:class:`MessageSpool` while DATA streams in, then :meth:`QueueHandoff.commit` queues it and returns a
+:class:`QueueOutcome`: queued (with ``qp``) or the ``D…``/``Z…`` caller text that
+:meth:`~qldap.smtpd.session.Session.queue_done` turns into ``554``/``451``.
+
+Why spool first and inject at the final dot, instead of streaming into the injector during DATA: an
+injection occupies a pool thread for its whole duration, and a slow client would then hold one for
+minutes; spooled, the thread is busy only for the disk writes and fsyncs.  Nothing reaches the queue
+before the message is complete and accepted by the data-end checks, so a dropped connection or a
+``kill -9`` mid-DATA leaves nothing behind.  Memory stays bounded: past :data:`SPILL_AT` bytes the
+spool moves to an unlinked temporary file (next to the queue's ``pid/`` scratch files), so a 20 MB
+message is held once, on disk, and never twice in memory.
+
+The injector's threads share one :class:`~qldap.queue.inject.DirSyncer`, so the directory fsyncs of
+concurrent messages overlap (group commit).  ``qp`` is the injector's per-process id, or the pid of
+the external program.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import IO
+
+from qldap.queue.codes import QueueError, QueueExit, caller_text
+from qldap.queue.envelope import Envelope, InputReader
+from qldap.queue.external import run_queue_program
+from qldap.queue.inject import Injector, how_invoked
+from qldap.queue.layout import QmailIds, resolve_ids
+
+SPILL_AT = 1 << 20  # bytes kept in memory before the spool moves to a temporary file
+_READ = 1 << 16
+
+
+@dataclass(frozen=True, slots=True)
+class QueueOutcome:
+    """The queue's answer: ``text`` None = queued; else the ``D…``/``Z…`` caller text."""
+
+    text: str | None
+    qp: int
+    number: int | None = None
+
+    @property
+    def queued(self) -> bool:
+        """True when the message is durably queued."""
+        return self.text is None
+
+
+class MessageSpool:
+    """One message on its way to the queue: trace headers + converted DATA, in memory or spilled.
+
+    A write error while spilling (disk full) is remembered, the rest of the data is discarded, and
+    the commit reports ``Zqq write error or disk full (#4.3.0)``.
+    """
+
+    def __init__(self, head: bytes, *, spill_at: int = SPILL_AT, spill_dir: str | None = None) -> None:
+        self._chunks: list[bytes] = [head] if head else []
+        self._memory = len(head)
+        self._spill_at = spill_at
+        self._dir = spill_dir
+        self._file: IO[bytes] | None = None
+        self.failed = False
+
+    @property
+    def spilled(self) -> bool:
+        """True once the spool lives in a temporary file."""
+        return self._file is not None
+
+    def write(self, data: bytes) -> None:
+        """Append converted message bytes."""
+        if self.failed or not data:
+            return
+        try:
+            if self._file is not None:
+                self._file.write(data)
+                return
+            self._chunks.append(data)
+            self._memory += len(data)
+            if self._memory > self._spill_at:
+                self._spill()
+        except OSError:
+            self.failed = True
+            self.close()
+
+    def _spill(self) -> None:
+        try:
+            f = tempfile.TemporaryFile(dir=self._dir)  # noqa: SIM115 - lives until close()
+        except OSError:
+            f = tempfile.TemporaryFile()  # noqa: SIM115 - the queue directory refused; try the default
+        self._file = f
+        for chunk in self._chunks:
+            f.write(chunk)
+        self._chunks, self._memory = [], 0
+
+    def source(self) -> bytes | Iterable[bytes]:
+        """The whole message: bytes when in memory (one ``writev`` for the injector), else chunks."""
+        if self._file is None:
+            return b"".join(self._chunks)
+        f = self._file
+        f.flush()
+        f.seek(0)
+        return iter(partial(f.read, _READ), b"")
+
+    def close(self) -> None:
+        """Drop the data (the temporary file disappears with its descriptor)."""
+        self._chunks, self._memory = [], 0
+        if self._file is not None:
+            f, self._file = self._file, None
+            try:
+                f.close()
+            except OSError:
+                pass
+
+
+def parse_envelope(data: bytes) -> Envelope:
+    """The session's fd-1 envelope bytes (``F…\\0T…\\0\\0``) as an Envelope.
+
+    Raises:
+        QueueError: 11 (an address over 1002 bytes) or 91/54 (malformed), as qmail-queue would exit.
+    """
+    reader = InputReader()
+    reader.feed(data)
+    return reader.finish()
+
+
+def program_environment(
+    session_env: Mapping[str, str], relayclient: str | None, auth_user: str | None
+) -> dict[str, str]:
+    """The external queue program's environment: the session's, with this transaction's RELAYCLIENT
+    (absent when the transaction may not relay) and SMTPAUTHUSER after AUTH."""
+    env = dict(session_env)
+    env.pop("RELAYCLIENT", None)
+    if relayclient is not None:
+        env["RELAYCLIENT"] = relayclient
+    if auth_user is not None:
+        env["SMTPAUTHUSER"] = auth_user
+    return env
+
+
+class QueueHandoff:
+    """Queues messages for one root; thread pools bound the concurrent injections and programs."""
+
+    def __init__(
+        self, root: str | os.PathLike[str], *, workers: int = 16, ids: QmailIds | None = None
+    ) -> None:
+        self.root = os.fspath(root)
+        self.ids = ids or resolve_ids()
+        self.injector = Injector(root, workers=workers, ids=self.ids)
+        self.how = how_invoked(self.ids.qmaild, self.ids)
+        self._programs = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qldap-qmailqueue")
+
+    @property
+    def spill_dir(self) -> str:
+        """Where spools of large messages go (the queue's scratch directory)."""
+        return self.injector.layout.dir("pid")
+
+    def new_spool(self, head: bytes) -> MessageSpool:
+        """A spool for one message starting with *head* (the X-RBL and Received lines)."""
+        return MessageSpool(head, spill_dir=self.spill_dir)
+
+    async def commit(
+        self, spool: MessageSpool, envelope: bytes, *, program: str | None, environ: Mapping[str, str]
+    ) -> QueueOutcome:
+        """Queue the spooled message for *envelope*; *program* (QMAILQUEUE) runs with *environ*.
+
+        Never raises for queue failures: they come back as the outcome's text.
+        """
+        try:
+            if spool.failed:
+                return QueueOutcome(caller_text(QueueExit.WRITE_ERROR), 0)
+            if program is not None:
+                return await self._external(program, spool, envelope, environ)
+            return await self._inject(spool, envelope)
+        finally:
+            spool.close()
+
+    async def _inject(self, spool: MessageSpool, envelope: bytes) -> QueueOutcome:
+        try:
+            env = parse_envelope(envelope)
+            queued = await self.injector.inject_async(spool.source(), env, how=self.how, uid=self.ids.qmaild)
+        except QueueError as exc:
+            return QueueOutcome(exc.text, 0)
+        return QueueOutcome(None, queued.qp, queued.number)
+
+    async def _external(
+        self, program: str, spool: MessageSpool, envelope: bytes, environ: Mapping[str, str]
+    ) -> QueueOutcome:
+        job = partial(run_queue_program, program, spool.source(), envelope, env=environ, cwd=self.root)
+        result = await asyncio.get_running_loop().run_in_executor(self._programs, job)
+        return QueueOutcome(result.text or None, result.pid)
+
+    def close(self) -> None:
+        """Wait for running hand-offs and stop the pools."""
+        self.injector.close()
+        self._programs.shutdown(wait=True)

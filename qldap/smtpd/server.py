@@ -1,0 +1,566 @@
+"""The asyncio SMTP daemon: listeners, one task per connection, socket bytes glued to the sans-I/O Session.
+
+Everything SMTP decides lives in the sans-I/O core (:mod:`reader`, :mod:`session`, :mod:`policy`);
+this module only moves bytes and answers the session's requests: DNS (:mod:`dns`), the verifier
+(:mod:`verify`), the credential check (:mod:`auth`), the queue (:mod:`queueing`) and TLS.
+
+Per connection, as tcpserver + qmail-smtpd did per process (smtpd.md §7): past ``max_sessions`` the
+client gets ``421`` at once; a PTR lookup with a short timeout gives TCPREMOTEHOST; the client rules
+pick allow/deny (deny, or an unparsable rules file, closes without a byte) and their variables; the
+session environment is service defaults < TCP facts < rule variables; controls are re-read (stat-checked)
+into a frozen SmtpdConfig.  A broken control file answers ``421 unable to read controls (#4.3.0)``.
+
+Why an :class:`asyncio.Protocol` and not streams: the client's bytes go straight into the SmtpReader
+(no second buffer), which makes STARTTLS's "discard what was pipelined behind it" exact, and keeps
+the per-command cost to one callback.  Input is paused past :data:`MAX_BUFFER` unprocessed bytes.
+PIPELINING: replies the session marks as bufferable wait in a list and go out in one ``write`` before
+the server waits for input; all others are written at once.
+
+Signals (wired by the CLI): :meth:`SmtpServer.reload` (SIGHUP) re-opens controls, rules and the
+directory for new sessions; :meth:`SmtpServer.stop` (SIGTERM) stops accepting, answers idle
+sessions ``421``, lets sessions in DATA finish within ``stop_grace`` seconds, then cancels the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import ssl
+import sys
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from qldap.address import canonical_ipv4
+from qldap.control.domains import Locals, RcptHosts
+from qldap.control.files import ControlDir, path_signature
+from qldap.control.rules import RulesError, RulesFile
+from qldap.directory.lookup import Directory
+from qldap.directory.open import open_directory
+from qldap.errors import ConfigError
+from qldap.smtpd import replies
+from qldap.smtpd.auth import Authenticator
+from qldap.smtpd.config import SmtpdConfig, SmtpdEnv
+from qldap.smtpd.dns import DnsResolver, Resolver
+from qldap.smtpd.policy import NO_FACTS, MxQuery, RblQuery, VerifyQuery
+from qldap.smtpd.queueing import MessageSpool, QueueHandoff, program_environment
+from qldap.smtpd.reader import BareLF, Command, DataChunk, DataEnd, Eof, HeaderTooLong, SmtpReader, TooLong
+from qldap.smtpd.received import tls_protocol
+from qldap.smtpd.session import Action, CheckLogin, CommitQueue, OpenQueue, Phase, PrepareTls, Send, Session
+from qldap.smtpd.signatures import SignatureScanner
+from qldap.smtpd.verify import Verifier
+
+MAX_BUFFER = 1 << 20
+DEFAULT_MAX_SESSIONS = 50
+RULES_FILE = "qmail-smtpd.rules"
+_CIPHERS = {
+    "secure": "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM",
+    "default": "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM",
+    "legacy": "DEFAULT:@SECLEVEL=1",
+    "insecure": "ALL:@SECLEVEL=0",
+    "all": "ALL:@SECLEVEL=0",
+}  # "compat" keeps the ssl module's defaults; anything else is an OpenSSL cipher string
+
+LogWriter = Callable[[str], None]
+
+
+def _stderr(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+@dataclass(frozen=True, slots=True)
+class ServerOptions:
+    """How one ``qldap smtpd`` runs; ``environ`` holds the service-wide session variables."""
+
+    root: Path
+    listen: tuple[tuple[str, int], ...]
+    rules: Path | None = None  # None: ROOT/control/qmail-smtpd.rules
+    environ: Mapping[str, str] = field(default_factory=dict)
+    max_sessions: int = DEFAULT_MAX_SESSIONS
+    lookup_workers: int = 8
+    queue_workers: int = 16
+    stop_grace: float = 30.0
+
+
+def tls_context(cert: Path, ciphers: str) -> ssl.SSLContext:
+    """A server context from a PEM file holding the chain and the key (smtpd.md §2.5).
+
+    Raises:
+        OSError, ssl.SSLError: the file is unreadable or not a usable certificate and key.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert)
+    chosen = _CIPHERS.get(ciphers.lower(), ciphers)
+    if ciphers.lower() != "compat":
+        ctx.set_ciphers(chosen)
+    return ctx
+
+
+class _Parts:
+    """What a reload replaces: the controls, the rules, the directory and the checks built on it."""
+
+    def __init__(self, options: ServerOptions, pool: ThreadPoolExecutor) -> None:
+        self.ctl = ControlDir(options.root)
+        self.locals = Locals(self.ctl)
+        self.rcpthosts = RcptHosts(self.ctl)
+        self.rules = RulesFile(options.rules or self.ctl.path(RULES_FILE))
+        directory: Directory | ConfigError
+        try:
+            directory = open_directory(self.ctl)
+        except ConfigError as exc:
+            directory = exc
+        self.directory = directory
+        self.dash_ext = directory.config.dash_ext if isinstance(directory, Directory) else False
+        self.verifier = Verifier(directory, options.root, pool)
+        self.auth = Authenticator(directory, pool)
+
+    def close(self) -> None:
+        if isinstance(self.directory, Directory):
+            self.directory.close()
+
+
+class SmtpServer:
+    """The daemon: :meth:`start` the listeners, :meth:`reload` on SIGHUP, :meth:`stop` on SIGTERM."""
+
+    def __init__(
+        self,
+        options: ServerOptions,
+        *,
+        resolver: Resolver | None = None,
+        log: LogWriter | None = None,
+        handoff: QueueHandoff | None = None,
+    ) -> None:
+        self.options = options
+        self.resolver: Resolver = resolver or DnsResolver()
+        self.write_log = log or _stderr
+        self.level = SmtpdEnv.from_environ(options.environ).loglevel
+        self.lookup_pool = ThreadPoolExecutor(options.lookup_workers, thread_name_prefix="qldap-lookup")
+        self.handoff = handoff or QueueHandoff(options.root, workers=options.queue_workers)
+        self.parts = _Parts(options, self.lookup_pool)
+        self.connections: set[_Connection] = set()
+        self.own_ips: frozenset[str] = frozenset({"127.0.0.1"})
+        self.ids = itertools.count(1)
+        self._servers: list[asyncio.Server] = []
+        self._tls: dict[tuple[str, tuple[int, int, int], str], ssl.SSLContext] = {}
+
+    def log(self, text: str, level: int = 1, session: int | None = None) -> None:
+        """Write ``qmail-smtpd[ <session>]: text`` when *level* ≤ the service LOGLEVEL."""
+        if level <= self.level:
+            who = "qmail-smtpd" if session is None else f"qmail-smtpd {session}"
+            self.write_log(f"{who}: {text}")
+
+    async def start(self) -> list[tuple[str, int]]:
+        """Bind every listener; return the bound ``(host, port)`` pairs (port 0 → the chosen port).
+
+        Raises:
+            OSError: a listener cannot be bound.
+        """
+        loop = asyncio.get_running_loop()
+        bound: list[tuple[str, int]] = []
+        for host, port in self.options.listen:
+            srv = await loop.create_server(
+                lambda: _Connection(self), host, port, reuse_address=True, backlog=512
+            )
+            self._servers.append(srv)
+            for sock in srv.sockets:
+                name = sock.getsockname()
+                bound.append((str(name[0]), int(name[1])))
+        self.own_ips = self.own_ips | {h for h, _ in bound if canonical_ipv4(h) and h != "0.0.0.0"}
+        return bound
+
+    def reload(self) -> None:
+        """SIGHUP: new sessions use freshly read controls, rules and directory settings."""
+        old, self.parts = self.parts, _Parts(self.options, self.lookup_pool)
+        self._tls.clear()
+        old.close()  # its searcher reconnects if a running session still asks it
+        self.log("reloaded controls, rules and directory settings", 2)
+
+    def tls(self, cfg: SmtpdConfig) -> ssl.SSLContext | None:
+        """The TLS context for *cfg*'s certificate (cached until the file changes); None on failure."""
+        cert = cfg.cert_path
+        if cert is None:
+            return None
+        key = (str(cert), path_signature(cert), cfg.tlsciphers)
+        ctx = self._tls.get(key)
+        if ctx is None:
+            try:
+                ctx = tls_context(cert, cfg.tlsciphers)
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                self.log(f"unable to initialize TLS from {cert}: {exc}", 1)
+                return None
+            self._tls[key] = ctx
+        return ctx
+
+    async def stop(self) -> None:
+        """Stop accepting; idle sessions get 421, sessions in DATA may finish within ``stop_grace``."""
+        for srv in self._servers:
+            srv.close()
+        conns = list(self.connections)
+        for conn in conns:
+            conn.request_stop()
+        tasks = [c.task for c in conns if c.task is not None]
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=self.options.stop_grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        for srv in self._servers:
+            await srv.wait_closed()
+        await asyncio.get_running_loop().run_in_executor(None, self.close)
+
+    def close(self) -> None:
+        """Release thread pools and directory connections (blocking: waits for running hand-offs)."""
+        self.handoff.close()
+        self.lookup_pool.shutdown(wait=True)
+        self.parts.close()
+
+
+def _client_ip(ip: str) -> str:
+    """The peer address as TCPREMOTEIP shows it (IPv4-mapped IPv6 addresses as dotted quads)."""
+    if ip.startswith("::ffff:") and "." in ip:
+        return ip[7:]
+    return ip
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: its bytes into a SmtpReader, the Session's actions carried out."""
+
+    def __init__(self, server: SmtpServer) -> None:
+        self.server = server
+        self.reader = SmtpReader()
+        self.transport: asyncio.Transport | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.id = 0
+        self.level = server.level
+        self._loop = asyncio.get_running_loop()
+        self._waiter: asyncio.Future[bool] | None = None
+        self._out: list[bytes] = []
+        self._eof = self._lost = self._closing = self._stopping = False
+        self._read_paused = self._write_paused = False
+        self._env: dict[str, str] = {}
+        self._spool: MessageSpool | None = None
+        self._scanner: SignatureScanner | None = None
+
+    # -- asyncio.Protocol callbacks -------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        server = self.server
+        if len(server.connections) >= server.options.max_sessions:
+            transport.write(replies.SERVICE_UNAVAILABLE.to_bytes())
+            transport.close()
+            server.log("too many sessions, refused a connection", 1)
+            return
+        server.connections.add(self)
+        self.id = next(server.ids)
+        self.task = self._loop.create_task(self._run())
+        self.task.add_done_callback(self._finished)
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.receive_data(data)
+        if not self._read_paused and self.reader.buffered > MAX_BUFFER and self.transport is not None:
+            self.transport.pause_reading()
+            self._read_paused = True
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self.reader.receive_data(b"")
+        self._wake()
+        return True  # keep the transport: replies to pipelined commands may still go out
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._write_paused = False
+        self._wake()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake()
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _wake(self, value: bool = True) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(value)
+
+    def request_stop(self) -> None:
+        """SIGTERM: finish a message in progress, then say 421 instead of waiting for more."""
+        self._stopping = True
+        self._wake()
+
+    async def _wait(self, timeout: float) -> bool:
+        """Wait for input (or a write-buffer drain, EOF, loss, stop); False when *timeout* passed."""
+        if self._read_paused and self.transport is not None:
+            self.transport.resume_reading()
+            self._read_paused = False
+        waiter = self._loop.create_future()
+        self._waiter = waiter
+        handle = self._loop.call_later(timeout, self._wake, False)
+        try:
+            woken: bool = await waiter
+            return woken
+        finally:
+            handle.cancel()
+            self._waiter = None
+
+    def _flush(self) -> None:
+        if self._out and self.transport is not None and not self._lost:
+            data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
+            self.transport.write(data)
+        self._out.clear()
+
+    def _log(self, text: str, level: int) -> None:
+        if level <= self.level:
+            self.server.write_log(f"qmail-smtpd {self.id}: {text}")
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self.server.connections.discard(self)
+        if self._spool is not None:
+            self._spool.close()
+        if self.transport is not None:
+            self.transport.close()
+        if not task.cancelled() and task.exception() is not None:
+            self.server.log(f"session {self.id} failed: {task.exception()!r}", 1)
+
+    # -- session setup --------------------------------------------------------------------------
+    async def _run(self) -> None:
+        assert self.transport is not None
+        server, parts = self.server, self.server.parts
+        peer = self.transport.get_extra_info("peername")
+        local = self.transport.get_extra_info("sockname")
+        ip, local_ip = _client_ip(str(peer[0])), _client_ip(str(local[0]))
+        host = await server.resolver.ptr(ip)
+        try:
+            rule = parts.rules.match(ip, host)
+        except RulesError as exc:
+            server.log(f"refused {ip}: {exc}", 1)
+            return
+        if rule is not None and not rule.allow:
+            server.log(f"denied {ip} by rule {rule.address!r}", 3)
+            return
+        env = dict(server.options.environ)
+        for name in ("TCPREMOTEHOST", "TCPREMOTEINFO"):
+            env.pop(name, None)
+        env.update(PROTO="TCP", TCPLOCALIP=local_ip, TCPLOCALPORT=str(local[1]), TCPREMOTEIP=ip,
+                   TCPREMOTEPORT=str(peer[1]))  # fmt: skip
+        if host:
+            env["TCPREMOTEHOST"] = host
+        try:
+            env["TCPLOCALHOST"] = parts.ctl.me()
+            if rule is not None:
+                env = rule.environment(env)
+            cfg = SmtpdConfig.load(
+                parts.ctl, env, own_ips=server.own_ips | {local_ip}, is_local=parts.locals.contains,
+                rcpthosts_accepts=parts.rcpthosts.accepts, dash_ext=parts.dash_ext,
+            )  # fmt: skip
+        except ConfigError as exc:
+            server.log(f"unable to read controls: {exc}", 1)
+            self.transport.write(replies.UNABLE_TO_READ_CONTROLS.to_bytes())
+            return
+        self._env, self.level = env, cfg.env.loglevel
+        self._log(f"connection from {ip} ({host or 'unknown'}) to {local_ip}", 2)
+        await self._dialogue(Session(cfg))
+
+    async def _dialogue(self, session: Session) -> None:
+        await self._send(session, session.start())
+        reader = self.reader
+        while not self._closing:
+            event = reader.next_event()
+            if event is None:
+                if self._lost:
+                    return
+                self._flush()
+                if self._write_paused and not await self._drained(session.read_timeout):
+                    return
+                if self._stopping and not reader.in_data:
+                    await self._send(session, Send(replies.SERVICE_UNAVAILABLE, close=True))
+                    return
+                if not await self._wait(session.read_timeout) and not self._lost:
+                    await self._send(session, session.timeout())
+                continue
+            kind = type(event)
+            if kind is Command:
+                assert isinstance(event, Command)
+                await self._command(session, event)
+            elif kind is DataChunk:
+                assert isinstance(event, DataChunk)
+                if self._spool is not None:
+                    self._spool.write(event.data)
+                if self._scanner is not None:
+                    self._scanner.feed(event.data)
+            elif kind is DataEnd:
+                assert isinstance(event, DataEnd)
+                await self._data_end(session, event)
+            elif kind is BareLF or kind is TooLong or kind is HeaderTooLong:
+                self._drop_message()
+                await self._send(session, session.bare_lf() if kind is BareLF else session.too_long())
+            else:
+                assert isinstance(event, Eof)
+                return
+
+    async def _drained(self, timeout: float) -> bool:
+        """Wait until the client read our replies; False (close silently) after *timeout*."""
+        deadline = self._loop.time() + timeout
+        while self._write_paused and not self._lost:
+            left = deadline - self._loop.time()
+            if left <= 0 or not await self._wait(left):
+                return False
+        return not self._lost
+
+    # -- commands -------------------------------------------------------------------------------
+    async def _command(self, session: Session, cmd: Command) -> None:
+        auth_phase = session.phase is Phase.AUTH
+        if self.level >= 4 and not auth_phase:
+            shown = cmd.line if cmd.verb != "AUTH" else f"AUTH {cmd.arg.split(' ', 1)[0]}"
+            self._log(f"command: {shown}", 4)
+        relay = session.relayclient  # the transaction's; DATA moves it out of the session
+        facts = NO_FACTS
+        action: Action = session.command(cmd, facts)
+        while not isinstance(action, Send):
+            if isinstance(action, VerifyQuery):
+                facts = facts.add(await self.server.parts.verifier.verify(action.address))
+            elif isinstance(action, RblQuery):
+                facts = facts.add(await self.server.resolver.rbl(action.name))
+            elif isinstance(action, MxQuery):
+                facts = facts.add(await self.server.resolver.mx(action.domain))
+            elif isinstance(action, OpenQueue):
+                action = session.queue_opened(self._open_queue(session, relay))
+                continue
+            elif isinstance(action, CheckLogin):
+                action = session.auth_result(await self.server.parts.auth.authenticate(action.attempt))
+                self._log(f"auth {action.reply.code} for {action_login(cmd, session)}", 3)
+                continue
+            elif isinstance(action, PrepareTls):
+                action = session.tls_ready(self.server.tls(session.cfg) is not None)
+                continue
+            else:
+                raise AssertionError(f"unexpected action {action!r}")  # CommitQueue comes at data end
+            action = session.command(cmd, facts)
+        await self._send(session, action)
+        if action.reply.code == 250 and not auth_phase:
+            if cmd.verb == "MAIL":
+                self._log(f"mail from: <{session.transaction.sender}>", 2)
+            elif cmd.verb == "RCPT" and session.recipients:
+                self._log(f"rcpt to: <{session.recipients[-1]}>", 2)
+
+    def _open_queue(self, session: Session, relay: str | None) -> bool:
+        head = session.trace_headers(datetime.now(UTC)).encode("utf-8", "surrogateescape")
+        self._spool = self.server.handoff.new_spool(head)
+        cfg = session.cfg
+        self._scanner = SignatureScanner(cfg.signatures) if cfg.env.rejectexec and cfg.signatures else None
+        self._relay = relay
+        return True
+
+    def _drop_message(self) -> None:
+        if self._spool is not None:
+            self._spool.close()
+        self._spool = self._scanner = None
+
+    async def _data_end(self, session: Session, end: DataEnd) -> None:
+        exec_hit = self._scanner.finish() if self._scanner is not None else False
+        action = session.data_end(end, exec_hit)
+        spool, self._spool, self._scanner = self._spool, None, None
+        if not isinstance(action, CommitQueue) or spool is None:
+            if spool is not None:
+                spool.close()
+            assert isinstance(action, Send)
+            await self._send(session, action)
+            return
+        program = session.cfg.env.qmailqueue or None
+        environ = program_environment(self._env, self._relay, session.auth_user) if program else {}
+        outcome = await self.server.handoff.commit(spool, action.envelope, program=program, environ=environ)
+        now = int(time.time())
+        if outcome.queued:
+            self._log(f"message queued: {now} qp {outcome.qp} size {end.size} bytes", 2)
+        await self._send(session, session.queue_done(outcome.text, unix_time=now, qp=outcome.qp))
+
+    # -- replies --------------------------------------------------------------------------------
+    async def _send(self, session: Session, send: Send) -> None:
+        reply = send.reply
+        if send.delay:
+            self._flush()
+            await asyncio.sleep(send.delay)
+        if send.stutter:
+            if not await self._stutter(session, send):
+                return
+        else:
+            self._out.append(reply.to_bytes())
+        if reply.code >= 400:
+            self._log(f"reply: {reply.code} {reply.text}", 3)
+        if send.begin_data is not None:
+            self.reader.begin_data(send.begin_data)
+        if send.flush or send.close or send.pause_after or send.start_tls:
+            self._flush()
+        if send.pause_after:
+            await asyncio.sleep(send.pause_after)
+        if send.close:
+            self._closing = True
+        elif send.start_tls:
+            await self._start_tls(session)
+
+    async def _stutter(self, session: Session, send: Send) -> bool:
+        """GREETDELAY: the greeting prefix one character per second; DROPRUSHGREET polls meanwhile."""
+        data = send.reply.to_bytes()
+        count = min(send.stutter, len(replies.greeting_prefix(session.cfg.me)))
+        assert self.transport is not None
+        for i in range(count):
+            if send.drop_rush:
+                deadline = self._loop.time() + 1.0
+                while not (self._eof or self._lost or self.reader.buffered):
+                    left = deadline - self._loop.time()
+                    if left <= 0 or not await self._wait(left):
+                        break
+                if self._eof or self._lost:
+                    self._closing = True
+                    return False
+                if self.reader.buffered:
+                    self._out.append(replies.PROTOCOL_VIOLATION.to_bytes())
+                    self._flush()
+                    self._closing = True
+                    return False
+            else:
+                await asyncio.sleep(1.0)
+            self.transport.write(data[i : i + 1])
+        self._out.append(data[count:])
+        return True
+
+    async def _start_tls(self, session: Session) -> None:
+        ctx = self.server.tls(session.cfg)
+        transport = self.transport
+        assert ctx is not None and transport is not None
+        self.reader.discard_buffered()
+        if self._read_paused:
+            transport.resume_reading()
+            self._read_paused = False
+        try:
+            new = await self._loop.start_tls(
+                transport, self, ctx, server_side=True, ssl_handshake_timeout=session.read_timeout
+            )
+        except (TimeoutError, OSError, ssl.SSLError) as exc:
+            self._log(f"TLS handshake failed: {exc}", 3)
+            self._closing = True
+            return
+        if new is None:
+            self._closing = True
+            return
+        self.transport = new
+        self.reader.discard_buffered()
+        sslobj = new.get_extra_info("ssl_object")
+        cipher = sslobj.cipher() if sslobj is not None else None
+        version = sslobj.version() if sslobj is not None else None
+        session.tls_started(tls_protocol(version or "TLS", cipher[0] if cipher else "unknown", None))
+        self._log(f"TLS started: {version} {cipher[0] if cipher else ''}", 3)
+
+
+def action_login(cmd: Command, session: Session) -> str:
+    """The login of a finished AUTH, for the log (never the password)."""
+    return session.auth_user or "(failed)"

@@ -1,0 +1,1 @@
+"""End-to-end helpers: real daemons on loopback sockets."""
