@@ -164,7 +164,7 @@ def test_empty_doublebounceto_sends_double_bounces_nowhere(tmp_path: Path) -> No
     starts = [x for x in lines if " to local @mx1.example.com" in x]
     assert len(starts) == 1
     delivery = starts[0].split()[2].rstrip(":")
-    assert f"delivery {delivery}: success: did_0+0+0" in lines
+    assert f"delivery {delivery}: success: did_0+0+0/" in lines
 
 
 def test_virtual_user_is_shown_without_prepend(tmp_path: Path) -> None:

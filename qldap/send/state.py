@@ -212,9 +212,13 @@ Reloader = Callable[[SendConfig], SendConfig]
 
 
 def to_report(raw: ReportLike) -> Report | None:
-    """A spawner's answer as a :class:`Report`; None when the letter is not K, Z or D (mangled)."""
+    """A spawner's answer as a :class:`Report`; None when the letter is not K, Z or D (mangled).
+
+    The text is newline-terminated as qmail's spawners write it (the log shows it as a final ``/``).
+    """
     letter = raw.letter.value if isinstance(raw.letter, Letter) else raw.letter
-    return Report.parse(letter + raw.text) if len(letter) == 1 else None
+    text = raw.text if raw.text == "" or raw.text.endswith("\n") else raw.text + "\n"
+    return Report.parse(letter + text) if len(letter) == 1 else None
 
 
 def reloader(ctl_reader: Callable[[], SendConfig]) -> Reloader:
