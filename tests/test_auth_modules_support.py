@@ -38,13 +38,16 @@ def entry_point(module: str, function: str) -> list[str]:
 def _usable_as_user(python: str) -> bool:
     if not IS_ROOT:
         return True
-    proc = subprocess.run(
-        [python, "-c", "import ldap3, qldap"],
-        preexec_fn=_become_user,
-        env={"PYTHONPATH": _pythonpath(), "PATH": os.environ.get("PATH", "")},
-        capture_output=True,
-        check=False,
-    )
+    try:
+        proc = subprocess.run(
+            [python, "-c", "import ldap3, qldap"],
+            preexec_fn=_become_user,
+            env={"PYTHONPATH": _pythonpath(), "PATH": os.environ.get("PATH", "")},
+            capture_output=True,
+            check=False,
+        )
+    except OSError:
+        return False
     return proc.returncode == 0
 
 
