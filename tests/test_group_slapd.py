@@ -372,3 +372,26 @@ def test_deliver_group_api_missing_entry_is_temporary(env: Env) -> None:
         deliver_group(env.qroot.path, f"uid=nobody,{env.base.dn}", "list", "example.com", "", "",  # type: ignore[attr-defined]
                       "s@y", mf, lambda d, s, r: 1)
     assert exc.value.text == "get ldap group entry: no such object"
+
+
+def test_deliver_group_in_process_uses_the_store_maildir(env: Env) -> None:
+    """The API called directly (as a non-root spawner does): maildir from mailMessageStore + default."""
+    load(env, "senderconfirm: TRUE\n")
+    body = env.qroot.path / "m"
+    body.write_bytes(POST)
+    sent: list[tuple[str, tuple[str, ...]]] = []
+
+    def capture(data: bytes, sender: str, rcpts: tuple[str, ...]) -> int:
+        sent.append((sender, rcpts))
+        return 7
+
+    dn = f"uid=list,{env.base.dn}"  # type: ignore[attr-defined]
+    with MessageFile.open(body) as mf:
+        text = deliver_group(env.qroot.path, dn, "list", "example.com", "", "", "s@y", mf, capture)
+    assert text == "qmail-secretary: info: qp 7"
+    [held] = env.files("new")
+    with MessageFile.open(body) as mf:
+        text = deliver_group(env.qroot.path, dn, f"list-confirm-{held.name}", "example.com", "-",
+                             f"confirm-{held.name}", "s@y", mf, capture, now=1234.0)
+    assert text == "qmail-group: ok 1234 qp 7."
+    assert sent[1][0] == "s@y" and sorted(sent[1][1]) == sorted(MEMBERS) and env.files("new") == []
