@@ -121,12 +121,13 @@ class SmtpSink:
                     answer = script.replies.get("DATA", "354 go")
                     await reply(answer)
                     if answer.startswith("354"):
-                        chunks = []
-                        while (chunk := await reader.readline()) != b".\r\n":
+                        data = await reader.readline()
+                        while data != b".\r\n" and not data.endswith(b"\r\n.\r\n"):
+                            chunk = await reader.read(65536)  # the client waits for our answer
                             if not chunk:
                                 return  # the client gave up inside DATA: no message arrived
-                            chunks.append(chunk)
-                        session.data = b"".join(chunks)
+                            data += chunk
+                        session.data = data[:-3]
                         if script.drop_after_dot:
                             writer.transport.abort()
                             return
@@ -493,3 +494,26 @@ def test_interface_addresses_from_proc_texts() -> None:
     )
     assert parse_if_inet6(inet6) == {"::1", "fd00::2"}
     assert "127.0.0.1" in interface_addresses()
+
+
+def test_broken_tls_handshake_is_tls_not_available(tmp_path: Path, message: Path) -> None:
+    script = Script(extensions=("STARTTLS",), replies={"STARTTLS": "220 go ahead"})  # then plain text
+    report, sink = relay_run(tmp_path, script, message)
+    assert report.letter is Letter.TEMPORARY and report.text.startswith("TLS not available: ")
+    assert sink.sessions[0].data is None
+
+
+def test_bad_tlsremoteciphers_is_tls_not_available(
+    tmp_path: Path, message: Path, server_tls: ssl.SSLContext
+) -> None:
+    (tmp_path / "control").mkdir()
+    (tmp_path / "control" / "tlsremoteciphers").write_text("NO-SUCH-CIPHER\n")
+    report, sink = relay_run(tmp_path, Script(tls=server_tls), message)
+    assert report == Report(Letter.TEMPORARY, "TLS not available: No cipher can be selected.\n")
+    assert sink.sessions[0].data is None
+
+
+def test_ehlo_refused_falls_back_to_helo(tmp_path: Path, message: Path) -> None:
+    report, sink = relay_run(tmp_path, Script(replies={"EHLO": "502 unknown"}), message)
+    assert report.letter is Letter.SUCCESS
+    assert sink.sessions[0].commands[:2] == ["EHLO mx1.example.com", "HELO mx1.example.com"]
