@@ -7,6 +7,7 @@ only from the data (the entry, the `.qmail` files, the message).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pwd
 import subprocess
@@ -29,6 +30,7 @@ from qldap.local.child import Job, run_child
 from qldap.local.lines import Recipient
 from qldap.local.message import MessageFile
 from qldap.local.resolve import ClusterRelay, Plan, plan_ldap
+from qldap.remote.cluster import cluster_forward
 
 NO_MAILBOX = "Sorry, no mailbox here by that name. (#5.1.1)"
 NO_ALIAS = "Unable to find alias user!"
@@ -164,10 +166,8 @@ class LocalSpawner:
             result = plan_ldap(found, config, local=local, default_delivery=default, message_size=size,
                                alias_home=alias.home if alias else None)
             if isinstance(result, ClusterRelay):
-                raise TemporaryFailure(
-                    f"Temporary error while executing qmail-forward: no cluster transport to "
-                    f"{result.mail_host}. (#4.4.4)"
-                )
+                # delivery.md §4.5: relay to the user's mailHost over QMQP (runs in a worker thread)
+                return asyncio.run(cluster_forward(self.ctl, result.mail_host, sender, recipient, message))
             plan = result
             if plan.uid is None or plan.gid is None:
                 if alias is None:
