@@ -25,7 +25,8 @@ from pathlib import Path
 from qldap.cli._run import run
 from qldap.pop3.popup import ERR_USAGE, Authenticate, Popup, StartTls
 from qldap.pop3.reader import Close, Reply
-from qldap.pop3.session import Pop3Session, Refused, SessionInfo, Transfer, open_session
+from qldap.pop3.server import serve_blocking
+from qldap.pop3.session import Refused, SessionInfo, open_session
 
 TIMEOUT = 1200.0
 STDIN, STDOUT = 0, 1
@@ -131,35 +132,6 @@ def _log(line: str) -> None:
     sys.stderr.flush()
 
 
-def serve_session(session: Pop3Session, fd_in: int, fd_out: int, timeout: float = TIMEOUT) -> int:
-    """Drive *session* over blocking descriptors until QUIT (0), EOF, timeout or error (1)."""
-    try:
-        effects = session.start()
-        while True:
-            for effect in effects:
-                if isinstance(effect, Reply):
-                    write_all(fd_out, effect.data, timeout)
-                elif isinstance(effect, Transfer):
-                    try:
-                        for chunk in effect.stream:
-                            write_all(fd_out, chunk, timeout)
-                    finally:
-                        effect.stream.close()
-                elif isinstance(effect, Close):
-                    return 0
-            readable, _w, _x = select.select([fd_in], [], [], timeout)
-            if not readable:
-                return 1
-            data = os.read(fd_in, 65536)
-            if not data:
-                return 1
-            effects = session.receive(data)
-    except (_Gone, OSError):
-        return 1
-    finally:
-        session.end()
-
-
 def _pop3d(argv: Sequence[str]) -> int:
     info = SessionInfo.from_env(os.environ, os.getpid())
     result = open_session(argv[0] if argv else None, os.environ, home=Path.cwd(), info=info, log=_log)
@@ -169,7 +141,7 @@ def _pop3d(argv: Sequence[str]) -> int:
         except (_Gone, OSError):
             pass
         return 1
-    return serve_session(result, STDIN, STDOUT)
+    return serve_blocking(result, STDIN, STDOUT)
 
 
 def pop3d_main(argv: Sequence[str] | None = None) -> int:
