@@ -25,6 +25,7 @@ from qldap.queue.envelope import Envelope, parse_todo
 from qldap.queue.inject import QueuedMessage, inject
 from qldap.queue.layout import QueueLayout, create_queue, current_user_ids
 from qldap.queue.trigger import TriggerReader
+from qldap.send.channels import CrashHook
 from qldap.send.config import SendConfig
 from qldap.send.manager import Manager
 from qldap.send.reports import Letter, Report
@@ -144,7 +145,10 @@ class Running:
 
 @asynccontextmanager
 async def running_manager(
-    root: Path, spawners: TestSpawners, clock: Callable[[], float] | None = None
+    root: Path,
+    spawners: TestSpawners,
+    clock: Callable[[], float] | None = None,
+    hook: CrashHook | None = None,
 ) -> AsyncIterator[Running]:
     """Run the real Manager on *root* with *spawners*; stopped cleanly (TERM semantics) on exit."""
     layout = QueueLayout.of(root)
@@ -154,7 +158,9 @@ async def running_manager(
         return inject(layout, b"".join(chunks), env, how="for bounce", uid=os.getuid(), pid=os.getpid(),
                       bigbrother={})  # fmt: skip
 
-    kwargs = {"clock": clock} if clock is not None else {}
+    kwargs: dict[str, object] = {"hook": hook}
+    if clock is not None:
+        kwargs["clock"] = clock
     manager = Manager(layout, config(root), local=spawners.local, remote=spawners.remote,
                       inject_bounce=inject_bounce, log=lines.append,
                       reload=reloader(lambda: config(root)), **kwargs)  # type: ignore[arg-type]  # fmt: skip

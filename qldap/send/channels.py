@@ -288,6 +288,15 @@ def mark_done(path: str, offset: int) -> bool:
         os.close(fd)
 
 
+def unlink_done(path: str) -> bool:
+    """Remove a channel file whose recipients are all done; False when it could not be removed."""
+    try:
+        _unlink_missing_ok(path)
+    except OSError:
+        return False
+    return True
+
+
 def append_bounce(layout: QueueLayout, number: int, paragraph: str) -> None:
     """Append one failure paragraph to ``bounce/N`` (created when missing).
 
@@ -350,11 +359,6 @@ def remove(layout: QueueLayout, number: int, log: Log) -> None:
             _unlink_missing_ok(path)
         except OSError:
             log(reports.clean_warning(os.path.relpath(path, layout.queue)))
-
-
-def channel_files_left(layout: QueueLayout, number: int) -> bool:
-    """True when a ``local`` or ``remote`` file of *number* exists."""
-    return any(os.path.lexists(channel_path(layout, number, c)) for c in Channel)
 
 
 def eliminate(

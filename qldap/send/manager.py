@@ -48,7 +48,7 @@ from qldap.send.state import (
 TODO_SCAN_INTERVAL = 1500
 RETRY_TROUBLE = 123  # a failed stat/unlink/injection for one message is retried after this long
 TROUBLE_PAUSE = 10  # after an alert: …sleeping...
-FILE_WORKERS = 4
+FILE_WORKERS = 8
 MANAGER_SIGNALS = frozenset({signal.SIGHUP, signal.SIGALRM, signal.SIGTERM, signal.SIGINT})
 
 
@@ -91,8 +91,8 @@ class Manager:
         self._files = ThreadPoolExecutor(FILE_WORKERS, "qldap-send-files", block_signals)
         self._local_pool = ThreadPoolExecutor(max(1, cfg.concurrencylocal), "qldap-local", block_signals)
         self._passes = Passes(
-            layout, self.slots, local=local, remote=remote, local_pool=self._local_pool, log=log,
-            status=self._log_status, released=self._kick, stopping=lambda: self.stopping, hook=hook,
+            layout, self.slots, local=local, remote=remote, local_pool=self._local_pool, files=self._files,
+            log=log, status=self._log_status, released=self._kick, stopping=lambda: self.stopping, hook=hook,
         )  # fmt: skip
         self._tasks: set[asyncio.Future[object]] = set()
         self._watchers: set[asyncio.Future[object]] = set()
@@ -365,25 +365,20 @@ class Manager:
     async def _pass(self, msg: MessageState, channel: Channel) -> None:
         """One pass (the first slot is already held), then the channel's end or its next due time."""
         result = await self._passes.run(msg, channel, self.cfg, int(self.clock()))
-        self._end_pass(msg, channel, result.remaining, result.when)
-
-    def _end_pass(self, msg: MessageState, channel: Channel, remaining: int, when: float) -> None:
-        msg.busy.discard(channel)
+        remaining = result.remaining
         if remaining == 0:
             path = channels.channel_path(self.layout, msg.number, channel)
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-            except OSError:
+            loop = asyncio.get_running_loop()
+            if not await loop.run_in_executor(self._files, channels.unlink_done, path):
                 self.log(reports.clean_warning(os.path.relpath(path, self.layout.queue)))
                 remaining = 1
-            if remaining == 0:
-                msg.channels.discard(channel)
-                if not msg.channels:
-                    self._work(self._eliminate(msg))
+        msg.busy.discard(channel)
         if remaining:
-            self.schedule.add(msg.number, channel, when)
+            self.schedule.add(msg.number, channel, result.when)
+        else:
+            msg.channels.discard(channel)
+            if not msg.channels:
+                self._work(self._eliminate(msg))
         self._kick()
 
     # -- elimination -------------------------------------------------------------------------------

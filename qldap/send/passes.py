@@ -56,6 +56,7 @@ class Passes:
         local: LocalDelivery,
         remote: RemoteDelivery,
         local_pool: Executor,
+        files: Executor,
         log: Callable[[str], None],
         status: Callable[[], None],
         released: Callable[[], None],
@@ -67,6 +68,7 @@ class Passes:
         self._local = local
         self._remote = remote
         self._local_pool = local_pool
+        self._files = files
         self.log = log
         self._status = status
         self._released = released
@@ -84,7 +86,9 @@ class Passes:
         last = is_last_pass(msg.birth, now, cfg.queuelifetime)
         path = channels.channel_path(self.layout, msg.number, channel)
         try:
-            entries = channels.read_channel(path)
+            entries = await asyncio.get_running_loop().run_in_executor(
+                self._files, channels.read_channel, path
+            )
         except FileNotFoundError:
             entries = ()
         except (OSError, RecordError) as exc:
@@ -130,11 +134,10 @@ class Passes:
             self._hook(SendStep.REPORTED)
         if report.action is Action.KEEP:
             return False
-        if report.action is Action.BOUNCE and not await self._add_paragraph(msg, entry.address, report, cfg):
-            return False
-        if not channels.mark_done(path, entry.offset):
-            self.log(reports.marking_warning(self._rel(path)))
-        return True
+        paragraph = None
+        if report.action is Action.BOUNCE:
+            paragraph = bounce_paragraph(display_recipient(entry.address, cfg.virtualdomains), report.text)
+        return await self._settle(msg.number, path, entry.offset, paragraph)
 
     async def _spawn(
         self, channel: Channel, cfg: SendConfig, sender: str, rcpt: str, mess: Path
@@ -150,15 +153,27 @@ class Passes:
             return Report.parse(crashed)
         return to_report(raw)
 
-    async def _add_paragraph(self, msg: MessageState, address: str, report: Report, cfg: SendConfig) -> bool:
-        """Append the failure paragraph to ``bounce/N``, retrying while the disk is full; False at stop."""
-        paragraph = bounce_paragraph(display_recipient(address, cfg.virtualdomains), report.text)
+    async def _settle(self, number: int, path: str, offset: int, paragraph: str | None) -> bool:
+        """Append the failure paragraph (if any), then mark; retried while the disk is full, False at stop."""
+        loop = asyncio.get_running_loop()
         while True:
-            try:
-                channels.append_bounce(self.layout, msg.number, paragraph)
+            done = await loop.run_in_executor(
+                self._files, self._append_and_mark, number, path, offset, paragraph
+            )
+            if done:
                 return True
-            except OSError:
-                self.log(reports.BOUNCE_APPEND_ALERT)
+            self.log(reports.BOUNCE_APPEND_ALERT)
             if self._stopping():
                 return False
             await asyncio.sleep(BOUNCE_APPEND_PAUSE)
+
+    def _append_and_mark(self, number: int, path: str, offset: int, paragraph: str | None) -> bool:
+        """Blocking: paragraph to ``bounce/N`` first, then the ``D`` mark; False when the append failed."""
+        if paragraph is not None:
+            try:
+                channels.append_bounce(self.layout, number, paragraph)
+            except OSError:
+                return False
+        if not channels.mark_done(path, offset):
+            self.log(reports.marking_warning(self._rel(path)))
+        return True
