@@ -21,7 +21,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
-from qldap.queue.envelope import ChannelEntry
+from qldap.queue.envelope import ChannelEntry, UnknownRecord
 from qldap.queue.layout import QueueLayout
 from qldap.records import RecordError
 from qldap.send import channels, reports
@@ -91,6 +91,10 @@ class Passes:
             )
         except FileNotFoundError:
             entries = ()
+        except UnknownRecord:
+            self.log(f"warning: unknown record type in {self._rel(path)}")
+            slots.release()
+            return PassResult(1, now + RETRY_TROUBLE)
         except (OSError, RecordError) as exc:
             self.log(f"warning: trouble reading {self._rel(path)}: {exc}")
             slots.release()
