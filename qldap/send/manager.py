@@ -21,16 +21,15 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 from qldap.errors import ConfigError
 from qldap.queue.cleanup import CLEANUP_INTERVAL, clean_all
-from qldap.queue.inject import DirSyncer
 from qldap.queue.layout import SPLIT, QueueLayout
 from qldap.send import channels, reports
-from qldap.send.channels import BounceInjector, CrashHook, PrepFailed, PrepHook
+from qldap.send.channels import BounceInjector, CrashHook, Preprocessed
 from qldap.send.config import SendConfig
 from qldap.send.passes import Passes
 from qldap.send.preprocess import Channel
@@ -44,8 +43,8 @@ from qldap.send.state import (
     Slots,
     system_clock,
 )
+from qldap.send.todo import Todo
 
-TODO_SCAN_INTERVAL = 1500
 RETRY_TROUBLE = 123  # a failed stat/unlink/injection for one message is retried after this long
 TROUBLE_PAUSE = 10  # after an alert: …sleeping...
 FILE_WORKERS = 8
@@ -87,7 +86,6 @@ class Manager:
         self.messages: dict[int, MessageState] = {}
         self.schedule = Schedule()
         self.slots = {Channel.LOCAL: Slots(cfg.local_slots), Channel.REMOTE: Slots(cfg.remote_slots)}
-        self._syncer = DirSyncer()
         self._files = ThreadPoolExecutor(FILE_WORKERS, "qldap-send-files", block_signals)
         self._local_pool = ThreadPoolExecutor(max(1, cfg.concurrencylocal), "qldap-local", block_signals)
         self._passes = Passes(
@@ -96,15 +94,12 @@ class Manager:
         )  # fmt: skip
         self._tasks: set[asyncio.Future[object]] = set()
         self._watchers: set[asyncio.Future[object]] = set()
-        self._preprocessing: set[int] = set()
-        self._recheck: set[int] = set()  # todo entries seen while their number was busy
         self._timers: set[asyncio.TimerHandle] = set()
-        self._scan_running = False
-        self._scan_again = False
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._want_reload = self._want_retry = self._want_stop = False
         self.stopping = False
+        self._todo = Todo(self, self._files, log, hook)
 
     # -- requests from signal handlers and tests ----------------------------------------------------
 
@@ -123,11 +118,6 @@ class Manager:
         self._want_stop = True
         self.poke()
 
-    def request_scan(self) -> None:
-        """Look into ``todo/`` now (what a trigger pull does)."""
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._scan_todo)
-
     def poke(self) -> None:
         """Wake the scheduler (safe from signal handlers and other threads; a no-op before :meth:`run`)."""
         if self._loop is not None and self._wake is not None:
@@ -139,14 +129,14 @@ class Manager:
         """Run until a stop request; returns 0 after ``status: exiting``.
 
         *trigger* waits for an injector's pull (``TriggerReader.wait``) up to the given seconds; without
-        it ``todo/`` is only scanned at start, every 1500 s, and on :meth:`request_scan`.
+        it ``todo/`` is only scanned at start and every 1500 s.
         """
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._log_status()
         await self._startup()
-        self._background(self._todo_watch(trigger))
-        self._background(self._cleanups())
+        self.background(self._todo.watch(trigger))
+        self.background(self._cleanups())
         while True:
             self._apply_requests()
             if self.stopping:
@@ -158,13 +148,19 @@ class Manager:
         await self._shutdown()
         return 0
 
-    def _work(self, coro: Awaitable[object]) -> None:
+    def work(self, coro: Coroutine[object, object, object]) -> None:
         """Run *coro* as queue work: passes, preprocessing, eliminations (awaited at a clean stop)."""
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._work_done)
 
-    def _background(self, coro: Awaitable[object]) -> None:
+    def _work_done(self, task: asyncio.Future[object]) -> None:
+        """Forget a finished task; a bug in it is logged (the message waits for the next restart)."""
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.log(f"alert: internal error: {task.exception()!r}; a message may wait for a restart")
+
+    def background(self, coro: Coroutine[object, object, object]) -> None:
         """Run *coro* as a watcher (todo scans, cleanups): cancelled at a clean stop."""
         task = asyncio.ensure_future(coro)
         self._watchers.add(task)
@@ -175,7 +171,8 @@ class Manager:
         if self._wake is not None:
             self._wake.set()
 
-    def _later(self, delay: float, callback: Callable[[], object]) -> None:
+    def later(self, delay: float, callback: Callable[[], object]) -> None:
+        """Call *callback* after *delay* seconds unless the manager is stopping by then."""
         assert self._loop is not None
 
         def fire() -> None:
@@ -228,7 +225,7 @@ class Manager:
                     continue
                 slots.try_acquire()
                 msg.busy.add(channel)
-                self._work(self._pass(msg, channel))
+                self.work(self._pass(msg, channel))
             nxt = self.schedule.next_time(channel)
             if nxt is not None and slots.can_start():
                 wait = max(0.0, nxt - now)
@@ -245,7 +242,7 @@ class Manager:
                 self._adopt(loaded)
             else:
                 self.log(f"warning: trouble reading info/{number % SPLIT}/{number}: {loaded}; will try later")
-                self._later(RETRY_TROUBLE, partial(self._retry_load, number))
+                self.later(RETRY_TROUBLE, partial(self._retry_load, number))
 
     async def _reload_one(self, number: int) -> None:
         loop = asyncio.get_running_loop()
@@ -253,10 +250,10 @@ class Manager:
         if isinstance(loaded, channels.Loaded):
             self._adopt(loaded)
         elif loaded is not None:
-            self._later(RETRY_TROUBLE, partial(self._retry_load, number))
+            self.later(RETRY_TROUBLE, partial(self._retry_load, number))
 
     def _retry_load(self, number: int) -> None:
-        self._work(self._reload_one(number))
+        self.work(self._reload_one(number))
 
     def _adopt(self, loaded: channels.Loaded) -> None:
         if loaded.number in self.messages:
@@ -266,86 +263,27 @@ class Manager:
         for channel, when in loaded.due:
             self.schedule.add(loaded.number, channel, when)
         if not msg.channels:
-            self._work(self._eliminate(msg))
+            self.work(self._eliminate(msg))
         self._kick()
 
-    async def _todo_watch(self, trigger: Callable[[float], Awaitable[bool]] | None) -> None:
-        while True:
-            self._scan_todo()
-            if trigger is None:
-                await asyncio.sleep(TODO_SCAN_INTERVAL)
-            else:
-                await trigger(TODO_SCAN_INTERVAL)
+    def current_config(self) -> SendConfig:
+        """The config for new work, after applying pending signal requests."""
+        self._apply_requests()
+        return self.cfg
 
-    def _scan_todo(self) -> None:
-        if self.stopping:
-            return
-        if self._scan_running:
-            self._scan_again = True
-            return
-        self._scan_running = True
-        self._background(self._scan_todo_now())
+    def has_message(self, number: int) -> bool:
+        """True while message *number* is preprocessed and not yet eliminated."""
+        return number in self.messages
 
-    async def _scan_todo_now(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                self._scan_again = False
-                try:
-                    names = await loop.run_in_executor(self._files, os.listdir, self.layout.dir("todo"))
-                except OSError as exc:
-                    self.log(f"alert: unable to opendir todo: {exc.strerror}; sleeping...")
-                    await asyncio.sleep(TROUBLE_PAUSE)
-                    continue
-                for number in sorted(int(n) for n in names if n.isdigit()):
-                    self._submit_todo(number)
-                if not self._scan_again:
-                    return
-        finally:
-            self._scan_running = False
-
-    def _submit_todo(self, number: int) -> None:
-        if self.stopping:
-            return
-        if number in self._preprocessing or number in self.messages:
-            self._recheck.add(number)
-            return
-        self._preprocessing.add(number)
-        self._work(self._preprocess(number))
-
-    def _number_free(self, number: int) -> None:
-        """*number* left preprocessing or the queue: look again if its todo entry was seen meanwhile."""
-        if number in self._recheck:
-            self._recheck.discard(number)
-            if os.path.lexists(self.layout.todo(number)):
-                self._submit_todo(number)
-
-    async def _preprocess(self, number: int) -> None:
-        loop = asyncio.get_running_loop()
-        self._apply_requests()  # a HUP sent before the injection applies to it
-        cfg = self.cfg
-        hook: PrepHook | None = self._hook
-        try:
-            job = partial(
-                channels.preprocess, self.layout, number, cfg, self.log, syncer=self._syncer, hook=hook
-            )
-            done = await loop.run_in_executor(self._files, job)
-        except PrepFailed as exc:
-            self.log(exc.line)
-            self._preprocessing.discard(number)
-            self._later(RETRY_TROUBLE, lambda: self._submit_todo(number))
-            return
-        self._preprocessing.discard(number)
-        if done is None:
-            self._number_free(number)
-            return
-        msg = MessageState(number, done.sender, done.birth, set(done.channels))
-        self.messages[number] = msg
+    def preprocessed(self, done: Preprocessed) -> None:
+        """Take over a message that reached S5: every channel is due now; none → eliminate."""
+        msg = MessageState(done.number, done.sender, done.birth, set(done.channels))
+        self.messages[done.number] = msg
         now = self.clock()
         for channel in done.channels:
-            self.schedule.add(number, channel, now)
+            self.schedule.add(done.number, channel, now)
         if not msg.channels:
-            self._work(self._eliminate(msg))
+            self.work(self._eliminate(msg))
         self._kick()
 
     async def _cleanups(self) -> None:
@@ -378,7 +316,7 @@ class Manager:
         else:
             msg.channels.discard(channel)
             if not msg.channels:
-                self._work(self._eliminate(msg))
+                self.work(self._eliminate(msg))
         self._kick()
 
     # -- elimination -------------------------------------------------------------------------------
@@ -395,11 +333,11 @@ class Manager:
         done = await loop.run_in_executor(self._files, job, time.time())
         msg.eliminating = False
         if not done:
-            self._later(RETRY_TROUBLE, lambda: self._work(self._eliminate(msg)))
+            self.later(RETRY_TROUBLE, lambda: self.work(self._eliminate(msg)))
             return
         if self.messages.get(msg.number) is msg:
             del self.messages[msg.number]
-        self._number_free(msg.number)
+        self._todo.number_free(msg.number)
 
     # -- clean stop --------------------------------------------------------------------------------
 
