@@ -238,7 +238,11 @@ class Pop3Server:
             data = await asyncio.wait_for(conn.inbox.get(), self.cfg.timeout)
             if data is None:
                 return
-            for effect in popup.receive(data):
+            effects = popup.receive(data)
+            if any(isinstance(e, StartTls) for e in effects):
+                # the ClientHello follows our "+OK": it must stay in the socket for the TLS layer
+                cast(asyncio.ReadTransport, transport).pause_reading()
+            for effect in effects:
                 if isinstance(effect, Reply):
                     await self._write(conn, transport, effect.data)
                 elif isinstance(effect, Close):
