@@ -47,7 +47,10 @@ def start_pbsdbd(qroot: QRoot, port: int | None = None) -> tuple[subprocess.Pope
                             stderr=subprocess.PIPE)
     assert proc.stderr is not None
     line = proc.stderr.readline().decode()
-    assert line == f"qldap pbsdbd: listening on 127.0.0.1:{port}\n", line
+    if line != f"qldap pbsdbd: listening on 127.0.0.1:{port}\n":
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"pbsdbd did not start: {line}")
     return proc, port
 
 

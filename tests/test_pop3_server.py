@@ -46,7 +46,10 @@ def start_pop3d(qroot: QRoot) -> tuple[subprocess.Popen[bytes], int]:
                             stderr=subprocess.PIPE, env={"PATH": "/usr/bin:/bin", "POP3_LOGLEVEL": "2"})
     assert proc.stderr is not None
     line = proc.stderr.readline().decode()
-    assert line == f"qldap pop3d: listening on 127.0.0.1:{port}\n", line
+    if line != f"qldap pop3d: listening on 127.0.0.1:{port}\n":
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"pop3d did not start: {line}")
     return proc, port
 
 
