@@ -114,6 +114,7 @@ def test_remote_delivery_and_bounce_through_smtproutes(tmp_path: Path, sink: Sin
         bounce = by_rcpt[("alice@example.net",)]
         assert bounce.sender == ""
         text = bounce.data.decode()
+        assert re.match(r"Received: \(qmail \d+ invoked for bounce\); \d", text)
         assert "\n<nobody@example.net>:\n127.0.0.1 does not like recipient.\n" in text
         assert "Remote host said: 550 5.1.1 no such user\nGiving up on 127.0.0.1.\n" in text
         assert "--- Below this line is a copy of the message.\n\nReturn-Path: <alice@example.net>\n" in text

@@ -43,6 +43,7 @@ from qldap.send.state import RemoteDelivery, ReportLike, reloader
 
 PROG = "qldap send"
 ALREADY_RUNNING = "qmail-send is already running"
+BOUNCE_HOW = "for bounce"  # the bounce's Received line (queue.md §5.2), whoever runs the manager
 REMOTE_MISSING = Report(Letter.TEMPORARY, "Remote delivery is not available on this host. (#4.3.0)\n")
 
 
@@ -145,7 +146,7 @@ async def _serve(root: Path, layout: QueueLayout, log: StderrLog) -> int:
             raise exc.failure() from None
 
     def inject_bounce(chunks: Iterable[bytes], envelope: Envelope) -> QueuedMessage:
-        return injector.inject(chunks, envelope, how=how, uid=uid)
+        return injector.inject(chunks, envelope, how=BOUNCE_HOW, uid=uid)
 
     spawner = LocalSpawner(root, inject_bytes)
 

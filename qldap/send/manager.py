@@ -5,8 +5,8 @@ work (preprocessing, eliminations with their bounce injection, cleanups) runs on
 so concurrent fsyncs overlap; local deliveries run on their own pool of ``concurrencylocal`` threads
 (the spawner blocks: LDAP lookup, agent child); remote deliveries are asyncio tasks.  The decisions
 are delegated to pure modules (``schedule``, ``reports``, ``bounce``, :mod:`qldap.send.state`), every
-file step to :mod:`qldap.send.channels`, whose order is what makes crashes harmless, and the
-deliveries of a pass to :mod:`qldap.send.passes`.
+file step to :mod:`qldap.send.channels`, whose order is what makes crashes harmless, the ``todo/``
+watching to :mod:`qldap.send.todo` and the deliveries of a pass to :mod:`qldap.send.passes`.
 
 The two delivery seams are passed in (:class:`LocalDelivery`, :class:`RemoteDelivery`), as is the
 clock, so tests drive hours of retry schedule without sleeping and swap the network for a test double.
