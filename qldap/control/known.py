@@ -186,6 +186,13 @@ ENTRIES: tuple[ControlFile, ...] = (
     ControlFile("ldapgrouppassword", Kind.LINE, "", "password for ldapgrouplogin", f"{_V} §4.1"),
     ControlFile("ldapcachettl", Kind.INTEGER, 0, "seconds directory answers may be cached, 0 = no cache",
                 "qldap"),
+    ControlFile("ldapdashext", Kind.BOOLEAN, True, "search dash-extension catchalls (a-b-catchall@d), 1 = on",
+                "qldap"),
+    ControlFile("cleartextpasswd", Kind.BOOLEAN, False, "accept userPassword values stored in clear text",
+                "qldap"),
+    ControlFile("automaildirmake", Kind.BOOLEAN, False, "auth modules create a missing Maildir at login",
+                "qldap"),
+    ControlFile("pop3cert", Kind.LINE, None, "PEM certificate and key for POP3 STLS", "qldap"),
     # -- local delivery ---------------------------------------------------------------------------
     ControlFile("defaultdelivery", Kind.TEXT, None, "delivery instructions when the user has none "
                 "(fallback aliasempty, then ./Maildir/)", f"{_D} §0"),
