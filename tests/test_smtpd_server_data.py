@@ -17,6 +17,7 @@ import pytest
 from qldap.queue.envelope import Envelope
 from qldap.queue.layout import create_queue
 from qldap.smtpd.dns import StaticResolver
+from qldap.smtpd.queueing import MessageSpool
 from tests.conftest import QRoot
 from tests.e2e.smtpd import Client, ServerThread, mess_files, options, queued
 
@@ -162,6 +163,21 @@ def test_big_messages(root: QRoot, start: Start) -> None:
     assert c.cmd(".") == "552 sorry, that message size exceeds my databytes limit (#5.3.4)\r\n"
     assert c.cmd("NOOP") == "250 ok\r\n"
     assert len(queued(root.path)) == 1
+
+
+def test_spool_spills_to_an_unlinked_file(tmp_path: Path) -> None:
+    """Past its threshold the spool moves to a temporary file that has no name in the directory."""
+    spool = MessageSpool(b"head\n", spill_at=10, spill_dir=str(tmp_path))
+    spool.write(b"12345")
+    in_memory = spool.spilled
+    assert not in_memory
+    spool.write(b"678901\n")
+    spool.write(b"tail\n")
+    assert spool.spilled and list(tmp_path.iterdir()) == []
+    source = spool.source()
+    assert not isinstance(source, bytes)
+    assert b"".join(source) == b"head\n12345678901\ntail\n"
+    spool.close()
 
 
 QUEUE_PROGRAM = """#!/bin/sh

@@ -185,6 +185,13 @@ def test_open_relay_battery(root: QRoot, start: Start) -> None:
     assert c.cmd("x\r\n.").startswith("250 ok")
     (msg,) = queued(root.path)
     assert msg.todo.envelope.recipients == ("postmaster@mx.example.org",)
+    # without BLOCKRELAYPROBE, every trick aimed at a foreign domain still meets the relay check
+    c = connect(start())
+    c.cmd("MAIL FROM:<x@remote.test>")
+    foreign = [a for a, _ in RELAY_BATTERY if not a.rstrip(">").endswith(("@example.org", 'example.org"'))]
+    assert len(foreign) == 10
+    for address in foreign:
+        assert c.cmd(f"RCPT TO:{address}") == REL, address
 
 
 def test_connection_limit(root: QRoot, start: Start) -> None:

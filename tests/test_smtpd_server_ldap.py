@@ -123,8 +123,9 @@ with open(os.environ["QQ_OUT"], "w") as out:
 
 
 def test_auth_login_then_already_authenticated(root: QRoot, start: Start) -> None:
-    """Acceptance 30."""
-    c = connect(start({"SMTPAUTH": ""}))
+    """Acceptance 30; at LOGLEVEL 4 the log shows commands but never credentials."""
+    st = start({"SMTPAUTH": "", "LOGLEVEL": "4"})
+    c = connect(st)
     assert c.cmd("AUTH LOGIN") == "334 VXNlcm5hbWU6\r\n"
     assert c.cmd(b64("alice")) == "334 UGFzc3dvcmQ6\r\n"
     assert c.cmd(b64("secret")) == "235 nice to meet you\r\n"
@@ -133,6 +134,10 @@ def test_auth_login_then_already_authenticated(root: QRoot, start: Start) -> Non
     assert c.cmd("RSET") == "250 flushed\r\n"
     assert c.cmd("MAIL FROM:<x@remote.test>") == "250 ok\r\n"
     assert c.cmd("RCPT TO:<u@far.test>") == "250 ok\r\n"
+    log = "\n".join(st.log)
+    assert "command: AUTH LOGIN" in log and "command: AUTH PLAIN" in log and "auth ok for alice" in log
+    for secret in ("secret", b64("secret"), b64("alice"), "AGFsaWNlAHNlY3JldA=="):
+        assert secret not in log
 
 
 def test_auth_failures_pause_and_answer_535(root: QRoot, start: Start) -> None:

@@ -24,7 +24,13 @@ from qldap.cli._run import run
 from qldap.errors import ConfigError
 from qldap.exitcodes import ExitCode
 from qldap.smtpd.dns import DEFAULT_PTR_TIMEOUT, DnsResolver
-from qldap.smtpd.server import DEFAULT_MAX_SESSIONS, ServerOptions, SmtpServer
+from qldap.smtpd.server import (
+    DEFAULT_LOOKUP_WORKERS,
+    DEFAULT_MAX_SESSIONS,
+    DEFAULT_QUEUE_WORKERS,
+    ServerOptions,
+    SmtpServer,
+)
 
 PROG = "qldap smtpd"
 
@@ -62,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", action="append", default=[], type=parse_env, metavar="KEY=VALUE",
                    help="a service-wide session variable (repeatable)")  # fmt: skip
     p.add_argument("--max-sessions", type=int, default=DEFAULT_MAX_SESSIONS, help="concurrent sessions")
+    p.add_argument("--queue-workers", type=int, default=DEFAULT_QUEUE_WORKERS,
+                   help="threads injecting messages concurrently")  # fmt: skip
+    p.add_argument("--lookup-workers", type=int, default=DEFAULT_LOOKUP_WORKERS,
+                   help="threads asking the directory concurrently")  # fmt: skip
     p.add_argument("--dns-timeout", type=float, default=DEFAULT_PTR_TIMEOUT,
                    help="seconds for the client PTR lookup (0: none)")  # fmt: skip
     return p
@@ -102,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             rules=ns.rules,
             environ=environ,
             max_sessions=max(1, ns.max_sessions),
+            queue_workers=max(1, ns.queue_workers),
+            lookup_workers=max(1, ns.lookup_workers),
         )
         return asyncio.run(serve(options, ns.dns_timeout))
 

@@ -55,6 +55,8 @@ from qldap.smtpd.verify import Verifier
 
 MAX_BUFFER = 1 << 20
 DEFAULT_MAX_SESSIONS = 50
+DEFAULT_LOOKUP_WORKERS = 4
+DEFAULT_QUEUE_WORKERS = 8
 RULES_FILE = "qmail-smtpd.rules"
 _CIPHERS = {
     "secure": "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM",
@@ -81,8 +83,8 @@ class ServerOptions:
     rules: Path | None = None  # None: ROOT/control/qmail-smtpd.rules
     environ: Mapping[str, str] = field(default_factory=dict)
     max_sessions: int = DEFAULT_MAX_SESSIONS
-    lookup_workers: int = 8
-    queue_workers: int = 16
+    lookup_workers: int = DEFAULT_LOOKUP_WORKERS
+    queue_workers: int = DEFAULT_QUEUE_WORKERS
     stop_grace: float = 30.0
 
 
@@ -147,11 +149,10 @@ class SmtpServer:
         self._servers: list[asyncio.Server] = []
         self._tls: dict[tuple[str, tuple[int, int, int], str], ssl.SSLContext] = {}
 
-    def log(self, text: str, level: int = 1, session: int | None = None) -> None:
-        """Write ``qmail-smtpd[ <session>]: text`` when *level* ≤ the service LOGLEVEL."""
+    def log(self, text: str, level: int = 1) -> None:
+        """Write a daemon-wide ``qmail-smtpd: text`` line when *level* ≤ the service LOGLEVEL."""
         if level <= self.level:
-            who = "qmail-smtpd" if session is None else f"qmail-smtpd {session}"
-            self.write_log(f"{who}: {text}")
+            self.write_log(f"qmail-smtpd: {text}")
 
     async def start(self) -> list[tuple[str, int]]:
         """Bind every listener; return the bound ``(host, port)`` pairs (port 0 → the chosen port).
@@ -241,8 +242,9 @@ class _Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[bool] | None = None
         self._out: list[bytes] = []
         self._eof = self._lost = self._closing = self._stopping = False
-        self._read_paused = self._write_paused = False
+        self._read_paused = self._write_paused = self._tls = False
         self._env: dict[str, str] = {}
+        self._relay: str | None = None
         self._spool: MessageSpool | None = None
         self._scanner: SignatureScanner | None = None
 
@@ -272,7 +274,7 @@ class _Connection(asyncio.Protocol):
         self._eof = True
         self.reader.receive_data(b"")
         self._wake()
-        return True  # keep the transport: replies to pipelined commands may still go out
+        return not self._tls  # keep a plain transport open: replies to pipelined commands may follow
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
@@ -436,8 +438,9 @@ class _Connection(asyncio.Protocol):
                 action = session.queue_opened(self._open_queue(session, relay))
                 continue
             elif isinstance(action, CheckLogin):
+                login = action.attempt.login
                 action = session.auth_result(await self.server.parts.auth.authenticate(action.attempt))
-                self._log(f"auth {action.reply.code} for {action_login(cmd, session)}", 3)
+                self._log(f"auth {'ok' if session.auth_user else 'failed'} for {login}", 3)
                 continue
             elif isinstance(action, PrepareTls):
                 action = session.tls_ready(self.server.tls(session.cfg) is not None)
@@ -552,15 +555,10 @@ class _Connection(asyncio.Protocol):
         if new is None:
             self._closing = True
             return
-        self.transport = new
+        self.transport, self._tls = new, True
         self.reader.discard_buffered()
         sslobj = new.get_extra_info("ssl_object")
         cipher = sslobj.cipher() if sslobj is not None else None
         version = sslobj.version() if sslobj is not None else None
         session.tls_started(tls_protocol(version or "TLS", cipher[0] if cipher else "unknown", None))
         self._log(f"TLS started: {version} {cipher[0] if cipher else ''}", 3)
-
-
-def action_login(cmd: Command, session: Session) -> str:
-    """The login of a finished AUTH, for the log (never the password)."""
-    return session.auth_user or "(failed)"
