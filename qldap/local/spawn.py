@@ -25,6 +25,7 @@ from qldap.directory.schema import DotMode
 from qldap.directory.validate import parse_delivery_modes
 from qldap.errors import ConfigError, DeliveryFailure, PermanentFailure, TemporaryFailure
 from qldap.group.deliver import GroupJob, deliver_group, group_maildir, run_group_child
+from qldap.local import creds
 from qldap.local.agent import AgentConfig, Tally, deliver
 from qldap.local.child import Job, run_child
 from qldap.local.lines import Recipient
@@ -239,6 +240,10 @@ class LocalSpawner:
         cfg = self._agent_config()
         euid = os.geteuid()
         if euid == 0:
+            if creds.available():
+                # per-thread file-system identity: the user's rights, no process (see creds.py)
+                with creds.fs_identity(acct.uid, acct.gid):
+                    return deliver(plan, r, message, cfg)
             return run_child(Job(plan, r, cfg, acct.uid, acct.gid), message)
         if acct.uid != euid:
             raise TemporaryFailure(
