@@ -29,6 +29,7 @@ from qldap.control.domains import Locals
 from qldap.control.files import ControlDir, find_root
 from qldap.errors import ConfigError
 from qldap.exitcodes import ExitCode
+from qldap.local import creds
 from qldap.local.spawn import LocalSpawner
 from qldap.queue.codes import QueueError
 from qldap.queue.envelope import Envelope
@@ -148,6 +149,7 @@ async def _serve(root: Path, layout: QueueLayout, log: StderrLog) -> int:
     def inject_bounce(chunks: Iterable[bytes], envelope: Envelope) -> QueuedMessage:
         return injector.inject(chunks, envelope, how=BOUNCE_HOW, uid=uid)
 
+    creds.drop_groups()  # root's supplementary groups must not leak into deliveries made as users
     spawner = LocalSpawner(root, inject_bytes)
 
     def reload(old: SendConfig) -> SendConfig:
