@@ -129,6 +129,13 @@ def init_root(opts: InitOptions) -> list[Path]:
         (alias / "Maildir" / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
     for name in ("postmaster", "mailer-daemon", "root"):
         put(f"alias/.qmail-{name}", "./Maildir/\n", 0o600)
+    if os.geteuid() == 0:
+        # the alias user is the owner of ROOT/alias (delivery never runs as root)
+        ids = delivery_ids()
+        for dirpath, _dirs, files in os.walk(alias):
+            os.chown(dirpath, ids.uid, ids.gid)
+            for f in files:
+                os.chown(os.path.join(dirpath, f), ids.uid, ids.gid)
     (root / "users").mkdir(parents=True, exist_ok=True)
 
     from qldap.queue.layout import create_queue
