@@ -79,6 +79,47 @@ def test_greeting_and_helo(root: QRoot, start: Start) -> None:
     assert not any("HELO" in line for line in st.log)
 
 
+def test_greeting_variables(root: QRoot, start: Start) -> None:
+    """Acceptance 47, 48: 550GREETING's restricted mode; 421GREETING closes after the greeting."""
+    c = Client(start({"550GREETING": ""}).addr, CLIENT)
+    assert c.reply() == "554 mx.example.org Sorry, your mail was administratively denied. (#5.7.1)\r\n"
+    assert c.cmd("MAIL FROM:<x@remote.test>") == "503 bad sequence of commands (#5.5.1)\r\n"
+    assert c.cmd("QUIT") == "221 mx.example.org Goodbye.\r\n"
+    c = Client(start({"421GREETING": "Go away"}).addr, CLIENT)
+    assert c.rest() == b"421 mx.example.org Go away\r\n"
+
+
+def test_unreadable_controls(root: QRoot, start: Start) -> None:
+    """§1: a broken control file answers ``421 unable to read controls (#4.3.0)`` and closes, at the
+    start of a session (no ``me``) or when a check needs it mid-session (a corrupt locals.cdb)."""
+    st = start()
+    c = connect(st)
+    c.cmd("MAIL FROM:<x@remote.test>")
+    root.control("locals.cdb", b"not a cdb")
+    c.send("RCPT TO:<alice@example.org>\r\n")
+    assert c.rest() == b"421 unable to read controls (#4.3.0)\r\n"
+    root.control("locals.cdb", None)
+    root.control("me", None)
+    assert Client(st.addr, CLIENT).rest() == b"421 unable to read controls (#4.3.0)\r\n"
+
+
+def test_abrupt_clients_do_not_disturb(root: QRoot, start: Start) -> None:
+    """Clients that vanish mid-command or mid-DATA free their slot; the daemon keeps serving."""
+    st = start(max_sessions=2)
+    for data in (b"MAIL FROM:<x@remote.test>", b"MAIL FROM:<x@remote.test>\r\nRCPT TO:<alice@example.org>\r\n"
+                 b"DATA\r\nSubject: half"):  # fmt: skip
+        for _ in range(2):
+            c = connect(st)
+            c.send(data)
+            c.close()
+    deadline = time.monotonic() + 10
+    while len(st.server.connections if st.server else ()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first, second = connect(st), connect(st)
+    assert first.cmd("NOOP") == second.cmd("NOOP") == "250 ok\r\n"
+    assert queued(root.path) == []
+
+
 def test_client_rules_allow_deny_and_variables(root: QRoot, start: Start) -> None:
     """Acceptance 11 (127.0.0. for 192.0.2.): the most specific rule wins, deny closes without a byte,
     rule variables reach the session, and an edited rules file applies to the next connection."""

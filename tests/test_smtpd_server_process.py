@@ -93,13 +93,16 @@ def start_in_data(d: Daemon) -> Client:
 
 
 def test_ready_lines_and_log(root: QRoot, daemons: list[Daemon]) -> None:
-    """One ready line per listener, both listeners serve, level-2 log lines follow; bad usage exits 111."""
-    d = Daemon(root.path, "--listen", "127.0.0.1:0", "--listen", "127.0.0.1:0", "--env", "LOGLEVEL=2")
+    """One ready line per listener, both listeners serve, level-2 log lines follow (timestamped per
+    LOGTIMESTAMPS, the LDAP password never shown); a port in use is fatal with exit 111."""
+    root.control("ldappassword", "hunter2pw")
+    args = ("--listen", "127.0.0.1:0", "--listen", "127.0.0.1:0", "--env", "LOGLEVEL=2")
+    d = Daemon(root.path, *args, "--env", "LOGTIMESTAMPS=iso")
     daemons.append(d)
     assert len(set(d.ports)) == 2
     c = d.client(1)
-    c.cmd("MAIL FROM:<x@remote.test>")
-    d.wait_for(re.compile(r"qmail-smtpd \d+: mail from: <x@remote\.test>"))
+    c.cmd("MAIL FROM:<hunter2pw@remote.test>")
+    d.wait_for(re.compile(r"\d{4}-\d\d-\d\dT\S+Z qmail-smtpd \d+: mail from: <\*\*\*@remote\.test>"))
     assert d.client(0).cmd("QUIT") == "221 mx.example.org Goodbye.\r\n"
     busy = subprocess.run([QLDAP, "smtpd", "--root", str(root.path), "--listen", f"127.0.0.1:{d.ports[0]}"],
                           capture_output=True, text=True, timeout=30)  # fmt: skip

@@ -5,7 +5,8 @@
 The session environment's service defaults are this process's environment overridden by ``--env``
 items (``qldap up`` passes services.yaml's ``env`` as the environment).  When every listener is
 bound, one line ``qldap smtpd: listening on HOST:PORT`` per listener goes to stderr (port 0 shows the
-port chosen), then the session log lines of smtpd.md §7.  SIGHUP reloads controls, rules and
+port chosen), then the session log lines of smtpd.md §7 (``LOGLEVEL`` per session, ``LOGTIMESTAMPS``
+as every daemon, passwords never written).  SIGHUP reloads controls, rules and
 directory settings; SIGTERM/SIGINT stop cleanly (exit 0).  A listener that cannot be bound is
 ``qldap smtpd: fatal: …`` and exit 111.
 """
@@ -17,12 +18,14 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from qldap.cli._run import run
+from qldap.control.files import ControlDir
 from qldap.errors import ConfigError
 from qldap.exitcodes import ExitCode
+from qldap.logs import Logger
 from qldap.smtpd.dns import DEFAULT_PTR_TIMEOUT, DnsResolver
 from qldap.smtpd.server import (
     DEFAULT_LOOKUP_WORKERS,
@@ -77,9 +80,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def log_writer(options: ServerOptions) -> Callable[[str], None]:
+    """Session log lines through the shared writer: LOGTIMESTAMPS prefixes, the LDAP password redacted."""
+    logger = Logger.from_env("qmail-smtpd", options.environ)
+    try:
+        logger.add_secret(ControlDir(options.root).line("ldappassword") or "")
+    except ConfigError:
+        pass  # unreadable: the session reports it; nothing to redact yet
+
+    def write(line: str) -> None:
+        logger.relay(logger.prefix() + line)
+
+    return write
+
+
 async def serve(options: ServerOptions, dns_timeout: float) -> int:
     """Run the daemon until SIGTERM/SIGINT; 0 after a clean stop."""
-    server = SmtpServer(options, resolver=DnsResolver(ptr_timeout=dns_timeout))
+    resolver = DnsResolver(ptr_timeout=dns_timeout)
+    server = SmtpServer(options, resolver=resolver, log=log_writer(options))
     try:
         bound = await server.start()
     except OSError as exc:

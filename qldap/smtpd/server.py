@@ -47,7 +47,7 @@ from qldap.smtpd.config import SmtpdConfig, SmtpdEnv
 from qldap.smtpd.dns import DnsResolver, Resolver
 from qldap.smtpd.policy import NO_FACTS, MxQuery, RblQuery, VerifyQuery
 from qldap.smtpd.queueing import MessageSpool, QueueHandoff, program_environment
-from qldap.smtpd.reader import BareLF, Command, DataChunk, DataEnd, Eof, HeaderTooLong, SmtpReader, TooLong
+from qldap.smtpd.reader import BareLF, Command, DataChunk, DataEnd, HeaderTooLong, SmtpReader, TooLong
 from qldap.smtpd.received import tls_protocol
 from qldap.smtpd.session import Action, CheckLogin, CommitQueue, OpenQueue, Phase, PrepareTls, Send, Session
 from qldap.smtpd.signatures import SignatureScanner
@@ -389,25 +389,24 @@ class _Connection(asyncio.Protocol):
                 if not await self._wait(session.read_timeout) and not self._lost:
                     await self._send(session, session.timeout())
                 continue
-            kind = type(event)
-            if kind is Command:
-                assert isinstance(event, Command)
-                await self._command(session, event)
-            elif kind is DataChunk:
-                assert isinstance(event, DataChunk)
-                if self._spool is not None:
-                    self._spool.write(event.data)
-                if self._scanner is not None:
-                    self._scanner.feed(event.data)
-            elif kind is DataEnd:
-                assert isinstance(event, DataEnd)
-                await self._data_end(session, event)
-            elif kind is BareLF or kind is TooLong or kind is HeaderTooLong:
-                self._drop_message()
-                await self._send(session, session.bare_lf() if kind is BareLF else session.too_long())
-            else:
-                assert isinstance(event, Eof)
-                return
+            match event:
+                case Command():
+                    await self._command(session, event)
+                case DataChunk(data=data):
+                    if self._spool is not None:
+                        self._spool.write(data)
+                    if self._scanner is not None:
+                        self._scanner.feed(data)
+                case DataEnd():
+                    await self._data_end(session, event)
+                case BareLF():
+                    self._drop_message()
+                    await self._send(session, session.bare_lf())
+                case TooLong() | HeaderTooLong():
+                    self._drop_message()
+                    await self._send(session, session.too_long())
+                case _:  # Eof
+                    return
 
     async def _drained(self, timeout: float) -> bool:
         """Wait until the client read our replies; False (close silently) after *timeout*."""
@@ -425,6 +424,20 @@ class _Connection(asyncio.Protocol):
             shown = cmd.line if cmd.verb != "AUTH" else f"AUTH {cmd.arg.split(' ', 1)[0]}"
             self._log(f"command: {shown}", 4)
         relay = session.relayclient  # the transaction's; DATA moves it out of the session
+        try:
+            action = await self._answer(session, cmd, relay)
+        except ConfigError as exc:  # a control file broke mid-session (locals.cdb, rcpthosts.cdb …)
+            self.server.log(f"unable to read controls: {exc}", 1)
+            action = Send(replies.UNABLE_TO_READ_CONTROLS, close=True)
+        await self._send(session, action)
+        if action.reply.code == 250 and not auth_phase:
+            if cmd.verb == "MAIL":
+                self._log(f"mail from: <{session.transaction.sender}>", 2)
+            elif cmd.verb == "RCPT" and session.recipients:
+                self._log(f"rcpt to: <{session.recipients[-1]}>", 2)
+
+    async def _answer(self, session: Session, cmd: Command, relay: str | None) -> Send:
+        """Run *cmd* through the session, answering its lookup and setup requests until it replies."""
         facts = NO_FACTS
         action: Action = session.command(cmd, facts)
         while not isinstance(action, Send):
@@ -448,12 +461,7 @@ class _Connection(asyncio.Protocol):
             else:
                 raise AssertionError(f"unexpected action {action!r}")  # CommitQueue comes at data end
             action = session.command(cmd, facts)
-        await self._send(session, action)
-        if action.reply.code == 250 and not auth_phase:
-            if cmd.verb == "MAIL":
-                self._log(f"mail from: <{session.transaction.sender}>", 2)
-            elif cmd.verb == "RCPT" and session.recipients:
-                self._log(f"rcpt to: <{session.recipients[-1]}>", 2)
+        return action
 
     def _open_queue(self, session: Session, relay: str | None) -> bool:
         head = session.trace_headers(datetime.now(UTC)).encode("utf-8", "surrogateescape")
