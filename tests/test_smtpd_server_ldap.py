@@ -141,20 +141,24 @@ def test_auth_login_then_already_authenticated(root: QRoot, start: Start) -> Non
 
 
 def test_auth_failures_pause_and_answer_535(root: QRoot, start: Start) -> None:
-    """Acceptance 31 and §5's table: wrong password, unknown user, disabled/noaccess accounts → 535,
-    each at least 1 s after the request; the connection stays usable after the 4 s pause."""
-    st = start({"SMTPAUTH": ""})
+    """Acceptance 31 and §5's table: wrong password (compared or, with ldaprebind, bound), unknown
+    user, disabled/noaccess accounts → 535, each at least 1 s after the request; the connection stays
+    usable after the 4 s pause."""
+    compare = start({"SMTPAUTH": ""})
+    root.control("ldaprebind", "1")
+    rebind = start({"SMTPAUTH": ""})
     attempts = {
-        "wrong password": ("alice", "nope"),
-        "unknown user": ("nobody", "secret"),
-        "disabled": ("bob", "secret"),
-        "noaccess": ("carol", "secret"),
+        "wrong password": (compare, "alice", "nope"),
+        "unknown user": (compare, "nobody", "secret"),
+        "disabled": (compare, "bob", "secret"),
+        "noaccess": (compare, "carol", "secret"),
+        "wrong password, rebind": (rebind, "alice", "nope"),
     }
 
-    def attempt(login_pw: tuple[str, str]) -> tuple[str, float, str]:
-        c = connect(st)
+    def attempt(how: tuple[ServerThread, str, str]) -> tuple[str, float, str]:
+        c = connect(how[0])
         t0 = time.monotonic()
-        reply = c.cmd(f"AUTH PLAIN {b64(chr(0) + login_pw[0] + chr(0) + login_pw[1])}")
+        reply = c.cmd(f"AUTH PLAIN {b64(chr(0) + how[1] + chr(0) + how[2])}")
         elapsed = time.monotonic() - t0
         after = c.cmd("NOOP")
         c.close()
@@ -166,6 +170,13 @@ def test_auth_failures_pause_and_answer_535(root: QRoot, start: Start) -> None:
         assert reply == "535 authentication failure\r\n", why
         assert elapsed >= 1.0, why
         assert after == "250 ok\r\n", why
+
+
+def test_auth_rebind(root: QRoot, start: Start) -> None:
+    """ldaprebind=1: the password is checked by binding to slapd as the user's DN."""
+    root.control("ldaprebind", "1")
+    c = connect(start({"SMTPAUTH": ""}))
+    assert c.cmd(f"AUTH PLAIN {b64(chr(0) + 'alice' + chr(0) + 'secret')}") == "235 nice to meet you\r\n"
 
 
 def test_auth_protocol_errors(root: QRoot, start: Start) -> None:
