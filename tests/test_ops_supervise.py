@@ -136,14 +136,41 @@ def root(tmp_path: Path) -> Path:
     return r
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every live descendant of *pid* (children may run in their own sessions)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry.name))
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
 @pytest.fixture
 def up_factory(root: Path) -> Iterator[list[Up]]:
     started: list[Up] = []
     yield started
     for up in started:
+        # never leave daemons behind, even when a test failed before a clean stop
+        leftovers = _descendants(up.proc.pid)
         if up.proc.poll() is None:
             up.proc.kill()
             up.proc.wait()
+        for pid in leftovers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def start(root: Path, started: list[Up], yaml_text: str, stop_timeout: float = 5.0) -> Up:
