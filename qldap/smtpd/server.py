@@ -41,6 +41,8 @@ from qldap.control.rules import RulesError, RulesFile
 from qldap.directory.lookup import Directory
 from qldap.directory.open import open_directory
 from qldap.errors import ConfigError
+from qldap.pbs.client import pbs_check
+from qldap.pbs.config import PbsConfig, PbsRole, load_config
 from qldap.smtpd import replies
 from qldap.smtpd.auth import Authenticator
 from qldap.smtpd.config import SmtpdConfig, SmtpdEnv
@@ -119,6 +121,13 @@ class _Parts:
         self.dash_ext = directory.config.dash_ext if isinstance(directory, Directory) else False
         self.verifier = Verifier(directory, options.root, pool)
         self.auth = Authenticator(directory, pool)
+        # POP-before-SMTP (pbscheck in-process): only when control/pbsservers exists
+        self.pbs: PbsConfig | ConfigError | None = None
+        if self.ctl.exists("pbsservers"):
+            try:
+                self.pbs = load_config(self.ctl, PbsRole.CLIENT)
+            except ConfigError as exc:
+                self.pbs = exc
 
     def close(self) -> None:
         if isinstance(self.directory, Directory):
@@ -360,6 +369,10 @@ class _Connection(asyncio.Protocol):
             env["TCPLOCALHOST"] = parts.ctl.me()
             if rule is not None:
                 env = rule.environment(env)
+            if parts.pbs is not None and "NOPBS" not in env:
+                if isinstance(parts.pbs, ConfigError):
+                    raise parts.pbs
+                env.update(await pbs_check(parts.pbs, ip, log=lambda text: server.log(text, 3)))
             cfg = SmtpdConfig.load(
                 parts.ctl, env, own_ips=server.own_ips | {local_ip}, is_local=parts.locals.contains,
                 rcpthosts_accepts=parts.rcpthosts.accepts, dash_ext=parts.dash_ext,
