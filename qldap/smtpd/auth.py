@@ -16,11 +16,14 @@ client retries later instead of being told its good password is wrong.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 from concurrent.futures import Executor
 
-from qldap.auth.passwords import MalformedHash
+from qldap.auth.passwords import MalformedHash, cram_md5_secret
 from qldap.directory import schema
 from qldap.directory.base import Found, LookupResult, NotFound
+from qldap.directory.entry import Entry
 from qldap.directory.errors import DirectoryUnavailable, NotUnique
 from qldap.directory.lookup import Directory
 from qldap.directory.schema import AccountStatus
@@ -47,9 +50,12 @@ def login_outcome(result: LookupResult) -> AuthResult | Found:
 class Authenticator:
     """Checks SMTP AUTH credentials against the directory on the lookup thread pool."""
 
-    def __init__(self, directory: Directory | ConfigError | None, pool: Executor) -> None:
+    def __init__(
+        self, directory: Directory | ConfigError | None, pool: Executor, *, cleartext: bool = False
+    ) -> None:
         self.directory = directory
         self.pool = pool
+        self.cleartext = cleartext  # control/cleartextpasswd
 
     def check(self, attempt: LoginAttempt) -> AuthResult:
         """Blocking check of *attempt*; an empty login or password is a FAILURE without a lookup."""
@@ -61,11 +67,26 @@ class Authenticator:
         outcome = login_outcome(directory.find_login(attempt.login))
         if isinstance(outcome, AuthResult):
             return outcome
+        if attempt.challenge is not None:
+            return self._cram(outcome.entry, attempt)
         try:
-            good = directory.verify_password(outcome.entry, attempt.password)
+            good = directory.verify_password(outcome.entry, attempt.password, cleartext=self.cleartext)
         except (DirectoryUnavailable, MalformedHash, NotUnique):
             return AuthResult.TEMPORARY
         return AuthResult.OK if good else AuthResult.FAILURE
+
+    def _cram(self, entry: Entry, attempt: LoginAttempt) -> AuthResult:
+        """CRAM-MD5: HMAC-MD5 of the challenge keyed with the stored cleartext password."""
+        assert attempt.challenge is not None
+        try:
+            stored = entry.single(schema.PASSWORD)
+        except NotUnique:
+            return AuthResult.TEMPORARY
+        secret = cram_md5_secret(stored, self.cleartext) if stored is not None else None
+        if secret is None:
+            return AuthResult.FAILURE  # only a cleartext password can answer CRAM-MD5
+        expected = hmac.new(secret, attempt.challenge, hashlib.md5).hexdigest()
+        return AuthResult.OK if hmac.compare_digest(expected, attempt.password) else AuthResult.FAILURE
 
     async def authenticate(self, attempt: LoginAttempt) -> AuthResult:
         """:meth:`check` on the lookup thread pool."""

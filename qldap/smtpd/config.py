@@ -210,6 +210,7 @@ class SmtpdConfig:
     tlsciphers: str = "compat"
     tlsdheparams: str = "none"
     dash_ext: bool = False
+    cram_md5: bool = False  # cleartextpasswd: stored passwords are usable for CRAM-MD5
     is_local: Callable[[str], bool] = field(default=_never, compare=False)
     rcpthosts_accepts: Callable[[str], bool] = field(default=_never, compare=False)
 
@@ -257,6 +258,7 @@ class SmtpdConfig:
             tlsciphers=ctl.line("tlsciphers") or "compat",
             tlsdheparams=ctl.line("tlsdheparams") or "none",
             dash_ext=dash_ext,
+            cram_md5=ctl.boolean("cleartextpasswd", False),
             is_local=is_local,
             rcpthosts_accepts=rcpthosts_accepts,
         )

@@ -114,7 +114,13 @@ def helo(me: str, smtpgreeting: str = "") -> Reply:
 
 
 def ehlo(
-    me: str, smtpgreeting: str = "", *, databytes: int = 0, starttls: bool = False, auth: bool = False
+    me: str,
+    smtpgreeting: str = "",
+    *,
+    databytes: int = 0,
+    starttls: bool = False,
+    auth: bool = False,
+    cram_md5: bool = False,
 ) -> Reply:
     """The multi-line EHLO reply in the order of smtpd.md §2 (SIZE only when databytes ≠ 0)."""
     lines = [_with_greeting(me, smtpgreeting), "PIPELINING"]
@@ -123,7 +129,7 @@ def ehlo(
     if starttls:
         lines.append("STARTTLS")
     if auth:
-        lines.append("AUTH LOGIN PLAIN")
+        lines.append("AUTH LOGIN PLAIN CRAM-MD5" if cram_md5 else "AUTH LOGIN PLAIN")
     lines.append("8BITMIME")
     return Reply(250, tuple(lines))
 

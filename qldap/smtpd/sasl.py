@@ -30,10 +30,14 @@ class AuthSyntaxError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class LoginAttempt:
-    """Credentials to check; the password never appears in a repr (and so never in a log)."""
+    """Credentials to check; the password never appears in a repr (and so never in a log).
+
+    For CRAM-MD5 ``password`` holds the client's hex digest and ``challenge`` the challenge it signed.
+    """
 
     login: str
     password: str = field(repr=False)
+    challenge: bytes | None = field(default=None, repr=False)
 
 
 Exchange = Generator[bytes, str, LoginAttempt]
@@ -84,15 +88,40 @@ def plain(initial: str | None) -> Exchange:
     return LoginAttempt(parts[1], parts[2])
 
 
+def cram_md5(challenge: bytes) -> Mechanism:
+    """AUTH CRAM-MD5 (RFC 2195) with *challenge*: the client answers ``login SP hex-digest``.
+
+    Only offered where the stored password is available in clear (``cleartextpasswd``): the server
+    must compute HMAC-MD5 with the password as key.
+    """
+
+    def exchange(initial: str | None) -> Exchange:
+        if initial is not None:
+            raise AuthSyntaxError("CRAM-MD5 takes no initial response")
+        answer = decode_line((yield challenge))
+        user, _sep, digest = answer.rpartition(" ")
+        if not user or len(digest) != 32:
+            raise AuthSyntaxError("expected login SP digest")
+        return LoginAttempt(user, digest.lower(), challenge)
+
+    return exchange
+
+
 MECHANISMS: Mapping[str, Mechanism] = {"LOGIN": login, "PLAIN": plain}
 
 
-def parse_auth_arg(arg: str) -> tuple[Mechanism, str | None] | None:
-    """Split ``AUTH`` arguments into the mechanism and its optional initial response; None if unknown."""
+def parse_auth_arg(
+    arg: str, extra: Mapping[str, Mechanism] | None = None
+) -> tuple[Mechanism, str | None] | None:
+    """Split ``AUTH`` arguments into the mechanism and its optional initial response; None if unknown.
+
+    *extra* adds mechanisms this session offers beyond LOGIN and PLAIN (CRAM-MD5).
+    """
     words = arg.split()
     if not words:
         return None
-    mechanism = MECHANISMS.get(words[0].upper())
+    name = words[0].upper()
+    mechanism = MECHANISMS.get(name) or (extra or {}).get(name)
     if mechanism is None:
         return None
     return mechanism, (words[1] if len(words) > 1 else None)

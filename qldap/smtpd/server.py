@@ -120,7 +120,7 @@ class _Parts:
         self.directory = directory
         self.dash_ext = directory.config.dash_ext if isinstance(directory, Directory) else False
         self.verifier = Verifier(directory, options.root, pool)
-        self.auth = Authenticator(directory, pool)
+        self.auth = Authenticator(directory, pool, cleartext=self.ctl.boolean("cleartextpasswd", False))
         # POP-before-SMTP (pbscheck in-process): only when control/pbsservers exists
         self.pbs: PbsConfig | ConfigError | None = None
         if self.ctl.exists("pbsservers"):

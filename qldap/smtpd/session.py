@@ -16,6 +16,8 @@ AUTH failure or restricted mode, never after 500/502 or a queue failure.
 from __future__ import annotations
 
 import enum
+import secrets
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,7 +39,7 @@ from qldap.smtpd.policy import (
 from qldap.smtpd.reader import Command, DataEnd
 from qldap.smtpd.received import received_header
 from qldap.smtpd.replies import Reply
-from qldap.smtpd.sasl import Challenge, Failed, LoginAttempt, SaslExchange, parse_auth_arg
+from qldap.smtpd.sasl import Challenge, Failed, LoginAttempt, SaslExchange, cram_md5, parse_auth_arg
 
 RESTRICTED_TIMEOUT = 20
 AUTH_FAIL_BEFORE = 1.0
@@ -258,7 +260,8 @@ class Session:
             return Send(replies.helo(cfg.me, cfg.smtpgreeting))
         auth = env.smtpauth and (self.tls or not env.auth_tls_required)
         tls = cfg.cert_path is not None and not self.tls
-        return Send(replies.ehlo(cfg.me, cfg.smtpgreeting, databytes=cfg.databytes, starttls=tls, auth=auth))
+        return Send(replies.ehlo(cfg.me, cfg.smtpgreeting, databytes=cfg.databytes, starttls=tls, auth=auth,
+                                 cram_md5=cfg.cram_md5))
 
     def _rset(self, _arg: str, _facts: Facts) -> Send:
         self._txn = _Txn()
@@ -369,11 +372,16 @@ class Session:
             return self._send(replies.AUTH_ALREADY)
         if env.auth_tls_required and not self.tls:
             return self._send(replies.AUTH_ENCRYPTION_REQUIRED)
-        parsed = parse_auth_arg(arg)
+        extra = {"CRAM-MD5": cram_md5(self._cram_challenge())} if self.cfg.cram_md5 else None
+        parsed = parse_auth_arg(arg, extra)
         if parsed is None:
             return self._send(replies.AUTH_UNSUPPORTED)
         self._sasl = SaslExchange(*parsed)
         return self._sasl_outcome(self._sasl.start())
+
+    def _cram_challenge(self) -> bytes:
+        """A fresh ``<random.time@me>`` challenge (RFC 2195)."""
+        return f"<{secrets.randbelow(10**10)}.{int(time.time())}@{self.cfg.me}>".encode()
 
     def _auth_step(self, line: str) -> Action:
         assert self._sasl is not None
