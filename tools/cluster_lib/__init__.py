@@ -1,0 +1,1 @@
+"""The three-node qldap cluster lab (``tools/cluster up|test|down``): namespaces, slapds, roots, scenarios."""
