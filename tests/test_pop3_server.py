@@ -196,3 +196,21 @@ def test_pop_before_smtp_end_to_end(qroot: QRoot, joe_home: Path) -> None:
         for proc in (pop3d, pbsdbd):
             proc.terminate()
             proc.wait(30)
+
+
+def test_sighup_reloads_and_keeps_serving(qroot: QRoot, joe_home: Path) -> None:
+    maildir(joe_home, {})
+    proc, port = start_pop3d(qroot)
+    try:
+        proc.send_signal(__import__("signal").SIGHUP)
+        assert proc.stderr is not None
+        assert proc.stderr.readline().decode() == "qldap pop3d: reloaded controls\n"
+        pop = poplib.POP3("127.0.0.1", port, timeout=30)
+        pop.user("joe")
+        pop.pass_("secret")
+        assert pop.stat()[0] == 0
+        pop.quit()
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -42,7 +42,6 @@ async def _serve(ctl: ControlDir) -> int:
     except OSError as exc:
         return _fatal(f"unable to bind UDP socket: {exc.strerror or exc}")
     host, port = transport.get_extra_info("sockname")[:2]
-    _log(f"qldap pbsdbd: listening on {host}:{port}")
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -55,6 +54,7 @@ async def _serve(ctl: ControlDir) -> int:
             _log(f"{PROG}: warning: reload failed, keeping the old settings: {exc}")
 
     loop.add_signal_handler(signal.SIGHUP, reload)
+    _log(f"qldap pbsdbd: listening on {host}:{port}")  # after the handlers: a supervisor may signal at once
     try:
         await stop.wait()
     finally:

@@ -5,8 +5,9 @@ login threads), ``dirmaker``/``automaildirmake``/``cleartextpasswd``, the POP-be
 controls when ``control/pbsservers`` exists, and the TLS certificate for STLS from ``$SSLCERT`` or
 ``control/pop3cert`` (one PEM file holding the certificate chain and the key).  ``POP3_LOGLEVEL``
 comes from the environment.  Prints ``qldap pop3d: listening on HOST:PORT`` per listener on stderr
-when ready; SIGTERM/SIGINT stop accepting and end the dialogues in progress without applying any
-deletions (a session already handed to its own process finishes there), exit 0.
+when ready.  SIGHUP re-reads the controls for new connections.  SIGTERM/SIGINT stop accepting and
+end the dialogues in progress without applying any deletions (a session already handed to its own
+process finishes there), exit 0.
 """
 
 from __future__ import annotations
@@ -96,6 +97,21 @@ async def _serve(ctl: ControlDir, listens: Sequence[tuple[str, int]]) -> int:
     loop = asyncio.get_running_loop()
     with ThreadPoolExecutor(max_workers=8, thread_name_prefix="pop3d") as executor:
         server = Pop3Server(cfg, directory, executor, _log)
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+
+        def reload() -> None:
+            """SIGHUP: new connections use freshly read controls and directory; a failure keeps the old."""
+            try:
+                new_cfg, new_directory = read_config(ctl), open_directory(ctl)
+            except ConfigError as exc:
+                _log(f"{PROG}: alert: unable to reload controls: {exc}")
+                return
+            server.cfg, server.directory = new_cfg, new_directory  # sessions in flight keep the old one
+            _log(f"{PROG}: reloaded controls")
+
+        loop.add_signal_handler(signal.SIGHUP, reload)
         servers = []
         try:
             for where in listens:
@@ -106,9 +122,6 @@ async def _serve(ctl: ControlDir, listens: Sequence[tuple[str, int]]) -> int:
         except OSError as exc:
             _log(f"{PROG}: fatal: unable to listen: {exc.strerror or exc}")
             return ExitCode.TEMPORARY
-        stop = asyncio.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
         await stop.wait()
         for srv in servers:
             srv.close()
