@@ -307,7 +307,24 @@ class Manager:
         if remaining == 0:
             path = channels.channel_path(self.layout, msg.number, channel)
             loop = asyncio.get_running_loop()
-            if not await loop.run_in_executor(self._files, channels.unlink_done, path):
+            last = msg.channels == {channel} and not msg.eliminating
+            if last:
+                # the usual end of a message: unlink the channel file and eliminate in one hand-off
+                msg.eliminating = True
+                unlinked, done = await loop.run_in_executor(
+                    self._files, self._finish_job(msg), path, time.time()
+                )
+                msg.eliminating = False
+                if not unlinked:
+                    self.log(reports.clean_warning(os.path.relpath(path, self.layout.queue)))
+                    remaining = 1
+                else:
+                    msg.busy.discard(channel)
+                    msg.channels.discard(channel)
+                    self._eliminated(msg, done)
+                    self._kick()
+                    return
+            elif not await loop.run_in_executor(self._files, channels.unlink_done, path):
                 self.log(reports.clean_warning(os.path.relpath(path, self.layout.queue)))
                 remaining = 1
         msg.busy.discard(channel)
@@ -318,6 +335,17 @@ class Manager:
             if not msg.channels:
                 self.work(self._eliminate(msg))
         self._kick()
+
+    def _finish_job(self, msg: MessageState) -> Callable[[str, float], tuple[bool, bool]]:
+        """Blocking: unlink the last channel file, then (only if that worked) eliminate the message."""
+        layout, cfg, inject, log = self.layout, self.cfg, self._inject_bounce, self.log
+
+        def job(path: str, now: float) -> tuple[bool, bool]:
+            if not channels.unlink_done(path):
+                return False, False
+            return True, channels.eliminate(layout, msg.number, msg.sender, cfg, inject, log, now)
+
+        return job
 
     # -- elimination -------------------------------------------------------------------------------
 
@@ -332,6 +360,10 @@ class Manager:
         )
         done = await loop.run_in_executor(self._files, job, time.time())
         msg.eliminating = False
+        self._eliminated(msg, done)
+
+    def _eliminated(self, msg: MessageState, done: bool) -> None:
+        """After an elimination attempt: forget the message, or try again later."""
         if not done:
             self.later(RETRY_TROUBLE, lambda: self.work(self._eliminate(msg)))
             return
