@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Daemon subcommands: `qldap NAME ARGS…` runs ``qldap.cli.NAME.main(ARGS)`` (each module owns its options).
-DAEMONS = ("smtpd", "send", "pop3d", "pbsdbd")
+DAEMONS = ("smtpd", "send", "pop3d", "pbsdbd", "qmqpd")
 #: Other subcommands implemented in their own modules: name → (module, function).
 DELEGATED = {"up": ("qldap.supervise", "up_main"), "stats": ("qldap.cli.stats", "stats_main")}
 

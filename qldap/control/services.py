@@ -32,6 +32,7 @@ class Daemon(enum.Enum):
     SEND = "send"
     POP3D = "pop3d"
     PBSDBD = "pbsdbd"
+    QMQPD = "qmqpd"
 
 
 ALLOWED_KEYS: Mapping[Daemon, tuple[str, ...]] = {
@@ -39,6 +40,7 @@ ALLOWED_KEYS: Mapping[Daemon, tuple[str, ...]] = {
     Daemon.SEND: ("env",),
     Daemon.POP3D: ("listen", "env"),
     Daemon.PBSDBD: ("env",),
+    Daemon.QMQPD: ("listen", "env"),
 }
 """The keys each section may have; ``listen`` is required where it is allowed."""
 
