@@ -65,7 +65,7 @@ def test_ipv6_and_host_names_listen(root: Path) -> None:
 
 def test_unknown_section(root: Path) -> None:
     assert error_of("smtp:\n  listen: []\n", root) == (
-        "services.yaml: unknown section 'smtp'; allowed: smtpd, send, pop3d, pbsdbd (line 1)"
+        "services.yaml: unknown section 'smtp'; allowed: smtpd, send, pop3d, pbsdbd, qmqpd (line 1)"
     )
 
 
