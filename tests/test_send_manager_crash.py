@@ -187,7 +187,7 @@ def test_kill9_soak_loses_nothing(tmp_path: Path, ldap_base, slapd, mailroot: Pa
             assert time.monotonic() < deadline, f"undelivered: {MESSAGES - len(_delivered(mailroot))}"
             time.sleep(0.2)
     finally:
-        mgr.wait_for(r"qldap send: ready")  # a TERM before the handlers exist would be the default action
+        mgr.wait_ready()  # a TERM before the handlers exist would be the default action
         assert mgr.stop() == 0
     seen = _delivered(mailroot)
     assert set(seen) == {f"m{i}" for i in range(MESSAGES)}

@@ -214,6 +214,7 @@ class ManagerProcess:
         self.root = root
         self.log_path = log
         self._fh = open(log, "ab")  # noqa: SIM115 - closed in wait()
+        self.start_offset = log.stat().st_size  # where this process's lines begin
         self.proc = subprocess.Popen([str(QLDAP), "send", "--root", str(root)], stdin=subprocess.DEVNULL,
                                      stdout=self._fh, stderr=self._fh, start_new_session=True)  # fmt: skip
         self.offset = log.stat().st_size if log.exists() else 0
@@ -221,6 +222,18 @@ class ManagerProcess:
     def lines(self) -> list[str]:
         """Every line logged so far (across restarts sharing the log file)."""
         return self.log_path.read_text(errors="replace").splitlines()
+
+    def wait_ready(self) -> None:
+        """Block until *this* process (not an earlier one sharing the log) printed its ready line."""
+        deadline = time.monotonic() + PATIENCE
+        while True:
+            with open(self.log_path, "rb") as f:
+                f.seek(self.start_offset)
+                if b"qldap send: ready" in f.read():
+                    return
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("the manager never became ready")
+            time.sleep(0.02)
 
     def wait_for(self, pattern: str, count: int = 1) -> list[str]:
         """Block until *count* lines match *pattern*; those lines."""
