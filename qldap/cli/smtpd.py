@@ -9,6 +9,15 @@ port chosen), then the session log lines of smtpd.md §7 (``LOGLEVEL`` per sessi
 as every daemon, passwords never written).  SIGHUP reloads controls, rules and
 directory settings; SIGTERM/SIGINT stop cleanly (exit 0).  A listener that cannot be bound is
 ``qldap smtpd: fatal: …`` and exit 111.
+
+    qmail-smtpd [--root DIR] [ARG...]
+
+serves one session on stdin/stdout instead (inetd, tcpserver, ``sendmail -bs``): the session
+environment is this process's environment as given (PROTO, TCPREMOTEIP/HOST/INFO, TCPLOCALIP/HOST,
+RELAYCLIENT, DATABYTES …; the rules file is not read, tcpserver applied it already).  The root is
+``--root``, else ``$QLDAP_ROOT``, else /var/qmail.  Further arguments (the checkpassword program of
+qmail-ldap's run scripts) are accepted and ignored: SMTP AUTH is checked in-process.  Exit 0 when
+the session ended (QUIT, EOF, timeout), 111 when it failed.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from qldap.cli._run import run
-from qldap.control.files import ControlDir
+from qldap.control.files import ControlDir, find_root
 from qldap.errors import ConfigError
 from qldap.exitcodes import ExitCode
 from qldap.logs import Logger
@@ -34,8 +43,10 @@ from qldap.smtpd.server import (
     ServerOptions,
     SmtpServer,
 )
+from qldap.smtpd.stdio import serve_stdio
 
 PROG = "qldap smtpd"
+STDIO_PROG = "qmail-smtpd"
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -136,6 +147,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(serve(options, ns.dns_timeout))
 
     return run(PROG, body, argv)
+
+
+def build_stdio_parser() -> argparse.ArgumentParser:
+    """The options of ``qmail-smtpd`` (one session on stdin/stdout)."""
+    p = argparse.ArgumentParser(prog=STDIO_PROG, description="one SMTP session on stdin/stdout")
+    p.add_argument("--root", type=Path, help="the qmail root (default $QLDAP_ROOT, else /var/qmail)")
+    p.add_argument("ignored", nargs="*", help="accepted for qmail-ldap run scripts; ignored")
+    return p
+
+
+def stdio_main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point ``qmail-smtpd``: one session on fd 0/1, settings from ``os.environ``."""
+
+    def body(args: Sequence[str]) -> int:
+        ns = build_stdio_parser().parse_args(list(args))
+        options = ServerOptions(root=find_root(ns.root).resolve(), listen=(), environ=dict(os.environ))
+        return serve_stdio(options, log=log_writer(options), resolver=DnsResolver())
+
+    return run(STDIO_PROG, body, argv)
 
 
 if __name__ == "__main__":
