@@ -577,7 +577,8 @@ class _Connection(asyncio.Protocol):
             self._closing = True
             return
         self.transport, self._tls = new, True
-        self.reader.discard_buffered()
+        # no second discard here: what arrived meanwhile came through TLS (a command sent right behind
+        # the client's last handshake record); plaintext sent behind STARTTLS was dropped above
         sslobj = new.get_extra_info("ssl_object")
         cipher = sslobj.cipher() if sslobj is not None else None
         version = sslobj.version() if sslobj is not None else None
