@@ -33,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = lab.down(the_lab, remove_files=not args.keep_files)
         else:
             out = scenarios.run_all(the_lab)
-    except Exception as exc:  # noqa: BLE001 - a command-line tool reports any failure and exits 1
+    except Exception as exc:  # a command-line tool reports any failure and exits 1
         sys.stderr.write(f"tools/cluster {args.command}: {type(exc).__name__}: {exc}\n")
         return 1
     json.dump(out, sys.stdout, indent=1, sort_keys=True)

@@ -36,8 +36,8 @@ class Lab:
                 ldap.LabUser("c1", c), ldap.LabUser("c2", c), ldap.LabUser(SENDER_USER, a),
                 ldap.LabUser(LOOP_USER, b)]
 
-    def slapd(self, node: NodeNet) -> Slapd:
-        return ldap.node_slapd(node, nodes.node_dir(self.dir, node) / "slapd", PROVIDER)
+    def slapd(self, node: NodeNet, initial_ldif: str = "") -> Slapd:
+        return ldap.node_slapd(node, nodes.node_dir(self.dir, node) / "slapd", PROVIDER, initial_ldif)
 
     def node(self, name: str) -> NodeNet:
         return next(n for n in NODES if n.name == name)
@@ -60,6 +60,9 @@ def up(lab: Lab) -> dict[str, object]:
         raise nodes.LabError(f"{lab.dir} holds a running lab: run `tools/cluster down` first")
     lab.dir.mkdir(parents=True, exist_ok=True)
     lab.dir.chmod(0o755)
+    for parent in lab.dir.parents:  # deliveries run as the mailbox owner, never root
+        if not parent.stat().st_mode & 0o001:
+            raise nodes.LabError(f"{parent} is not traversable by mailbox owners: choose another --dir")
     (lab.dir / "nodes").mkdir(exist_ok=True, mode=0o755)
     for node in NODES:
         nodes.node_dir(lab.dir, node).mkdir(exist_ok=True, mode=0o755)
@@ -78,8 +81,7 @@ def _start_all(lab: Lab, state: dict[str, dict[str, int]]) -> dict[str, object]:
 
     uid, gid = _ids()
     users = lab.users
-    provider = lab.slapd(PROVIDER)
-    provider._pending = [ldap.users_ldif(users, uid, gid, make_hash("ssha", ldap.PASSWORD))]
+    provider = lab.slapd(PROVIDER, ldap.users_ldif(users, uid, gid, make_hash("ssha", ldap.PASSWORD)))
     slapds = []
     for node in NODES:
         s = provider if node == PROVIDER else lab.slapd(node)

@@ -10,6 +10,7 @@ changed.
 
 from __future__ import annotations
 
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +37,8 @@ class ProviderSlapd(Slapd):
 class ConsumerSlapd(Slapd):
     """A replica that pulls everything below the suffix from *provider_url* and keeps listening."""
 
-    def __init__(self, state_dir: Path, provider_url: str, **kw: object) -> None:
-        super().__init__(state_dir, **kw)  # type: ignore[arg-type]
+    def __init__(self, state_dir: Path, provider_url: str, *, port: int, suffix: str) -> None:
+        super().__init__(state_dir, port=port, suffix=suffix)
         self.provider_url = provider_url
 
     def slapd_conf(self) -> str:
@@ -65,13 +66,12 @@ class LabUser:
         return f"{self.uid}@example.com"
 
 
-def node_slapd(node: NodeNet, state_dir: Path, provider: NodeNet) -> Slapd:
-    """The Slapd object of *node* (the provider itself when *node* is *provider*)."""
-    kw: dict[str, object] = {"port": LDAP_PORT, "suffix": SUFFIX}
+def node_slapd(node: NodeNet, state_dir: Path, provider: NodeNet, initial_ldif: str = "") -> Slapd:
+    """The Slapd object of *node* (the provider, loaded with *initial_ldif*, when *node* is *provider*)."""
     if node == provider:
-        s: Slapd = ProviderSlapd(state_dir, **kw)  # type: ignore[arg-type]
+        s: Slapd = ProviderSlapd(state_dir, port=LDAP_PORT, suffix=SUFFIX, initial_ldif=initial_ldif)
     else:
-        s = ConsumerSlapd(state_dir, f"ldap://{provider.ip}:{LDAP_PORT}", **kw)
+        s = ConsumerSlapd(state_dir, f"ldap://{provider.ip}:{LDAP_PORT}", port=LDAP_PORT, suffix=SUFFIX)
     s.host = node.ip  # instance attribute: listen on the node's address, not loopback
     return s
 
@@ -132,7 +132,12 @@ def diverge(node: NodeNet, slapd: Slapd, uid: str, mail_host: str) -> None:
     slapmodify = find_program("slapmodify")
     if slapmodify is None:
         raise SlapdError("slapmodify not found")
-    Slapd._run([slapmodify, "-f", str(slapd.state_dir / "slapd.conf"), "-b", SUFFIX, "-l", str(src)])
+    conf = str(slapd.state_dir / "slapd.conf")
+    proc = subprocess.run([slapmodify, "-f", conf, "-b", SUFFIX, "-l", str(src)],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        start_in(node, slapd)
+        raise SlapdError(f"slapmodify failed: {proc.stderr.strip()}")
     start_in(node, slapd)
 
 
