@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from qldap.control.cdb import CdbReader
 from qldap.control.files import ControlDir
 from qldap.directory.base import Ambiguous, Found, NotFound, Trash, Unavailable
 from qldap.directory.config import LdapConfig
@@ -25,7 +26,7 @@ from qldap.directory.schema import DotMode
 from qldap.directory.validate import parse_delivery_modes
 from qldap.errors import ConfigError, DeliveryFailure, PermanentFailure, TemporaryFailure
 from qldap.group.deliver import GroupJob, deliver_group, group_maildir, run_group_child
-from qldap.local import creds
+from qldap.local import creds, users
 from qldap.local.agent import AgentConfig, Tally, deliver
 from qldap.local.child import Job, run_child
 from qldap.local.lines import Recipient
@@ -118,6 +119,7 @@ class LocalSpawner:
         self.ctl = ControlDir(self.root)
         self.inject = inject
         self._directory = directory
+        self.users = CdbReader(self.root / "users" / "cdb")
 
     def directory(self) -> Directory:
         """The directory, opened on first use and reused (connections are pooled inside)."""
@@ -190,6 +192,14 @@ class LocalSpawner:
     ) -> tuple[Plan, Account]:
         """delivery.md §6: passwd (with ``ldaplocaldelivery``), else the alias user's `.qmail` files."""
         if config.local_delivery:
+            try:
+                cdb = self.users.current()
+            except ConfigError:  # unreadable or corrupt: defer, never guess
+                raise TemporaryFailure("Trouble reading users/cdb in qmail-lspawn.") from None
+            assigned = users.lookup(cdb, local) if cdb is not None else None
+            if assigned is not None:
+                acct = Account(assigned.user, assigned.uid, assigned.gid, assigned.home)
+                return self._plain_plan(acct, assigned.dash, assigned.ext, default), acct
             hit = passwd_account(local)
             if hit is not None:
                 acct, dash, ext = hit
