@@ -76,3 +76,12 @@ def test_qldap_demo_end_to_end_without_slapd(tmp_path: Path) -> None:
     assert "Delivered-To: alice@example.com" in lines
     assert "Return-Path: <bob@remote.example>" in lines
     assert not Path(path).exists()  # the temporary root is removed after a clean stop
+
+
+def test_init_warns_about_a_closed_parent(tmp_path: Path) -> None:
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    argv = [sys.executable, "-m", "qldap.cli.qldap", "init", str(closed / "root"), "--me", "m.x"]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0
+    assert f"qldap: warning: {closed} is not searchable" in proc.stderr

@@ -14,7 +14,7 @@ PROG = "qldap"
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
-    from qldap.setup.init import InitOptions, init_root
+    from qldap.setup.init import InitOptions, closed_parent, init_root
 
     opts = InitOptions(
         root=Path(args.dir),
@@ -25,6 +25,10 @@ def _cmd_init(args: argparse.Namespace) -> int:
     )
     init_root(opts)
     print(f"qldap: created root {opts.root} (me = {opts.me})")
+    closed = closed_parent(opts.root)
+    if closed is not None:
+        print(f"qldap: warning: {closed} is not searchable by other users; deliveries run as the "
+              "mailbox owners and will be deferred until it is (chmod o+x)", file=sys.stderr)
     if args.demo:
         print(f"qldap: demo directory in {opts.root / 'directory.ldif'}")
     return ExitCode.OK

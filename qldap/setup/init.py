@@ -62,6 +62,21 @@ def delivery_ids() -> DemoIds:
         return DemoIds(65534, 65534)
 
 
+def closed_parent(path: Path) -> Path | None:
+    """The first directory above *path* that other users cannot enter (mode without o+x), if any.
+
+    Deliveries run as the mailbox owners, never as root, so every directory above the mail stores
+    and the alias home must be searchable by them.
+    """
+    for parent in Path(os.path.abspath(path)).parents:
+        try:
+            if not os.stat(parent).st_mode & 0o001:
+                return parent
+        except OSError:
+            return parent
+    return None
+
+
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
