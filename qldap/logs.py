@@ -66,6 +66,16 @@ def parse_timestamps(text: str | None) -> Timestamps:
         return Timestamps.NONE
 
 
+def stamper(environ: Mapping[str, str]) -> Callable[[], str]:
+    """A function giving the ``LOGTIMESTAMPS`` prefix (with its blank) for a line written now."""
+    mode = parse_timestamps(environ.get("LOGTIMESTAMPS"))
+    if mode is Timestamps.ISO:
+        return lambda: iso(time.time()) + " "
+    if mode is Timestamps.TAI64N:
+        return lambda: tai64n(time.time()) + " "
+    return lambda: ""
+
+
 def tai64n(now: float) -> str:
     """The TAI64N label of Unix time *now*: ``@4000000065f1a2b3`` + 8 hex digits of nanoseconds."""
     secs = int(now)

@@ -27,6 +27,7 @@ from qldap.control.files import ControlDir, find_root
 from qldap.directory.open import open_directory
 from qldap.errors import ConfigError
 from qldap.exitcodes import ExitCode
+from qldap.logs import stamper
 from qldap.pbs.config import PbsConfig, PbsRole, load_config
 from qldap.pop3.server import Pop3dConfig, Pop3Server
 
@@ -46,8 +47,11 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+_stamp = stamper(os.environ)  # LOGTIMESTAMPS
+
+
 def _log(text: str) -> None:
-    sys.stderr.write(text + "\n")
+    sys.stderr.write(_stamp() + text + "\n")
     sys.stderr.flush()
 
 

@@ -31,6 +31,7 @@ from qldap.errors import ConfigError
 from qldap.exitcodes import ExitCode
 from qldap.local import creds
 from qldap.local.spawn import LocalSpawner
+from qldap.logs import stamper
 from qldap.queue.codes import QueueError
 from qldap.queue.envelope import Envelope
 from qldap.queue.inject import Injector, QueuedMessage, how_invoked
@@ -59,9 +60,10 @@ class StderrLog:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._stamp = stamper(os.environ)  # LOGTIMESTAMPS
 
     def __call__(self, line: str) -> None:
-        data = (line + "\n").encode("utf-8", "surrogateescape")
+        data = (self._stamp() + line + "\n").encode("utf-8", "surrogateescape")
         with self._lock:
             try:
                 os.write(2, data)
