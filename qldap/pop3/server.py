@@ -35,7 +35,16 @@ from typing import cast
 
 from qldap.auth.check import Credentials, Forward, Refused, check_login
 from qldap.auth.fd3 import AuthExit, Fd3Rejected, parse_pop
-from qldap.auth.modules import MailboxSettings, apply_environment, drop_privileges, prepare_mailbox
+from qldap.auth.modules import (
+    IDLE_TIMEOUT,
+    MailboxSettings,
+    Service,
+    apply_environment,
+    backend_login,
+    drop_privileges,
+    prepare_mailbox,
+    resolve_mail_host,
+)
 from qldap.directory.lookup import Directory
 from qldap.pbs.client import pbs_add
 from qldap.pbs.config import PbsConfig
@@ -45,6 +54,7 @@ from qldap.pop3.session import Pop3Session, SessionInfo, Transfer, open_session
 from qldap.pop3.session import Refused as SessionRefused
 
 TIMEOUT = 1200.0
+CONNECT_TIMEOUT = 30.0  # seconds to reach a cluster backend (services.md §1.6)
 Log = Callable[[str], None]
 
 
@@ -266,6 +276,7 @@ class Pop3Server:
     async def _login(self, conn: _Conn, transport: asyncio.ReadTransport, popup: Popup, auth: Authenticate,
                      ip: str, pending: bytes) -> None:
         record = parse_pop(auth.record)
+        password = ""
         if isinstance(record, Fd3Rejected):
             result: Credentials | Forward | Refused = Refused(record.exit, "bad record")
         else:
@@ -276,9 +287,10 @@ class Pop3Server:
                 self.executor, lambda: check_login(self.directory, login, password, stamp,
                                                    cleartext=self.cfg.cleartext))
         if isinstance(result, Forward):
-            self.log(f"pop3d: {result.login} lives on {result.mail_host}: cluster logins need the "
-                     "qmail-popup/auth_pop pipeline")
-            result = Refused(AuthExit.MAILHOST, "cluster forwarding")
+            failure = await self._forward(conn, transport, result, password, pending)
+            if failure is None:
+                return
+            result = Refused(failure, f"cluster forwarding to {result.mail_host} failed")
         if isinstance(result, Refused):
             self.log(f"pop3d: login refused from {ip} ({int(result.exit)}): {result.reason}")
             for effect in popup.auth_done(int(result.exit)):
@@ -296,6 +308,56 @@ class Pop3Server:
             await self._own_session(conn, transport, result, environ, pending)
         else:
             await self._write(conn, transport, b"-ERR temporary error\r\n")
+
+    async def _forward(self, conn: _Conn, transport: asyncio.ReadTransport, fwd: Forward, password: str,
+                       pending: bytes) -> AuthExit | None:
+        """services.md §1.6: log in at the user's mailHost and relay both ways; None when it ran.
+
+        The backend's answer to ``pass`` reaches the client through the relay, as in the pipeline form.
+        """
+        loop = asyncio.get_running_loop()
+
+        def connect() -> socket.socket | AuthExit:
+            ip = resolve_mail_host(fwd.mail_host)
+            if ip is None:
+                return AuthExit.MAILHOST
+            try:
+                sock = socket.create_connection((ip, Service.POP.value), timeout=CONNECT_TIMEOUT)
+            except OSError:
+                return AuthExit.MAILHOST
+            failure = backend_login(Service.POP, sock, fwd.login, password, {})
+            if failure is not None:
+                sock.close()
+                return failure
+            return sock
+
+        got = await loop.run_in_executor(self.executor, connect)
+        if isinstance(got, AuthExit):
+            return got
+        self.log(f"pop3d: {fwd.login} forwarded to {fwd.mail_host}")
+        got.setblocking(False)
+        reader, writer = await asyncio.open_connection(sock=got)
+        if pending:
+            writer.write(pending)
+        transport.resume_reading()
+
+        async def upstream() -> None:
+            while (data := await conn.inbox.get()) is not None:
+                writer.write(data)
+                await writer.drain()
+            if writer.can_write_eof():
+                writer.write_eof()  # half-close: the backend still answers what was sent
+
+        task = loop.create_task(upstream())
+        try:
+            while data := await asyncio.wait_for(reader.read(65536), IDLE_TIMEOUT):
+                await self._write(conn, transport, data)
+        except (TimeoutError, OSError):
+            pass
+        finally:
+            task.cancel()
+            writer.close()
+        return None
 
     def _environment(self, ip: str) -> dict[str, str]:
         """The session's environment: the daemon's, minus per-user variables, plus the client's IP."""
