@@ -55,17 +55,37 @@ def scan_maildirs(mailroot: Path, prefix: str) -> tuple[collections.Counter[str]
 
 
 def queued_seqs(root: Path, prefix: str) -> set[str]:
-    """Seqs of messages whose ``mess`` file is still in ROOT's queue."""
+    """Seqs of messages still waiting in ROOT's queue: a ``mess`` file with a ``todo`` or ``info``.
+
+    A ``mess`` file without either is not waiting for anything (an injection that never finished,
+    or an elimination cut short): the 36-hour cleanup removes it, so it does not count as queued.
+    """
+    out: set[str] = set()
+    q = root / "queue"
+    for dirpath, _dirs, files in os.walk(q / "mess"):
+        for name in files:
+            split = Path(dirpath).name
+            if (q / "todo" / name).exists() or (q / "info" / split / name).exists():
+                out.update(_seqs_in(Path(dirpath) / name, prefix))
+    return out
+
+
+def stranded_seqs(root: Path, prefix: str) -> set[str]:
+    """Seqs in ``mess`` files that have neither ``todo`` nor ``info`` (garbage for the cleanup)."""
     out: set[str] = set()
     for dirpath, _dirs, files in os.walk(root / "queue" / "mess"):
         for name in files:
             out.update(_seqs_in(Path(dirpath) / name, prefix))
-    return out
+    return out - queued_seqs(root, prefix)
 
 
 def queue_busy(root: Path) -> bool:
-    """True while the queue holds work: files in todo/, intd/, info/, local/, remote/ or bounce/."""
-    for part in ("todo", "intd", "info", "local", "remote", "bounce"):
+    """True while the queue holds work: files in todo/, info/, local/, remote/ or bounce/.
+
+    ``intd/`` and bare ``mess/`` files are left by injections killed midway; nothing will deliver
+    them, so they are not waited for.
+    """
+    for part in ("todo", "info", "local", "remote", "bounce"):
         for _dirpath, _dirs, files in os.walk(root / "queue" / part):
             if files:
                 return True
@@ -81,6 +101,7 @@ class Tally:
     bounced: int  # distinct seqs found in a bounce
     queued: int  # accepted seqs still in the queue at the deadline
     lost: int
+    stranded: int  # lost ones whose mess file is still there without todo/info
     duplicates: int  # extra copies beyond the first, summed
     unacked: int  # final dot sent, no reply: delivered or not, never lost
     unacked_delivered: int
@@ -105,11 +126,12 @@ def tally(accepted: Iterable[str], unacked: Iterable[str], mailroot: Path, root:
     acc, una = set(accepted), set(unacked)
     delivered, bounced = _delivered(mailroot, prefix, remote)
     queued = queued_seqs(root, prefix) & acc
+    stranded = stranded_seqs(root, prefix) & acc
     lost = sorted(s for s in acc if s not in delivered and s not in bounced and s not in queued)
     dups = sum(n - 1 for n in delivered.values() if n > 1) + sum(n - 1 for n in bounced.values() if n > 1)
     return Tally(
         accepted=len(acc), delivered=len(acc & set(delivered)), bounced=len(acc & set(bounced)),
-        queued=len(queued), lost=len(lost), duplicates=dups, unacked=len(una),
+        queued=len(queued), lost=len(lost), stranded=len(stranded), duplicates=dups, unacked=len(una),
         unacked_delivered=len(una & set(delivered)), lost_seqs=tuple(lost[:20]))  # fmt: skip
 
 

@@ -109,7 +109,9 @@ def kill_scenario(world: World, s: Settings) -> ScenarioResult:
     drained = _settle(world, root, up, load, "kill", s)
     t = tally(load.accepted, load.unacked, world.mailroot, root, "kill")
     up.stop()
+    garbage = [f for f in _queue_files(root) if f.startswith(("mess/", "intd/"))]
     figures = {
+        "garbage_files_for_cleanup": len(garbage),
         **{f"kills_{k}": v for k, v in sorted(kills.items())},
         "load_seconds": round(load_seconds, 1),
         "accepted_per_s": round(t.accepted / load_seconds, 1) if load_seconds else 0.0,
