@@ -57,6 +57,12 @@ class Backoff:
 CommandFor = Callable[[ServiceSpec, Path], Sequence[str]]
 
 
+#: Set in each child's environment: the supervisor's pid, so the daemon dies with it (see
+#: :func:`qldap.cli.qldap.die_with_supervisor`) and a restarted `qldap up` never finds orphans
+#: holding its ports and locks.
+SUPERVISOR_ENV = "QLDAP_SUPERVISOR_PID"
+
+
 def daemon_command(spec: ServiceSpec, root: Path) -> list[str]:
     """The command line of the real daemon for *spec*: ``python -m qldap.cli.qldap NAME --root ROOT``
     with one ``--listen`` per address and ``--rules FILE`` when the section names one."""
@@ -200,7 +206,7 @@ class Supervisor:
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
-            env=child.spec.environment(base),
+            env={**child.spec.environment(base), SUPERVISOR_ENV: str(os.getpid())},
             cwd=str(self.root),
             start_new_session=True,
             limit=1 << 20,

@@ -441,3 +441,21 @@ def test_term_right_after_acceptance_loses_no_mail(tmp_path: Path, up_factory: l
     queued = count_queue(QueueLayout.of(root)).messages
     assert len(delivered) + queued >= 1
     assert all(b"keep me" in p.read_bytes() for p in delivered)
+
+
+@REAL
+def test_daemons_die_with_a_killed_supervisor(tmp_path: Path, up_factory: list[Up]) -> None:
+    root, port = _real_root(tmp_path)
+    up = _real_up(root, up_factory)
+    children = _descendants(up.proc.pid)
+    assert children
+    up.proc.kill()  # kill -9: no chance to stop the daemons itself
+    up.proc.wait()
+    deadline = time.monotonic() + WAIT
+    while any(pid_alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(pid_alive(pid) for pid in children)
+    # so a new supervisor can take over the ports and the queue lock at once
+    again = _real_up(root, up_factory)
+    assert f"qldap up: smtpd listening on 127.0.0.1:{port}" in again.lines
+    assert again.stop() == 0

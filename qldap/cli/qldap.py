@@ -76,9 +76,32 @@ DAEMONS = ("smtpd", "send", "pop3d", "pbsdbd", "qmqpd")
 DELEGATED = {"up": ("qldap.supervise", "up_main"), "stats": ("qldap.cli.stats", "stats_main")}
 
 
+def die_with_supervisor() -> None:
+    """Under `qldap up` (QLDAP_SUPERVISOR_PID set): get SIGTERM when the supervisor dies (Linux).
+
+    Without it a kill -9 of the supervisor leaves the daemons running in their own sessions, holding
+    ports, sendmutex and the queue, so a new `qldap up` could not take over.
+    """
+    import os
+    import signal
+
+    parent = os.environ.get("QLDAP_SUPERVISOR_PID")
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    if str(os.getppid()) != parent:  # the supervisor died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point of `qldap`."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in DAEMONS:
+        die_with_supervisor()
     if args and (args[0] in DAEMONS or args[0] in DELEGATED):
         import importlib
 
