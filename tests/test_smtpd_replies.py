@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from qldap.queue.codes import caller_text
 from qldap.smtpd import replies as r
 
 
@@ -92,18 +93,12 @@ def test_queued_reply() -> None:
         (99, b"", "451 qq temporary problem (#4.3.0)"),
         (120, b"", "451 unable to exec qq (#4.3.0)"),
         (74, b"", "451 communication with mail server failed (#4.4.2)"),
-        (None, b"", "451 qq crashed (#4.3.0)"),
+        (-9, b"", "451 qq crashed (#4.3.0)"),
     ],
 )
-def test_queue_mapping(code: int | None, fd4: bytes, reply: str) -> None:
-    text = r.qq_result_text(code, fd4)
-    assert text is not None
-    assert r.queue_reply(text).render() == reply + "\r\n"
-
-
-def test_queue_success_and_incomplete_data() -> None:
-    assert r.qq_result_text(0) is None
-    assert r.qq_result_text(0, data_complete=False) == "Zqq read error (#4.3.0)"
+def test_queue_mapping(code: int, fd4: bytes, reply: str) -> None:
+    """smtpd.md §2.4: the queue's caller text (queue.codes, shared with every caller) → the reply."""
+    assert r.queue_reply(caller_text(code, fd4)).render() == reply + "\r\n"
 
 
 def test_classification() -> None:

@@ -214,54 +214,6 @@ def queue_reply(letter_text: str) -> Reply:
     return _r(451, letter_text)
 
 
-_QQ_TEXTS: dict[int, str] = {
-    11: "Denvelope address too long for qq (#5.1.3)",
-    115: "Denvelope address too long for qq (#5.1.3)",
-    31: "Dmail server permanently rejected message (#5.3.0)",
-    51: "Zqq out of memory (#4.3.0)",
-    52: "Zqq timeout (#4.3.0)",
-    53: "Zqq write error or disk full (#4.3.0)",
-    54: "Zqq read error (#4.3.0)",
-    55: "Zqq unable to read configuration (#4.3.0)",
-    56: "Zqq trouble making network connection (#4.3.0)",
-    61: "Zqq trouble in home directory (#4.3.0)",
-    71: "Zmail server temporarily rejected message (#4.3.0)",
-    72: "Zconnection to mail server timed out (#4.4.1)",
-    73: "Zconnection to mail server rejected (#4.4.1)",
-    74: "Zcommunication with mail server failed (#4.4.2)",
-    81: "Zqq internal bug (#4.3.0)",
-    91: "Zqq internal bug (#4.3.0)",
-    120: "Zunable to exec qq (#4.3.0)",
-}
-QQ_CRASHED = "Zqq crashed (#4.3.0)"
-QQ_READ_ERROR = "Zqq read error (#4.3.0)"
-
-
-def qq_result_text(exit_code: int | None, own_text: bytes = b"", *, data_complete: bool = True) -> str | None:
-    """The ``D…``/``Z…`` text for a finished queue program, None when the message was queued.
-
-    Args:
-        exit_code: the program's exit status; None when a signal killed it.
-        own_text: what the program wrote on fd 4 (used for exit 82 when it starts with D or Z).
-        data_complete: False when the message could not be written whole (exit 0 is then a read error).
-    """
-    if exit_code is None:
-        return QQ_CRASHED
-    if exit_code == 0:
-        return None if data_complete else QQ_READ_ERROR
-    if exit_code in _QQ_TEXTS:
-        return _QQ_TEXTS[exit_code]
-    if 62 <= exit_code <= 66:
-        return "Zqq trouble creating files in queue (#4.3.0)"
-    if exit_code == 82:
-        own = own_text[:255].decode("utf-8", "replace").rstrip("\0\r\n")
-        if len(own) > 2 and own[0] in "DZ":
-            return own
-    if 11 <= exit_code <= 40:
-        return "Dqq permanent problem (#5.3.0)"
-    return "Zqq temporary problem (#4.3.0)"
-
-
 # -- STARTTLS (§2.5) ----------------------------------------------------------------------------
 TLS_NO_PARAMETERS = _r(501, "Syntax error (no parameters allowed) (#5.5.4)")
 TLS_UNAVAILABLE = _r(454, "TLS not available: unable to initialize ctx (#4.3.0)")
