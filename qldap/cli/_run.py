@@ -44,3 +44,23 @@ def run(prog: str, body: Callable[[Sequence[str]], int], argv: Sequence[str] | N
         fatal(prog, "internal error")
         traceback.print_exc(file=sys.stderr)
         return ExitCode.TEMPORARY
+
+
+def parse_root_args(args: Sequence[str]) -> str | None:
+    """``--root DIR`` / ``--root=DIR`` (the only option of qmail-queue and qldap send); None if absent.
+
+    Raises:
+        ValueError: any other argument, or ``--root`` without a directory.
+    """
+    root: str | None = None
+    it = iter(args)
+    for arg in it:
+        if arg == "--root":
+            root = next(it, None)
+            if root is None:
+                raise ValueError("--root needs a directory")
+        elif arg.startswith("--root="):
+            root = arg.split("=", 1)[1]
+        else:
+            raise ValueError(f"unknown argument {arg!r}")
+    return root

@@ -17,6 +17,7 @@ import traceback
 from collections.abc import Iterator, Sequence
 from functools import partial
 
+from qldap.cli._run import parse_root_args
 from qldap.control.files import ControlDir, find_root
 from qldap.errors import ConfigError
 from qldap.queue.codes import QueueError, QueueExit
@@ -34,20 +35,7 @@ def _die_on_alarm(_signum: int, _frame: object) -> None:
     os._exit(QueueExit.TIMEOUT)  # thou shalt not clean up here: a live writer may still own the files
 
 
-def _parse_root(args: Sequence[str]) -> str | None:
-    """``--root DIR`` / ``--root=DIR``; anything else is a usage error (ValueError)."""
-    root: str | None = None
-    it = iter(args)
-    for arg in it:
-        if arg == "--root":
-            root = next(it, None)
-            if root is None:
-                raise ValueError("--root needs a directory")
-        elif arg.startswith("--root="):
-            root = arg.split("=", 1)[1]
-        else:
-            raise ValueError(f"unknown argument {arg!r}")
-    return root
+_parse_root = parse_root_args
 
 
 def _stdin_chunks() -> Iterator[bytes]:

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Protocol, cast
 
-from qldap.cli._run import run
+from qldap.cli._run import parse_root_args, run
 from qldap.control.domains import Locals
 from qldap.control.files import ControlDir, find_root
 from qldap.errors import ConfigError
@@ -114,18 +114,10 @@ def lock_sendmutex(layout: QueueLayout) -> int | None:
 
 
 def _parse(args: Sequence[str]) -> str | None:
-    root: str | None = None
-    it = iter(args)
-    for arg in it:
-        if arg == "--root":
-            root = next(it, None)
-            if root is None:
-                raise ConfigError("usage: qldap send [--root DIR]")
-        elif arg.startswith("--root="):
-            root = arg.split("=", 1)[1]
-        else:
-            raise ConfigError(f"usage: qldap send [--root DIR] (unknown argument {arg!r})")
-    return root
+    try:
+        return parse_root_args(args)
+    except ValueError as exc:
+        raise ConfigError(f"usage: qldap send [--root DIR] ({exc})") from None
 
 
 async def _serve(root: Path, layout: QueueLayout, log: StderrLog) -> int:
@@ -196,6 +188,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: ``qldap send [--root DIR]``."""
 
     def body(args: Sequence[str]) -> int:
+        if list(args) in (["-h"], ["--help"]):
+            print("usage: qldap send [--root DIR]  (the queue manager; SIGHUP reload, SIGALRM retry now, "
+                  "SIGTERM stop)")
+            return ExitCode.OK
         root = find_root(_parse(args))
         layout = QueueLayout.of(root)
         log = StderrLog()
