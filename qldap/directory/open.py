@@ -1,8 +1,12 @@
-"""open_directory: pick the backend for a qmail root (slapd via ldap3, or the embedded LDIF file).
+"""open_directory: pick the backend for a qmail root (slapd over LDAP, or the embedded LDIF file).
 
 Why a factory: every program asks the same question ("which directory does this root use?"), and the
 answer — ``control/ldapserver`` present → LDAP, else ``ROOT/directory.ldif`` → embedded, else a
-configuration error — must be identical everywhere.  ldap3 is imported only when LDAP is chosen.
+configuration error — must be identical everywhere.
+
+The LDAP client is qldap's own (:mod:`qldap.directory.wire`, a fraction of ldap3's CPU per lookup);
+a control file ``ldapclient`` whose first line is ``ldap3`` selects the ldap3-based LdapSearcher
+instead (same semantics; the fallback).  ldap3 is imported only then.
 """
 
 from __future__ import annotations
@@ -15,18 +19,28 @@ from qldap.directory.lookup import Directory
 from qldap.errors import ConfigError
 
 EMBEDDED_NAME = "directory.ldif"
+CLIENT_FILE = "ldapclient"
 
 
 def make_searcher(config: LdapConfig, ctl: ControlDir) -> Searcher:
-    """The backend for *config*: LdapSearcher when servers are configured, else the LDIF file.
+    """The backend for *config*: an LDAP client when servers are configured, else the LDIF file.
+
+    The client is WireSearcher unless ``control/ldapclient`` says ``ldap3`` (LdapSearcher).
 
     Raises:
-        ConfigError: no ``ldapserver`` and no ``ROOT/directory.ldif``.
+        ConfigError: no ``ldapserver`` and no ``ROOT/directory.ldif``, or an unknown ``ldapclient``.
     """
     if config.servers:
-        from qldap.directory.ldap import LdapSearcher
+        client = (ctl.line(CLIENT_FILE) or "wire").strip().lower()
+        if client == "ldap3":
+            from qldap.directory.ldap import LdapSearcher
 
-        return LdapSearcher(config)
+            return LdapSearcher(config)
+        if client != "wire":
+            raise ConfigError(f"control/{CLIENT_FILE}: unknown LDAP client {client!r} (wire or ldap3)")
+        from qldap.directory.wire import WireSearcher
+
+        return WireSearcher(config)
     embedded = ctl.root / EMBEDDED_NAME
     if embedded.is_file():
         from qldap.directory.ldif import LdifSearcher

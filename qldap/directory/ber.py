@@ -1,0 +1,356 @@
+"""The LDAPv3 BER codec of the wire client: encode bind/search/unbind requests, decode their answers.
+
+Why hand-written: ldap3 builds every request as a pyasn1 object tree and decodes every answer into
+dicts of dicts, which costs more Python time per lookup than slapd spends answering it.  qldap sends
+exactly four PDUs (RFC 4511 §4.2 bind, §4.3 unbind, §4.5 search) and reads three (BindResponse,
+SearchResultEntry, SearchResultDone; references and intermediate messages are skipped), so a few
+byte-string concatenations do the job.  The constant part of a search (base, scope, limits, the
+attribute list) is encoded once per distinct tuple and cached; only the filter and the message id
+change per lookup; encoded filters are cached too.
+
+Sans-I/O: bytes in, values out.  Malformed input raises :class:`BerError`.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from qldap.directory.entry import Entry
+from qldap.directory.errors import InvalidFilter
+
+# protocolOp tags (RFC 4511 §4.2–4.5, APPLICATION class)
+BIND_REQUEST = 0x60
+BIND_RESPONSE = 0x61
+UNBIND_REQUEST = 0x42
+SEARCH_REQUEST = 0x63
+SEARCH_ENTRY = 0x64
+SEARCH_DONE = 0x65
+SEARCH_REFERENCE = 0x73
+EXTENDED_RESPONSE = 0x78
+
+SCOPE_BASE = 0
+SCOPE_SUBTREE = 2
+DEREF_ALWAYS = 3  # what ldap3 sends by default: keep both clients asking the same question
+
+
+class BerError(ValueError):
+    """The bytes are not the BER the decoder expects."""
+
+
+# -- encoding --------------------------------------------------------------------------------------
+
+
+def length(n: int) -> bytes:
+    """The BER definite length of *n* octets (short form below 128, else the shortest long form)."""
+    if n < 0x80:
+        return bytes((n,))
+    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes((0x80 | len(body),)) + body
+
+
+def tlv(tag: int, value: bytes) -> bytes:
+    """One tag-length-value element."""
+    return bytes((tag,)) + length(len(value)) + value
+
+
+def integer(value: int, tag: int = 0x02) -> bytes:
+    """A (non-negative or negative) INTEGER/ENUMERATED in minimal two's complement."""
+    size = max(1, (value + (value < 0)).bit_length() // 8 + 1)
+    return tlv(tag, value.to_bytes(size, "big", signed=True))
+
+
+def octets(text: str | bytes, tag: int = 0x04) -> bytes:
+    """An OCTET STRING (text as UTF-8; lone surrogates from surrogateescape become their bytes)."""
+    raw = text if isinstance(text, bytes) else text.encode("utf-8", "surrogateescape")
+    return tlv(tag, raw)
+
+
+def message(msgid: int, op: bytes) -> bytes:
+    """An LDAPMessage envelope around an encoded protocolOp."""
+    return tlv(0x30, integer(msgid) + op)
+
+
+def bind_request(msgid: int, name: str, password: str, version: int = 3) -> bytes:
+    """A simple BindRequest (empty name and password = anonymous)."""
+    body = integer(version) + octets(name) + octets(password, 0x80)
+    return message(msgid, tlv(BIND_REQUEST, body))
+
+
+def unbind_request(msgid: int) -> bytes:
+    """An UnbindRequest (a NULL with an APPLICATION 2 tag)."""
+    return message(msgid, bytes((UNBIND_REQUEST, 0)))
+
+
+@functools.lru_cache(maxsize=256)
+def search_parts(
+    base: str, scope: int, attributes: tuple[str, ...], time_limit: int, size_limit: int = 0
+) -> tuple[bytes, bytes]:
+    """The constant (before-filter, after-filter) parts of a SearchRequest body, cached."""
+    head = (
+        octets(base)
+        + integer(scope, 0x0A)
+        + integer(DEREF_ALWAYS, 0x0A)
+        + integer(size_limit)
+        + integer(time_limit)
+        + b"\x01\x01\x00"  # typesOnly FALSE
+    )
+    tail = tlv(0x30, b"".join(octets(a) for a in attributes))
+    return head, tail
+
+
+def search_request(msgid: int, parts: tuple[bytes, bytes], encoded_filter: bytes) -> bytes:
+    """A SearchRequest from cached constant *parts* and an encoded filter."""
+    head, tail = parts
+    return message(msgid, tlv(SEARCH_REQUEST, head + encoded_filter + tail))
+
+
+_ATTR = re.compile(r"[A-Za-z][A-Za-z0-9-]*(?:;[A-Za-z0-9-]+)*|[0-9]+(?:\.[0-9]+)+")
+_OPS = {"=": 0xA3, ">=": 0xA5, "<=": 0xA6, "~=": 0xA8}
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def _value(raw: str, text: str) -> bytes:
+    """An assertion value with its RFC 4515 ``\\XX`` escapes resolved, as bytes."""
+    data = raw.encode("utf-8", "surrogateescape")
+    if b"\\" not in data:
+        return data
+    out = bytearray()
+    i = 0
+    while i < len(data):
+        if data[i] == 0x5C:
+            pair = data[i + 1 : i + 3].decode("latin-1")
+            if len(pair) != 2 or not set(pair) <= _HEX:
+                raise InvalidFilter(f"bad escape in {text!r}")
+            out.append(int(pair, 16))
+            i += 3
+        else:
+            out.append(data[i])
+            i += 1
+    return bytes(out)
+
+
+class _FilterEncoder:
+    """Recursive descent over RFC 4515 text, producing the BER Filter directly."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.pos = 0
+
+    def fail(self, why: str) -> InvalidFilter:
+        return InvalidFilter(f"{why} at offset {self.pos} in {self.text!r}")
+
+    def filter(self) -> bytes:
+        text = self.text
+        if text[self.pos : self.pos + 1] != "(":
+            raise self.fail("expected '('")
+        self.pos += 1
+        ch = text[self.pos : self.pos + 1]
+        if ch in ("&", "|"):
+            self.pos += 1
+            items = []
+            while text[self.pos : self.pos + 1] == "(":
+                items.append(self.filter())
+            out = tlv(0xA0 if ch == "&" else 0xA1, b"".join(items))
+        elif ch == "!":
+            self.pos += 1
+            out = tlv(0xA2, self.filter())
+        else:
+            out = self.item()
+        if text[self.pos : self.pos + 1] != ")":
+            raise self.fail("expected ')'")
+        self.pos += 1
+        return out
+
+    def item(self) -> bytes:
+        text = self.text
+        m = _ATTR.match(text, self.pos)
+        if m is None:
+            raise self.fail("expected an attribute description")
+        attr = octets(m.group(0))
+        self.pos = m.end()
+        rest = text[self.pos : self.pos + 2]
+        if rest[:1] == ":":
+            raise self.fail("extensible match is not supported")
+        op = rest if rest in _OPS else rest[:1]
+        if op not in _OPS:
+            raise self.fail("expected a filter type")
+        self.pos += len(op)
+        end = self.pos
+        while end < len(text) and text[end] not in "()":
+            end += 1
+        raw = text[self.pos : end]
+        self.pos = end
+        if op != "=" or "*" not in raw:
+            return tlv(_OPS[op], attr + tlv(0x04, _value(raw, text)))
+        if raw == "*":
+            return tlv(0x87, m.group(0).encode("ascii"))
+        pieces = raw.split("*")
+        parts = tlv(0x80, _value(pieces[0], text)) if pieces[0] else b""
+        parts += b"".join(tlv(0x81, _value(p, text)) for p in pieces[1:-1] if p)
+        if pieces[-1]:
+            parts += tlv(0x82, _value(pieces[-1], text))
+        return tlv(0xA4, attr + tlv(0x30, parts))
+
+
+@functools.lru_cache(maxsize=4096)
+def encode_filter(text: str) -> bytes:
+    """The BER Filter (RFC 4511 §4.5.1.7) of RFC 4515 *text* (cached: RCPT and delivery repeat them).
+
+    Accepts what :mod:`qldap.directory.rfc4515` accepts (so both backends refuse the same texts):
+    ``& | !``, ``= >= <= ~=``, presence and substrings with ``\\XX`` escapes; attribute
+    descriptions are sent as written.
+
+    Raises:
+        InvalidFilter: *text* is not a filter qldap can send (extensible matches are refused).
+    """
+    enc = _FilterEncoder(text.strip())
+    out = enc.filter()
+    if enc.pos != len(enc.text):
+        raise enc.fail("trailing text")
+    return out
+
+
+# -- decoding --------------------------------------------------------------------------------------
+
+
+def read_length(data: bytes, pos: int) -> tuple[int, int]:
+    """(length, position after it) of the length octets at *pos*; raises IndexError when incomplete."""
+    first = data[pos]
+    if first < 0x80:
+        return first, pos + 1
+    count = first & 0x7F
+    if count == 0 or count > 4:
+        raise BerError("indefinite or oversized length")
+    end = pos + 1 + count
+    if end > len(data):
+        raise IndexError("incomplete length")
+    return int.from_bytes(data[pos + 1 : end], "big"), end
+
+
+def frame(data: bytes, pos: int = 0) -> int:
+    """The end offset of the LDAPMessage starting at *pos*, or -1 when *data* does not hold it all yet.
+
+    Raises:
+        BerError: the bytes do not start an LDAPMessage SEQUENCE.
+    """
+    if len(data) - pos < 2:
+        return -1
+    if data[pos] != 0x30:
+        raise BerError(f"expected an LDAPMessage, got tag {data[pos]:#x}")
+    try:
+        size, start = read_length(data, pos + 1)
+    except IndexError:
+        return -1
+    end = start + size
+    return end if end <= len(data) else -1
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """An LDAPResult: the code, the matched DN and the server's diagnostic text."""
+
+    code: int
+    matched: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One decoded LDAPMessage: id, protocolOp tag, and the op's body span inside ``data``."""
+
+    msgid: int
+    op: int
+    data: bytes
+    start: int
+    end: int
+
+
+def _header(data: bytes, pos: int, end: int) -> tuple[int, int, int]:
+    if pos + 2 > end:
+        raise BerError("truncated element")
+    tag = data[pos]
+    try:
+        size, start = read_length(data, pos + 1)
+    except IndexError:
+        raise BerError("truncated length")
+    if start + size > end:
+        raise BerError("element overruns its container")
+    return tag, start, start + size
+
+
+def _text(data: bytes, start: int, end: int) -> str:
+    return data[start:end].decode("utf-8", "surrogateescape")
+
+
+def decode_message(data: bytes, start: int, end: int) -> Message:
+    """The LDAPMessage in ``data[start:end]`` (as delimited by :func:`frame`).
+
+    Raises:
+        BerError: malformed envelope.
+    """
+    tag, pos, stop = _header(data, start, end)
+    if tag != 0x30:
+        raise BerError("not an LDAPMessage")
+    tag, s, e = _header(data, pos, stop)
+    if tag != 0x02 or e == s:
+        raise BerError("bad messageID")
+    msgid = int.from_bytes(data[s:e], "big", signed=True)
+    op, s2, e2 = _header(data, e, stop)
+    return Message(msgid, op, data, s2, e2)  # controls after the op are ignored
+
+
+def decode_result(msg: Message) -> Result:
+    """The LDAPResult of a BindResponse, SearchResultDone or ExtendedResponse.
+
+    Raises:
+        BerError: malformed result.
+    """
+    data, end = msg.data, msg.end
+    tag, s, e = _header(data, msg.start, end)
+    if tag != 0x0A:
+        raise BerError("bad resultCode")
+    code = int.from_bytes(data[s:e], "big")
+    tag, s, e2 = _header(data, e, end)
+    matched = _text(data, s, e2)
+    tag, s, e3 = _header(data, e2, end)
+    return Result(code, matched, _text(data, s, e3))
+
+
+def decode_entry(msg: Message) -> Entry:
+    """The Entry of a SearchResultEntry (names folded to lower case, values decoded as UTF-8).
+
+    Raises:
+        BerError: malformed entry.
+    """
+    data, end = msg.data, msg.end
+    tag, s, e = _header(data, msg.start, end)
+    if tag != 0x04:
+        raise BerError("bad objectName")
+    dn = _text(data, s, e)
+    tag, pos, stop = _header(data, e, end)
+    if tag != 0x30:
+        raise BerError("bad attribute list")
+    attrs: dict[str, tuple[str, ...]] = {}
+    while pos < stop:
+        _, a, a_end = _header(data, pos, stop)
+        _, n, n_end = _header(data, a, a_end)
+        name = data[n:n_end].decode("ascii", "replace").lower()
+        _, v, v_end = _header(data, n_end, a_end)
+        values: list[str] = []
+        while v < v_end:
+            _, vs, ve = _header(data, v, v_end)
+            values.append(data[vs:ve].decode("utf-8", "surrogateescape"))
+            v = ve
+        if values:
+            attrs[name] = attrs[name] + tuple(values) if name in attrs else tuple(values)
+        pos = a_end
+    return Entry(dn, MappingProxyType(attrs))
+
+
+def attribute_list(attributes: Sequence[str]) -> tuple[str, ...]:
+    """The attribute selection to send: the given names, or ``*`` (all user attributes) when empty."""
+    return tuple(attributes) or ("*",)

@@ -1,0 +1,279 @@
+"""WireSearcher: the default LDAP backend, a minimal LDAPv3 client over plain blocking sockets.
+
+Why not ldap3: per lookup it spends ≈ 1.6 ms of Python building pyasn1 objects and dicts, ten times
+what slapd needs to answer (docs/benchmarks.md); qldap needs only a simple bind, a search and an
+unbind, encoded by :mod:`qldap.directory.ber` with the constant parts cached.  ldap3 stays available
+(:class:`qldap.directory.ldap.LdapSearcher`): a control file ``ldapclient`` containing ``ldap3``
+selects it in :func:`qldap.directory.open.make_searcher`, as a fallback and for comparison.
+
+Same semantics as LdapSearcher, so switching clients changes no observable behaviour:
+
+* Failover (delivery.md §2): servers in ``ldapserver`` order; a refused connection, a silent peer
+  (no bind answer within ``ldaptimeout``) or a dropped connection moves on; all failed →
+  ServerUnreachable.  invalidCredentials (49) → BadCredentials; protocolError (2) at an LDAPv3
+  bind → one retry with LDAPv2; any other bind code → LookupFailed.
+* Search: timeLimitExceeded (3), busy (51) or no answer within ``ldaptimeout`` → SearchTimeout
+  (never retried, the connection is dropped); noSuchObject (32) → NoSuchObject; referral (10) and
+  continuation references are ignored (the entries received are the answer); any other code,
+  a malformed answer or a connection lost on a fresh connection → LookupFailed.  A pooled
+  connection found dead (idle close, slapd restart) is dropped and the search retried once.
+* Pool: up to ``pool_size`` idle bound connections, each used by one thread at a time.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Sequence
+
+from qldap.directory import ber
+from qldap.directory.base import Scope
+from qldap.directory.config import LdapConfig, ServerAddress
+from qldap.directory.entry import Entry
+from qldap.directory.errors import (
+    BadCredentials,
+    LookupFailed,
+    NoSuchObject,
+    SearchTimeout,
+    ServerUnreachable,
+)
+
+_SUCCESS = 0
+_PROTOCOL_ERROR = 2
+_REFERRAL = 10
+_INVALID_CREDENTIALS = 49
+_NO_SUCH_OBJECT = 32
+_TIMEOUT_CODES = frozenset({3, 51, 85})  # timeLimitExceeded, busy, (client) timeout
+_SCOPES = {Scope.BASE: ber.SCOPE_BASE, Scope.SUBTREE: ber.SCOPE_SUBTREE}
+_MAX_ID = 2**31 - 1
+_CHUNK = 65536
+DEFAULT_POOL = 8
+
+
+class ConnectionLost(Exception):
+    """The peer closed the connection, reset it, or sent an unsolicited notice of disconnection."""
+
+
+class WireConnection:
+    """One TCP connection to one server; not thread-safe (the pool hands it to one thread at a time)."""
+
+    def __init__(self, address: ServerAddress, timeout: float) -> None:
+        self.address = address
+        self.timeout = timeout
+        self._sock = socket.create_connection((address.host, address.port), timeout=timeout)
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._buf = b""
+        self._pos = 0
+        self._next_id = 0
+
+    def _id(self) -> int:
+        self._next_id = self._next_id % _MAX_ID + 1
+        return self._next_id
+
+    def _send(self, data: bytes) -> None:
+        try:
+            self._sock.sendall(data)
+        except TimeoutError:
+            raise
+        except OSError as exc:
+            raise ConnectionLost(str(exc)) from exc
+
+    def _receive(self, msgid: int, deadline: float) -> ber.Message:
+        """The next message for *msgid*; TimeoutError past *deadline*, ConnectionLost on EOF/reset.
+
+        The buffer is consumed by moving ``_pos``, not by slicing, so a large answer (thousands of
+        entries in one read) is decoded in linear time.
+        """
+        while True:
+            buf, pos = self._buf, self._pos
+            end = ber.frame(buf, pos)
+            if end >= 0:
+                self._pos = end
+                msg = ber.decode_message(buf, pos, end)
+                if msg.msgid == msgid:
+                    return msg
+                if msg.msgid == 0:  # unsolicited notification: the server is going away
+                    raise ConnectionLost("notice of disconnection")
+                raise ber.BerError(f"answer to message {msg.msgid} while waiting for {msgid}")
+            if time.monotonic() >= deadline:
+                raise TimeoutError("no answer within ldaptimeout")
+            try:
+                chunk = self._sock.recv(_CHUNK)
+            except TimeoutError:
+                raise
+            except OSError as exc:
+                raise ConnectionLost(str(exc)) from exc
+            if not chunk:
+                raise ConnectionLost("connection closed by the server")
+            self._buf = buf[pos:] + chunk if pos < len(buf) else chunk
+            self._pos = 0
+
+    def bind(self, name: str, password: str, version: int) -> ber.Result:
+        """Send a simple bind and return the server's result."""
+        msgid = self._id()
+        self._send(ber.bind_request(msgid, name, password, version))
+        msg = self._receive(msgid, time.monotonic() + self.timeout)
+        if msg.op != ber.BIND_RESPONSE:
+            raise ber.BerError(f"unexpected operation {msg.op:#x} in answer to a bind")
+        return ber.decode_result(msg)
+
+    def search(self, parts: tuple[bytes, bytes], encoded_filter: bytes) -> tuple[list[Entry], ber.Result]:
+        """Run one search; entries and the final result (references skipped)."""
+        msgid = self._id()
+        self._send(ber.search_request(msgid, parts, encoded_filter))
+        deadline = time.monotonic() + self.timeout
+        entries: list[Entry] = []
+        while True:
+            msg = self._receive(msgid, deadline)
+            op = msg.op
+            if op == ber.SEARCH_ENTRY:
+                entries.append(ber.decode_entry(msg))
+            elif op == ber.SEARCH_DONE:
+                return entries, ber.decode_result(msg)
+            elif op != ber.SEARCH_REFERENCE:
+                raise ber.BerError(f"unexpected operation {op:#x} in answer to a search")
+
+    def close(self) -> None:
+        """Unbind (best effort) and close the socket."""
+        try:
+            self._sock.settimeout(0.5)
+            self._sock.sendall(ber.unbind_request(self._id()))
+        except OSError:
+            pass
+        finally:
+            self._sock.close()
+
+
+class WireSearcher:
+    """A Searcher talking LDAPv3 itself to the servers of an LdapConfig, bound as login/password."""
+
+    def __init__(self, config: LdapConfig, *, pool_size: int = DEFAULT_POOL) -> None:
+        if not config.servers:
+            raise ValueError("WireSearcher needs at least one server")
+        self.config = config
+        self.pool_size = pool_size
+        self._lock = threading.Lock()
+        self._idle: list[WireConnection] = []
+
+    # -- connections ----------------------------------------------------------------------------------
+
+    def _bound(self, user: str, password: str) -> WireConnection:
+        """A connection bound as *user* (anonymous when empty), trying each server in order.
+
+        Raises:
+            BadCredentials: a server refused the credentials.
+            LookupFailed: a server answered the bind with another error.
+            ServerUnreachable: no server could be reached or answered in time.
+        """
+        problems: list[str] = []
+        for address in self.config.servers:
+            conn = self._bind_one(address, user, password, problems)
+            if conn is not None:
+                return conn
+        raise ServerUnreachable("; ".join(problems))
+
+    def _bind_one(
+        self, address: ServerAddress, user: str, password: str, problems: list[str]
+    ) -> WireConnection | None:
+        for version in (3, 2):
+            try:
+                conn = WireConnection(address, self.config.timeout)
+            except OSError as exc:
+                problems.append(f"{address}: {exc}")
+                return None
+            try:
+                result = conn.bind(user, password if user else "", version)
+            except (OSError, ConnectionLost, ber.BerError) as exc:
+                conn.close()
+                problems.append(f"{address}: bind: {exc}")
+                return None
+            if result.code == _SUCCESS:
+                return conn
+            conn.close()
+            text = f"{address}: bind: result {result.code} {result.message}".rstrip()
+            if result.code == _INVALID_CREDENTIALS:
+                raise BadCredentials(text)
+            if result.code == _PROTOCOL_ERROR and version == 3:
+                continue
+            raise LookupFailed(text)
+        return None  # pragma: no cover - the loop always returns or raises
+
+    def _acquire(self) -> tuple[WireConnection, bool]:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop(), True
+        return self._bound(self.config.login, self.config.password), False
+
+    def _release(self, conn: WireConnection) -> None:
+        with self._lock:
+            if len(self._idle) < self.pool_size:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    # -- Searcher -------------------------------------------------------------------------------------
+
+    def search(
+        self, filter: str, attributes: Sequence[str], *, base: str | None = None, scope: Scope = Scope.SUBTREE
+    ) -> list[Entry]:
+        """Entries matching *filter* under *base* (default ldapbasedn) with only *attributes*.
+
+        Raises:
+            ServerUnreachable, BadCredentials: no usable connection.
+            SearchTimeout: time limit, busy, or no answer within ldaptimeout.
+            NoSuchObject: the base does not exist.
+            InvalidFilter: *filter* is not valid filter syntax.
+            LookupFailed: any other error.
+        """
+        encoded = ber.encode_filter(filter)  # InvalidFilter before any connection is taken
+        where = self.config.basedn if base is None else base
+        parts = ber.search_parts(where, _SCOPES[scope], ber.attribute_list(attributes), self.config.timeout)
+        while True:
+            conn, reused = self._acquire()
+            try:
+                entries, result = conn.search(parts, encoded)
+            except TimeoutError as exc:
+                conn.close()
+                raise SearchTimeout(f"{conn.address}: {exc}")
+            except ConnectionLost as exc:
+                conn.close()
+                if reused:
+                    continue  # stale pooled connection: once more on a fresh one
+                raise LookupFailed(f"{conn.address}: {exc}")
+            except (OSError, ber.BerError) as exc:
+                conn.close()
+                raise LookupFailed(f"{conn.address}: {exc}")
+            self._release(conn)
+            code = result.code
+            if code in (_SUCCESS, _REFERRAL):
+                return entries
+            detail = f"{conn.address}: result {code}: {result.message}"
+            if code in _TIMEOUT_CODES:
+                raise SearchTimeout(detail)
+            if code == _NO_SUCH_OBJECT:
+                raise NoSuchObject(detail)
+            raise LookupFailed(detail)
+
+    def check_bind(self, dn: str, password: str) -> bool:
+        """True when a fresh connection binds as *dn* with *password*; empty password → False.
+
+        Raises:
+            ServerUnreachable: no server could be reached.
+            LookupFailed: the bind failed for another reason than invalid credentials.
+        """
+        if not password or not dn:
+            return False
+        try:
+            conn = self._bound(dn, password)
+        except BadCredentials:
+            return False
+        conn.close()
+        return True
+
+    def close(self) -> None:
+        """Unbind every idle connection."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()

@@ -1,0 +1,360 @@
+"""The wire LDAP client: its BER against ldap3's pyasn1 encoder, and the whole LDAP suite over it.
+
+The LDAP behaviour tests of test_directory_ldap.py and test_directory_ldap_errors.py are collected here
+a second time with their ``LdapSearcher`` replaced by WireSearcher (an autouse fixture), so both clients
+must pass the same real-slapd and scripted-server checks; wire-specific failures follow.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+
+import ldap3
+import pytest
+from ldap3.operation.bind import bind_operation
+from ldap3.operation.search import search_operation
+from ldap3.protocol.rfc4511 import (
+    LDAPDN,
+    AttributeDescription,
+    AttributeValue,
+    LDAPMessage,
+    MessageID,
+    PartialAttribute,
+    PartialAttributeList,
+    ProtocolOp,
+    SearchResultEntry,
+    Vals,
+)
+from ldap3.utils.asn1 import encode as pyasn1_encode
+from qldap_slapd import free_port
+
+import tests.test_directory_ldap as ldap_suite
+import tests.test_directory_ldap_errors as errors_suite
+from qldap.control.files import ControlDir
+from qldap.directory import ber
+from qldap.directory.base import Found, NotFound, Scope
+from qldap.directory.errors import (
+    BadCredentials,
+    InvalidFilter,
+    LookupFailed,
+    NoSuchObject,
+    SearchTimeout,
+    ServerUnreachable,
+)
+from qldap.directory.ldap import LdapSearcher
+from qldap.directory.lookup import Directory
+from qldap.directory.open import make_searcher
+from qldap.directory.wire import WireSearcher
+from qldap.errors import ConfigError
+from tests.conftest import QRoot
+from tests.fixtures_slapd import LdapBase
+from tests.test_directory_ldap import person
+from tests.test_directory_ldap_errors import ScriptedLdap, cfg_for
+
+# -- the existing LDAP suites, again, over WireSearcher ---------------------------------------------------
+
+for _suite in (ldap_suite, errors_suite):
+    for _name in dir(_suite):
+        _obj = getattr(_suite, _name)
+        if _name.startswith("test_") or _name in ("tree", "std", "silent"):  # tests and their fixtures
+            globals().setdefault(_name, _obj)
+
+
+@pytest.fixture(autouse=True)
+def _wire_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ldap_suite, "LdapSearcher", WireSearcher)
+    monkeypatch.setattr(errors_suite, "LdapSearcher", WireSearcher)
+
+
+# -- BER against pyasn1 ------------------------------------------------------------------------------------
+
+
+def _reference(msgid: int, name: str, op: object) -> bytes:
+    msg = LDAPMessage()
+    msg["messageID"] = MessageID(msgid)
+    msg["protocolOp"] = ProtocolOp().setComponentByName(name, op)
+    return bytes(pyasn1_encode(msg))
+
+
+FILTERS = [
+    "(objectClass=*)",
+    "(&(objectClass=qmailUser)(|(mail=alice@example.com)(mailAlternateAddress=alice@example.com)))",
+    "(&(objectClass=qmailUser)(|(mail=a\\2ab\\28\\29\\5c@x)(mailAlternateAddress=@x)))",
+    "(!(uid=*))",
+    "(cn=a*b*c)",
+    "(cn=*mid*)",
+    "(cn=init*)",
+    "(cn=*fin)",
+    "(uidNumber>=100)",
+    "(uidNumber<=100)",
+    "(cn~=alice)",
+    "(mail=" + "x" * 300 + "@example.com)",
+    "(cn=Jürgen)",
+    "(|" + "".join(f"(mail=u{i}@example.com)" for i in range(40)) + ")",
+]
+
+
+@pytest.mark.parametrize("text", FILTERS)
+@pytest.mark.parametrize("msgid", [1, 127, 128, 255, 256, 2**31 - 1])
+def test_search_request_matches_pyasn1(text: str, msgid: int) -> None:
+    attrs = ["mail", "uid", "mailAlternateAddress"]
+    op = search_operation(
+        "ou=t1,dc=example,dc=com", text, ldap3.SUBTREE, ldap3.DEREF_ALWAYS, attrs, 0, 30, False, False, False
+    )
+    parts = ber.search_parts("ou=t1,dc=example,dc=com", ber.SCOPE_SUBTREE, tuple(attrs), 30)
+    assert ber.search_request(msgid, parts, ber.encode_filter(text)) == _reference(msgid, "searchRequest", op)
+
+
+def test_base_search_with_all_attributes_and_limits_matches_pyasn1() -> None:
+    base = "uid=" + "long" * 80 + ",dc=example,dc=com"  # > 255 octets: a two-octet length
+    op = search_operation(
+        base, "(objectClass=*)", ldap3.BASE, ldap3.DEREF_ALWAYS, ["*"], 2, 200, False, False, False
+    )
+    parts = ber.search_parts(base, ber.SCOPE_BASE, ber.attribute_list([]), 200, 2)
+    assert ber.search_request(9, parts, ber.encode_filter("(objectClass=*)")) == _reference(
+        9, "searchRequest", op
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "password", "version"), [("cn=admin,dc=x", "sécret", 3), ("", "", 3), ("u", "p", 2)]
+)
+def test_bind_request_matches_pyasn1(name: str, password: str, version: int) -> None:
+    op = bind_operation(version, ldap3.SIMPLE if name else ldap3.ANONYMOUS, name, password or None)
+    assert ber.bind_request(5, name, password, version) == _reference(5, "bindRequest", op)
+
+
+def test_unbind_request() -> None:
+    assert ber.unbind_request(3) == bytes.fromhex("30050201034200")
+
+
+@pytest.mark.parametrize(
+    "text", ["(mail=a", "mail=a", "(mail=\\zz)", "(cn:dn:=x)", "(mail=a)x", "((mail=a))", "(=a)", "(mail)"]
+)
+def test_invalid_filters_are_refused(text: str) -> None:
+    with pytest.raises(InvalidFilter):
+        ber.encode_filter(text)
+
+
+def test_decode_entry_from_pyasn1_bytes() -> None:
+    entry = SearchResultEntry()
+    entry["object"] = LDAPDN("uid=jü,dc=example,dc=com")
+    pal = PartialAttributeList()
+    for i, (name, values) in enumerate(
+        [("Mail", ["a@x"]), ("objectClass", ["top", "qmailUser"]), ("mail", ["b@x"])]
+    ):
+        attr = PartialAttribute()
+        attr["type"] = AttributeDescription(name)
+        vals = Vals()
+        for j, v in enumerate(values):
+            vals.setComponentByPosition(j, AttributeValue(v.encode()))
+        attr["vals"] = vals
+        pal.setComponentByPosition(i, attr)
+    entry["attributes"] = pal
+    data = _reference(77, "searchResEntry", entry) + b"\x30"  # plus the start of the next message
+    end = ber.frame(data)
+    assert end == len(data) - 1 and ber.frame(data[: end - 1]) == -1
+    msg = ber.decode_message(data, 0, end)
+    assert (msg.msgid, msg.op) == (77, ber.SEARCH_ENTRY)
+    got = ber.decode_entry(msg)
+    assert got.dn == "uid=jü,dc=example,dc=com"
+    assert got.values("mail") == ("a@x", "b@x") and got.values("OBJECTCLASS") == ("top", "qmailUser")
+
+
+def test_decode_result_and_malformed_input() -> None:
+    data = bytes.fromhex("300c02010265070a012004000400")  # SearchResultDone noSuchObject
+    msg = ber.decode_message(data, 0, ber.frame(data))
+    assert ber.decode_result(msg) == ber.Result(32, "", "")
+    with pytest.raises(ber.BerError):
+        ber.frame(b"\x04\x00")
+    truncated = bytes.fromhex("300c02010265090a012004000400")  # op length overruns the message
+    with pytest.raises(ber.BerError):
+        ber.decode_message(truncated, 0, len(truncated))
+
+
+# -- wire-specific behaviour on real sockets ---------------------------------------------------------------
+
+
+def test_selected_by_default_and_ldap3_by_control_file(qroot: QRoot, ldap_base: LdapBase) -> None:
+    cfg = ldap_suite.configure(qroot, ldap_base)
+    ctl = ControlDir(qroot.path)
+    assert isinstance(make_searcher(cfg, ctl), WireSearcher)
+    qroot.control("ldapclient", "ldap3")
+    assert isinstance(make_searcher(cfg, ControlDir(qroot.path)), LdapSearcher)
+    qroot.control("ldapclient", "openldap")
+    with pytest.raises(ConfigError):
+        make_searcher(cfg, ControlDir(qroot.path))
+
+
+def test_missing_base_is_no_such_object_and_connection_stays_usable(ldap_base: LdapBase) -> None:
+    ldap_base.load(person("alice", "mail: alice@example.com"))
+    cfg = cfg_for(ldap_base.slapd.port, basedn="ou=gone," + ldap_base.dn, timeout=5)
+    w = WireSearcher(cfg)
+    with pytest.raises(NoSuchObject):
+        w.search("(mail=alice@example.com)", ["mail"])
+    got = w.search("(objectClass=*)", ["mail"], base=f"uid=alice,{ldap_base.dn}", scope=Scope.BASE)
+    assert [e.values("mail") for e in got] == [("alice@example.com",)]
+    assert len(w._idle) == 1  # the same connection served both
+    w.close()
+
+
+def test_silent_server_times_out_bind_and_search(silent: int) -> None:
+    with pytest.raises(ServerUnreachable):
+        WireSearcher(cfg_for(silent)).search("(uid=a)", ["uid"])
+    server = ScriptedLdap([None])
+    try:
+        with pytest.raises(SearchTimeout):
+            WireSearcher(cfg_for(server.port)).search("(uid=a)", ["uid"])
+    finally:
+        server.close()
+
+
+def test_bad_service_credentials_and_check_bind(ldap_base: LdapBase) -> None:
+    s = ldap_base.slapd
+    bad = replace(cfg_for(s.port, basedn=ldap_base.dn, timeout=5), login=s.rootdn, password="wrong")
+    with pytest.raises(BadCredentials):
+        WireSearcher(bad).search("(uid=a)", ["uid"])
+    w = WireSearcher(cfg_for(s.port, basedn=ldap_base.dn, timeout=5))
+    assert w.check_bind(s.rootdn, s.rootpw) is True
+    assert w.check_bind(s.rootdn, "wrong") is False
+    assert w.check_bind(s.rootdn, "") is False
+
+
+class RawLdap:
+    """Answers the bind with success, then the first search with *reply* (built from its message id)."""
+
+    def __init__(self, reply: bytes) -> None:
+        self.reply = reply
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        conn, _ = self.sock.accept()
+        with conn:
+            bind = errors_suite._read_message(conn)
+            assert bind is not None
+            conn.sendall(bytes.fromhex("300c02010161070a010004000400"))
+            if errors_suite._read_message(conn) is not None:
+                conn.sendall(self.reply)
+                errors_suite._read_message(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _t(tag: int, body: bytes) -> bytes:  # short-form TLV, written out independently of ber.tlv
+    assert len(body) < 128
+    return bytes((tag, len(body))) + body
+
+
+def _msg(msgid: int, op: bytes) -> bytes:
+    return _t(0x30, bytes((2, 1, msgid)) + op)
+
+
+_ENTRY = _t(0x64, _t(4, b"uid=a,dc=oth") + _t(0x30, _t(0x30, _t(4, b"u") + _t(0x31, _t(4, b"a")))))
+_DONE_REFERRAL = _t(0x65, bytes.fromhex("0a010a04000400") + _t(0xA3, _t(4, b"ldap://elsewhere/")))
+
+
+@pytest.mark.parametrize(
+    ("reply", "outcome"),
+    [
+        # a continuation reference, an entry, then referral (10): the entry received is the answer
+        (
+            _msg(2, _t(0x73, _t(4, b"ldap://other/dc=oth"))) + _msg(2, _ENTRY) + _msg(2, _DONE_REFERRAL),
+            "entry",
+        ),
+        (_msg(0, _t(0x78, bytes.fromhex("0a013404000400"))), "lost"),  # notice of disconnection
+        (_msg(2, b""), "garbage"),  # no protocolOp at all
+        (_msg(2, _t(0x65, bytes.fromhex("0a015004000400"))), "other"),  # other (80)
+    ],
+)
+def test_references_ignored_and_bad_answers_are_temporary(reply: bytes, outcome: str) -> None:
+    server = RawLdap(reply)
+    try:
+        w = WireSearcher(cfg_for(server.port, timeout=5))
+        if outcome == "entry":
+            assert [e.dn for e in w.search("(uid=a)", ["u"])] == ["uid=a,dc=oth"]
+        else:
+            with pytest.raises(LookupFailed):
+                w.search("(uid=a)", ["u"])
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def members(ldap_base: LdapBase) -> Iterator[LdapBase]:
+    ldap_base.load(
+        "".join(
+            person(f"m{i}", f"mail: m{i}@example.com", f"description: {i:04d}" + "é" * 400)
+            for i in range(200)
+        )
+    )
+    yield ldap_base
+
+
+def test_many_threads_one_small_pool_real_slapd(members: LdapBase) -> None:
+    cfg = cfg_for(members.slapd.port, basedn=members.dn, timeout=10)
+    searcher = WireSearcher(cfg, pool_size=3)
+    d = Directory(replace(cfg, objectclass="qmailUser"), searcher)
+    problems: list[str] = []
+
+    def work(n: int) -> None:
+        for k in range(60):
+            i = (n * 13 + k) % 220
+            r = d.find_recipient(f"m{i}@example.com")
+            ok = (
+                isinstance(r, Found) and r.entry.dn == f"uid=m{i},{members.dn}"
+                if i < 200
+                else isinstance(r, NotFound)
+            )
+            if not ok:
+                problems.append(f"m{i}: {r}")
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert problems == []
+    assert 1 <= len(searcher._idle) <= 3
+    searcher.close()
+    assert searcher._idle == []
+
+
+def test_failover_order_and_unreachable_text(ldap_base: LdapBase, silent: int) -> None:
+    ldap_base.load(person("bob", "mail: bob@example.com"))
+    cfg = cfg_for(free_port(), silent, ldap_base.slapd.port, basedn=ldap_base.dn)
+    got = WireSearcher(cfg).search("(mail=bob@example.com)", ["mail"])
+    assert [e.dn for e in got] == [f"uid=bob,{ldap_base.dn}"]
+    with pytest.raises(ServerUnreachable) as info:
+        WireSearcher(cfg_for(free_port(), silent)).search("(mail=bob@example.com)", ["mail"])
+    assert info.value.text == "Unable to contact LDAP server. (#4.4.3)"
+
+
+@pytest.mark.parametrize(
+    ("text", "attrs", "count"),
+    [
+        ("(objectClass=*)", [], 201),  # every attribute of every entry: > 64 KiB, several reads
+        ("(|(mail=m1*)(mail=*7@example.com))", ["mail", "description"], 111 + 20 - 11),
+        ("(&(objectClass=qmailUser)(!(mail=m1*))(description=*é))", ["uid"], 89),
+        ("(mail=M42@EXAMPLE.COM)", ["mail", "nosuchattr"], 1),
+        ("(mail=\\2a)", ["mail"], 0),
+    ],
+)
+def test_same_answers_as_ldap3(members: LdapBase, text: str, attrs: list[str], count: int) -> None:
+    cfg = cfg_for(members.slapd.port, basedn=members.dn, timeout=10)
+    wire, old = WireSearcher(cfg), LdapSearcher(cfg)
+    got = sorted(wire.search(text, attrs), key=lambda e: e.dn)
+    assert len(got) == count
+    assert got == sorted(old.search(text, attrs), key=lambda e: e.dn)
+    base = wire.search("(objectClass=*)", [], base=f"uid=m5,{members.dn}", scope=Scope.BASE)
+    assert base == old.search("(objectClass=*)", [], base=f"uid=m5,{members.dn}", scope=Scope.BASE)
+    assert base[0].values("description") == ("0005" + "é" * 400,)
+    wire.close()
+    old.close()
