@@ -366,9 +366,6 @@ def test_check26_bad_bytes_in_store(e: E, bad: str) -> None:
     assert sorted(e.mail.rglob("*")) == before
 
 
-@pytest.mark.xfail(strict=True, reason="delivery.md check 27: forward-only mode runs its default-delivery "
-                   "program (uid None) and defers 'Not allowed to perform deliveries as root.' instead of "
-                   "forwarding only")
 def test_check27_forward_only_mode(e: E) -> None:
     marker, prog = e.marker_prog("fwdonly")
     e.load(user("alice", None, "mailForwardingAddress: carol@else.example", f"deliveryProgramPath: {prog}",

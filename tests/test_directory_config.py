@@ -115,5 +115,5 @@ def test_open_directory_picks_the_backend(qroot: QRoot) -> None:
     qroot.control("ldapserver", "127.0.0.1:1")
     qroot.control("ldapcachettl", "5")
     d = open_directory(ctl)
-    assert type(d.searcher).__name__ == "LdapSearcher"
+    assert type(d.searcher).__name__ == "WireSearcher"  # the lean client is the default
     assert d.cache is not None and d.cache.ttl == 5

@@ -200,7 +200,8 @@ def plan_ldap(
             user="alias", uid=None, gid=None, home=alias_home, dash="-",
             ext=local,
             default_delivery=FORWARD_ONLY_DEFAULT, dot_mode=DotMode.LDAPONLY,
-            modes=DeliveryModes(), forwards=forwards, forward_only=True, warnings=warnings,
+            modes=parse_delivery_modes(["forwardonly"]), forwards=forwards, forward_only=True,
+            warnings=warnings,
         )  # fmt: skip
 
     # 5. identity
