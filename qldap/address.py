@@ -187,24 +187,28 @@ def canonical_ipv4(text: str) -> str | None:
 
 
 def quote_local(local: str) -> str:
-    """RFC 821 quoting of a local part for the SMTP client: quoted only when it is not a dot-atom.
+    """qmail's ``quote``: the local part as is when it is a dot-atom, else in quotes.
 
-    Inside quotes, ``\\`` and ``"`` get a backslash.
+    A dot-atom is non-empty, made of RFC 821 atom characters (printable ASCII except the specials)
+    with inner single dots; inside quotes CR, LF, ``"`` and ``\\`` get a backslash.
     """
     if local and not _needs_quotes(local):
         return local
-    escaped = local.replace("\\", "\\\\").replace('"', '\\"')
+    escaped = "".join("\\" + ch if ch in '\r\n"\\' else ch for ch in local)
     return f'"{escaped}"'
 
 
 def quote_address(addr: str) -> str:
-    """The address with its local part quoted as needed (``a b@c`` → ``"a b"@c``); ``""`` stays empty."""
+    """qmail's ``quote2``: the part before the last ``@`` quoted as needed (``a b@c`` → ``"a b"@c``).
+
+    The empty address (the null sender) stays empty.
+    """
     if not addr:
         return addr
-    local, domain = split_address(addr)
-    if "@" not in addr:
-        return quote_local(local)
-    return f"{quote_local(local)}@{domain}"
+    at = addr.rfind("@")
+    if at < 0:
+        return quote_local(addr)
+    return f"{quote_local(addr[:at])}@{addr[at + 1 :]}"
 
 
 def _needs_quotes(local: str) -> bool:

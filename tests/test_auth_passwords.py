@@ -12,10 +12,10 @@ from collections.abc import Callable
 import pytest
 from passlib.hash import argon2
 
-from qldap.auth import passwords
-from qldap.auth._md4 import md4
-from qldap.auth._rmd160 import ripemd160
-from qldap.auth.passwords import (
+from qldap.passwords import schemes as passwords
+from qldap.passwords._md4 import md4
+from qldap.passwords._rmd160 import ripemd160
+from qldap.passwords.schemes import (
     SCHEME_NAMES,
     MalformedHash,
     Scheme,

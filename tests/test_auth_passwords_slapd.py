@@ -17,7 +17,7 @@ import pytest
 from passlib.hash import argon2
 from qldap_slapd import MODULE_DIR, find_program
 
-from qldap.auth import passwords
+from qldap.passwords import schemes as passwords
 from tests.fixtures_slapd import LdapBase, require_slapd
 
 DIGEST = Path(sys.executable).parent / "digest"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from qldap.auth.passwords import SCHEME_NAMES, check_password
 from qldap.cli import digest
+from qldap.passwords.schemes import SCHEME_NAMES, check_password
 
 DIGEST = Path(sys.executable).parent / "digest"
 NS_MTA = "{NS-MTA-MD5}0453ca77e815e11331df903fdad8a65d000102030405060708090a0b0c0d0e0f"

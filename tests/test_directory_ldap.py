@@ -10,7 +10,6 @@ from collections.abc import Sequence
 
 import pytest
 
-from qldap.auth.passwords import make_hash
 from qldap.control.files import ControlDir
 from qldap.directory import rfc4515
 from qldap.directory.base import Ambiguous, Found, NotFound, Scope, Searcher, Trash, Unavailable
@@ -20,6 +19,7 @@ from qldap.directory.errors import AddressWithoutHost, InvalidFilter, NoSuchObje
 from qldap.directory.filters import mail_filter
 from qldap.directory.ldap import LdapSearcher
 from qldap.directory.lookup import Directory
+from qldap.passwords.schemes import make_hash
 from tests.conftest import QRoot
 from tests.fixtures_slapd import LdapBase
 

@@ -27,7 +27,7 @@ from qldap.group.secretary import (
     store,
     truncate,
 )
-from qldap.local.message import MessageFile
+from qldap.queue.message import MessageFile
 
 POST = b"From: s@y\nSubject: hi\n\nhello\n"
 

@@ -21,11 +21,11 @@ import pytest
 from qldap.errors import PermanentFailure, TemporaryFailure
 from qldap.group import policy
 from qldap.group.deliver import deliver_group
-from qldap.local.message import MessageFile
 from qldap.local.spawn import LocalSpawner, Report
 from qldap.queue.envelope import Envelope, parse_todo
 from qldap.queue.inject import inject
 from qldap.queue.layout import create_queue
+from qldap.queue.message import MessageFile
 from tests.conftest import QRoot
 
 UID = 2000 if os.geteuid() == 0 else os.geteuid()

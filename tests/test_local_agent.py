@@ -12,9 +12,9 @@ from qldap.directory.validate import parse_delivery_modes
 from qldap.errors import PermanentFailure, TemporaryFailure
 from qldap.local.agent import AgentConfig, deliver
 from qldap.local.lines import Recipient
-from qldap.local.message import MessageFile
 from qldap.local.quota import Quota
 from qldap.local.resolve import Plan
+from qldap.queue.message import MessageFile
 
 MSG = b"From: bob@remote.example\nSubject: Hello\n\nbody\n"
 CFG = AgentConfig(me="mx1.example.com")

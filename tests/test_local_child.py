@@ -15,8 +15,8 @@ from qldap.errors import PermanentFailure
 from qldap.local.agent import AgentConfig
 from qldap.local.child import Job, run_child
 from qldap.local.lines import Recipient
-from qldap.local.message import MessageFile
 from qldap.local.resolve import Plan
+from qldap.queue.message import MessageFile
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the child switches uid: needs root")
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from qldap.errors import TemporaryFailure
-from qldap.local.maildir import deliver_maildir, ensure_maildir, maildir_host, unique_name
+from qldap.fsutil import ensure_maildir
+from qldap.local.maildir import deliver_maildir, maildir_host, unique_name
 
 
 def test_delivery_lands_in_new_with_size_and_empty_tmp(tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ import pytest
 
 from qldap.errors import PermanentFailure, TemporaryFailure
 from qldap.local.lines import Recipient, dtline, program_env, rpline
-from qldap.local.message import MessageFile
 from qldap.local.program import Outcome, cut_report, run_program
+from qldap.queue.message import MessageFile
 
 R = Recipient(
     local="alice-ext-a-b", host="mail.example.com", user="alice", home="/h/alice",

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from qldap.errors import PermanentFailure, TemporaryFailure
-from qldap.local.maildir import deliver_maildir, ensure_maildir
+from qldap.fsutil import ensure_maildir
+from qldap.local.maildir import deliver_maildir
 from qldap.local.quota import (
     OVER_QUOTA,
     Quota,

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from qldap.auth.passwords import make_hash
+from qldap.passwords.schemes import make_hash
 from qldap.setup.init import InitOptions, init_root
 from tests.test_ops_supervise import WAIT, Up, _descendants
 

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from qldap.dates import qmail_date
 from qldap.queue.codes import QueueError, QueueExit
 from qldap.queue.envelope import Envelope, parse_todo
-from qldap.queue.inject import DirSyncer, Injector, Step, how_invoked, inject, received_date, received_line
+from qldap.queue.inject import DirSyncer, Injector, Step, how_invoked, inject, received_line
 from qldap.queue.layout import SPLIT, QueueLayout, create_queue, current_user_ids
 from qldap.queue.states import State, scan
 from tests.conftest import QRoot
@@ -54,8 +55,8 @@ def test_check1_todo_and_mess_exact(layout: QueueLayout) -> None:
 
 
 def test_received_date_has_no_leading_zero() -> None:
-    assert received_date(WHEN) == "26 Sep 1995 04:46:54 -0000"
-    assert received_date(1709600645.0) == "5 Mar 2024 01:04:05 -0000"
+    assert qmail_date(WHEN) == "26 Sep 1995 04:46:54 -0000"
+    assert qmail_date(1709600645.0) == "5 Mar 2024 01:04:05 -0000"
     assert (
         received_line(7, "from network", 0.0)
         == b"Received: (qmail 7 invoked from network); 1 Jan 1970 00:00:00 -0000\n"
@@ -298,7 +299,7 @@ def test_dirsyncer_coalesces_and_covers_every_caller(tmp_path: Path, monkeypatch
     lock = threading.Lock()
     entered = threading.Semaphore(0)
     release = threading.Event()
-    real = inj._fsync_dir
+    real = inj.fsync_dir
 
     def slow_fsync(path: str) -> None:
         with lock:
@@ -309,7 +310,7 @@ def test_dirsyncer_coalesces_and_covers_every_caller(tmp_path: Path, monkeypatch
             release.set()
         real(path)
 
-    monkeypatch.setattr(inj, "_fsync_dir", slow_fsync)
+    monkeypatch.setattr(inj, "fsync_dir", slow_fsync)
     syncer = DirSyncer()
     entries: dict[int, int] = {}
 

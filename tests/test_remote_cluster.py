@@ -23,7 +23,7 @@ from qldap.remote.cluster import (
 )
 from qldap.remote.dns import StaticResolver
 from qldap.remote.routes import DnsStatus
-from qldap.send.reports import Letter, Report
+from qldap.reports import Letter, Report
 from tests.conftest import QRoot
 from tests.test_remote_qmqp import Member, free_port, member_root, with_member
 

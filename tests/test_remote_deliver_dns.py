@@ -19,7 +19,7 @@ import dns.rrset
 from qldap.remote.deliver import deliver_remote
 from qldap.remote.dns import DnsResolver
 from qldap.remote.routes import AddressAnswer, DnsStatus, MxAnswer, MxRecord
-from qldap.send.reports import Letter, Report
+from qldap.reports import Letter, Report
 from tests.test_remote_deliver_smtp import MSG, SENDER, SmtpSink, config
 
 T = TypeVar("T")

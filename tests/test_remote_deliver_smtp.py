@@ -23,8 +23,8 @@ import pytest
 from qldap.remote.deliver import deliver_remote, interface_addresses, parse_fib_trie, parse_if_inet6
 from qldap.remote.dns import StaticResolver
 from qldap.remote.routes import AMBIGUOUS_MX, DnsStatus, SmtpRoutes
+from qldap.reports import Letter, Report, delivery_line
 from qldap.send.config import SendConfig
-from qldap.send.reports import Letter, Report, delivery_line
 
 T = TypeVar("T")
 

@@ -18,7 +18,7 @@ import pytest
 from qldap.cli.tcpto import tcpok_main, tcpto_main
 from qldap.remote.deliver import deliver_remote
 from qldap.remote.dns import StaticResolver
-from qldap.send.reports import Letter, Report
+from qldap.reports import Letter, Report
 from tests.test_remote_deliver_smtp import MSG, SENDER, SmtpSink, config
 
 BLACKHOLE_IP, GOOD_IP = "127.0.0.4", "127.0.0.5"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from qldap.remote.deliver import deliver_remote
-from qldap.send.reports import Letter
+from qldap.reports import Letter
 from tests.test_remote_deliver_smtp import SENDER, Script, SmtpSink, config, routes
 from tests.test_remote_deliver_smtp import server_tls as server_tls  # the fixture, re-exported for pytest
 

@@ -6,6 +6,7 @@ import base64
 
 import pytest
 
+from qldap.address import quote_address
 from qldap.remote.dialogue import (
     DialogueSettings,
     Finished,
@@ -17,11 +18,10 @@ from qldap.remote.dialogue import (
     StartTls,
     encode_body,
     no_connection,
-    quote_address,
     xtext,
 )
 from qldap.remote.routes import Credentials
-from qldap.send.reports import Letter, fold_remote_output
+from qldap.reports import Letter, fold_remote_output
 
 IP = "192.0.2.7"
 MSG = b"Subject: hi\n\nhello\n"

@@ -25,7 +25,7 @@ from qldap.remote.routes import (
     select_relay_targets,
     select_targets,
 )
-from qldap.send.reports import Letter, Report
+from qldap.reports import Letter, Report
 
 OK = DnsStatus.OK
 ME = frozenset({"127.0.0.1", "192.0.2.1"})

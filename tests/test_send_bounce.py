@@ -5,18 +5,18 @@ from __future__ import annotations
 import calendar
 
 from qldap.control.files import ControlDir
+from qldap.dates import qmail_date
 from qldap.remote.dialogue import DialogueSettings, Finished, Send, SmtpDialogue
+from qldap.reports import Letter, fold_remote_output, triple_bounce_line
 from qldap.send.bounce import (
     STRIPPED_MARKER,
     BouncePlan,
     Discard,
     bounce_paragraph,
     plan_bounce,
-    rfc822_date,
 )
 from qldap.send.config import SendConfig
 from qldap.send.preprocess import display_recipient, rewrite_recipient
-from qldap.send.reports import Letter, fold_remote_output, triple_bounce_line
 from qldap.send.schedule import verp_sender
 from tests.conftest import QRoot
 
@@ -76,8 +76,8 @@ def render(plan: BouncePlan | Discard, message: bytes = MESS) -> bytes:
 
 
 def test_date_format() -> None:
-    assert rfc822_date(NOW) == "6 Mar 2022 16:59:46 -0000"
-    assert rfc822_date(calendar.timegm((2023, 12, 25, 1, 2, 3))) == "25 Dec 2023 01:02:03 -0000"
+    assert qmail_date(NOW) == "6 Mar 2022 16:59:46 -0000"
+    assert qmail_date(calendar.timegm((2023, 12, 25, 1, 2, 3))) == "25 Dec 2023 01:02:03 -0000"
 
 
 def test_check_29_bounce_text_equals_the_spec(qroot: QRoot) -> None:

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from qldap.local.spawn import LocalSpawner
-from qldap.send.reports import Letter, Report
+from qldap.reports import Letter, Report
 from tests.test_send_manager_support import (
     TestSpawners,
     always,

@@ -30,7 +30,7 @@ from tests.test_send_manager_support import ManagerProcess, make_root, put, queu
 CHILD = """
 import asyncio, os, sys
 from pathlib import Path
-from qldap.send.reports import Letter, Report
+from qldap.reports import Letter, Report
 from tests.test_send_manager_support import TestSpawners, queue_files, running_manager, until
 
 root, record, crash = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from qldap.queue.cleanup import OSSIFIED
 from qldap.queue.layout import QueueLayout
-from qldap.send.reports import Letter
+from qldap.reports import Letter
 from tests.test_send_manager_support import (
     TestSpawners,
     always,

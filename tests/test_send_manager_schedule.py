@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from qldap.reports import Letter
 from qldap.send.preprocess import Channel
-from qldap.send.reports import Letter
 from qldap.send.state import Schedule, Slots
 from tests.test_send_manager_support import (
     FakeClock,

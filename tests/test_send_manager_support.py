@@ -25,10 +25,10 @@ from qldap.queue.envelope import Envelope, parse_todo
 from qldap.queue.inject import QueuedMessage, inject
 from qldap.queue.layout import QueueLayout, create_queue, current_user_ids
 from qldap.queue.trigger import TriggerReader
+from qldap.reports import Letter, Report
 from qldap.send.channels import CrashHook
 from qldap.send.config import SendConfig
 from qldap.send.manager import Manager
-from qldap.send.reports import Letter, Report
 from qldap.send.state import reloader
 
 ROOT_DIR = Path(__file__).resolve().parent.parent

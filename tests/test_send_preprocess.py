@@ -6,9 +6,9 @@ import pytest
 
 from qldap.control.files import ControlDir
 from qldap.errors import TemporaryFailure
+from qldap.reports import starting_delivery_line
 from qldap.send.config import SendConfig
 from qldap.send.preprocess import Channel, Rewritten, display_recipient, rewrite_recipient
-from qldap.send.reports import starting_delivery_line
 from tests.conftest import QRoot
 
 LOCAL, REMOTE = Channel.LOCAL, Channel.REMOTE

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from qldap.errors import PermanentFailure, TemporaryFailure
-from qldap.send.reports import (
+from qldap.reports import (
     Action,
     Letter,
     Report,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from qldap.reports import Letter, Report, delivery_line, when_dying
 from qldap.send.preprocess import Channel
-from qldap.send.reports import Letter, Report, delivery_line, when_dying
 from qldap.send.schedule import (
     attempt_offsets,
     format_offset,

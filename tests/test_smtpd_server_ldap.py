@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from qldap.auth.passwords import make_hash
 from qldap.control.cdb import write_cdb
+from qldap.passwords.schemes import make_hash
 from qldap.queue.layout import create_queue
 from qldap.smtpd import replies
 from qldap.smtpd.dns import StaticResolver

@@ -1,1 +1,1 @@
-"""Authentication: password schemes and the checkpassword-style login modules."""
+"""Authentication: the checkpassword-style login modules (the password schemes are in qldap.passwords)."""

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qldap.auth.fd3 import AuthExit, SmtpAuthVerdict
-from qldap.auth.passwords import MalformedHash, check_password
 from qldap.control.files import ControlDir
 from qldap.directory.base import Ambiguous, Found, NotFound, Trash, Unavailable
 from qldap.directory.config import LdapConfig
@@ -43,6 +42,7 @@ from qldap.directory.errors import (
 from qldap.directory.lookup import Directory
 from qldap.directory.user import QmailUser
 from qldap.directory.validate import check_path, parse_number, resolve_id
+from qldap.passwords.schemes import MalformedHash, check_password
 
 CLEARTEXT_CONTROL = "cleartextpasswd"
 SHADOW = Path("/etc/shadow")

@@ -35,6 +35,7 @@ from qldap.auth.fd3 import AuthExit
 from qldap.control.files import ControlDir
 from qldap.directory.open import open_directory
 from qldap.errors import ConfigError
+from qldap.fsutil import write_all
 
 AUTOMAILDIR_CONTROL = "automaildirmake"
 DAEMON_USERS = ("qmaild", "nofiles")
@@ -321,12 +322,6 @@ def _reply(sock: socket.socket) -> bytes:
         return b""
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 def relay(sock: socket.socket, fd_in: int, fd_out: int, idle: float = IDLE_TIMEOUT) -> None:
     """Copy client ↔ backend until the backend closes or nothing moves for *idle* seconds.
 
@@ -343,7 +338,7 @@ def relay(sock: socket.socket, fd_in: int, fd_out: int, idle: float = IDLE_TIMEO
             data = sock.recv(65536)
             if not data:
                 return
-            _write_all(fd_out, data)
+            write_all(fd_out, data)
         if fd_in in readable:
             data = os.read(fd_in, 65536)
             if data:

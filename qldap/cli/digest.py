@@ -20,7 +20,9 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from qldap.auth.passwords import (
+from qldap.cli._run import run
+from qldap.exitcodes import ExitCode
+from qldap.passwords.schemes import (
     DEFAULT_SALT_BYTES,
     DIGEST_SCHEMES,
     SCHEME_NAMES,
@@ -29,8 +31,6 @@ from qldap.auth.passwords import (
     check_password,
     make_hash,
 )
-from qldap.cli._run import run
-from qldap.exitcodes import ExitCode
 
 PROG = "digest"
 USAGE = (

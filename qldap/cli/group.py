@@ -33,12 +33,12 @@ from qldap.group.secretary import (
     Secretary,
     SecretaryConfig,
 )
-from qldap.local.message import MessageFile
 from qldap.queue.codes import QueueError, failure_for
 from qldap.queue.envelope import Envelope
 from qldap.queue.external import queue_program, run_queue_program
 from qldap.queue.inject import how_invoked, inject
 from qldap.queue.layout import resolve_ids
+from qldap.queue.message import MessageFile
 
 GROUP = "qmail-group"
 SECRETARY = "qmail-secretary"

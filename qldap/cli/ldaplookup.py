@@ -273,7 +273,7 @@ class Printer:
         return out
 
     def _compare(self, e: Entry) -> list[str]:
-        from qldap.auth.passwords import MalformedHash
+        from qldap.passwords.schemes import MalformedHash
 
         if not self.cfg.rebind and _single(e, s.PASSWORD) is None:
             raise _Fatal(f"qldap_get_attr({s.PASSWORD})", "no such object")

@@ -17,19 +17,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from qldap.cli._run import run
 from qldap.control.files import find_root
+from qldap.dates import gmt_date
 from qldap.errors import ConfigError
 from qldap.exitcodes import ExitCode
 from qldap.queue.layout import SPLIT, QueueLayout
 from qldap.records import RecordError, iterate
 
 PROG = "qmail-qread"
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _SAFE = bytes(b if 32 <= b <= 126 else ord("_") for b in range(256))
 
 
@@ -66,11 +65,6 @@ def safe(data: bytes) -> str:
     """*data* with every byte outside 32–126 replaced by ``_``."""
     return data.translate(_SAFE).decode("ascii")
 
-
-def gmt_date(when: float) -> str:
-    """``D Mon YYYY HH:MM:SS`` in UTC, day without leading zero (qmail's date822fmt without zone)."""
-    t = time.gmtime(int(when))
-    return f"{t.tm_mday} {_MONTHS[t.tm_mon - 1]} {t.tm_year} {t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
 
 
 def render(msg: QueuedMessage) -> str:

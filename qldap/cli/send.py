@@ -24,6 +24,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Protocol, cast
 
+from qldap import reports
 from qldap.cli._run import parse_root_args, run
 from qldap.control.domains import Locals
 from qldap.control.files import ControlDir, find_root
@@ -37,10 +38,9 @@ from qldap.queue.envelope import Envelope
 from qldap.queue.inject import Injector, QueuedMessage, how_invoked
 from qldap.queue.layout import QueueLayout, resolve_ids
 from qldap.queue.trigger import TriggerReader
-from qldap.send import reports
+from qldap.reports import Letter, Report
 from qldap.send.config import SendConfig
 from qldap.send.manager import Manager, block_signals
-from qldap.send.reports import Letter, Report
 from qldap.send.state import RemoteDelivery, ReportLike, reloader
 
 PROG = "qldap send"

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from qldap.control.files import Signature, path_signature
 from qldap.errors import ConfigError
+from qldap.fsutil import fsync_dir, write_all
 
 _HEADER = 2048
 _PAIR = struct.Struct("<II")
@@ -364,11 +365,8 @@ def _write_records(fd: int, tmp_path: Path, items: Iterable[tuple[bytes, bytes]]
 
 
 def _write_all(fd: int, tmp_path: Path, data: bytes) -> None:
-    view = memoryview(data)
     try:
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
+        write_all(fd, data)
     except OSError as exc:
         raise CdbError(f"unable to write to {tmp_path}: {exc.strerror}") from exc
 
@@ -376,12 +374,6 @@ def _write_all(fd: int, tmp_path: Path, data: bytes) -> None:
 def _fsync_dir(directory: Path) -> None:
     """Make the rename durable; filesystems that cannot fsync a directory are tolerated."""
     try:
-        dfd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
+        fsync_dir(directory)
     except OSError:
         pass
-    finally:
-        os.close(dfd)

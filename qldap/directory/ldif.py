@@ -181,7 +181,7 @@ class LdifSearcher:
         entry = self._snapshot().by_dn.get(normalize_dn(dn))
         if entry is None:
             return False
-        from qldap.auth.passwords import MalformedHash, check_password
+        from qldap.passwords.schemes import MalformedHash, check_password
 
         for stored in entry.values("userPassword"):
             try:

@@ -120,7 +120,7 @@ class Directory:
         """True when *password* is the entry's password; an empty password is always False.
 
         With ``ldaprebind`` a fresh connection binds as the entry's DN; otherwise the fetched
-        userPassword is compared (qldap.auth.passwords; absent → False).
+        userPassword is compared (qldap.passwords.schemes; absent → False).
 
         Raises:
             DirectoryUnavailable: the rebind could not be attempted (server down, other error).
@@ -134,7 +134,7 @@ class Directory:
         stored = entry.single(schema.PASSWORD)
         if stored is None:
             return False
-        from qldap.auth.passwords import check_password  # lazy: auth sits beside, not below, us
+        from qldap.passwords.schemes import check_password  # lazy: only logins need the hash code
 
         return check_password(stored, password, cleartext=cleartext)
 

@@ -35,8 +35,8 @@ from qldap.errors import ConfigError, DeliveryFailure, PermanentFailure, Tempora
 from qldap.group import policy as p
 from qldap.group.members import expand_members, expand_moderators, may_post
 from qldap.group.secretary import Inject, Released, Secretary, SecretaryConfig, call_inject
-from qldap.local.message import MessageFile
 from qldap.queue.codes import QueueError
+from qldap.queue.message import MessageFile
 
 USAGE = "qmail-group: usage: qmail-group Maildir"
 CRASHED = "qmail-local crashed."

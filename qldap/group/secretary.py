@@ -22,12 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from qldap.dates import qmail_date
 from qldap.errors import DeliveryFailure, PermanentFailure, TemporaryFailure
+from qldap.fsutil import ensure_maildir, fsync_dir
 from qldap.group import policy as p
-from qldap.local.maildir import ensure_maildir
-from qldap.local.message import MessageFile
 from qldap.queue.codes import QueueError
-from qldap.queue.inject import received_date
+from qldap.queue.message import MessageFile
 
 WEEK = 604800
 CONFIRM_ATTACH = 10 * 1024
@@ -158,14 +158,6 @@ def new_hash(message: MessageFile) -> str:
     return h.hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def store(maildir: Path, subdir: str, prefix: bytes, message: MessageFile) -> tuple[str, Path]:
     """Write *prefix* and the message to ``tmp/HASH``, fsync, link it as ``SUBDIR/HASH``; (HASH, path).
 
@@ -191,7 +183,7 @@ def store(maildir: Path, subdir: str, prefix: bytes, message: MessageFile) -> tu
             f.flush()
             os.fsync(f.fileno())
         os.link(tmp, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
     except OSError as exc:
         raise TemporaryFailure(f"Unable to store message: {exc.strerror}") from None
     finally:
@@ -301,7 +293,7 @@ def compose_notification(
     """A confirmation or moderation request: the text part and the (truncated) original attached."""
     fields, part_fields, body = split_text(text)
     stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(now))
-    head = [f"Message-ID: <{stamp}.{pid}.qmail@{cfg.in_host}>", f"Date: {received_date(now)}"]
+    head = [f"Message-ID: <{stamp}.{pid}.qmail@{cfg.in_host}>", f"Date: {qmail_date(now)}"]
     if cfg.ezmlm:
         head.append(f"Mailing-List: {cfg.mailing_list}")
     head += fields

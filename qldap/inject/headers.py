@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 from qldap.control.files import ascii_lower
+from qldap.dates import qmail_date
 from qldap.errors import PermanentFailure
 from qldap.inject.options import Controls, InjectEnv, InjectOptions
 from qldap.inject.tokens import (
@@ -34,7 +35,6 @@ from qldap.inject.tokens import (
     unparse,
     unquote,
 )
-from qldap.queue.inject import received_date
 from qldap.records import to_bytes, to_text
 
 VERP_SUFFIX = "-@[]"
@@ -282,7 +282,7 @@ def _added_fields(c: _Completion, controls: Controls, now: float, pid: int) -> l
     low = "resent-" if resent else ""
     added: list[str] = []
     if low + "date" not in c.seen:
-        added.append(f"{prefix}Date: {received_date(now)}\n")
+        added.append(f"{prefix}Date: {qmail_date(now)}\n")
     if low + "message-id" not in c.seen:
         added.append(prefix + message_id(controls.idhost, now, pid))
     if low + "from" not in c.seen:

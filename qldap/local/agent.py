@@ -16,6 +16,7 @@ from pathlib import Path
 
 from qldap.directory.schema import DotMode
 from qldap.errors import PermanentFailure, TemporaryFailure
+from qldap.fsutil import ensure_maildir
 from qldap.local import dotqmail
 from qldap.local.autoreply import (
     ReplyDb,
@@ -27,12 +28,12 @@ from qldap.local.autoreply import (
 )
 from qldap.local.dotqmail import Instruction, Kind
 from qldap.local.lines import Recipient, dtline, program_env, rpline
-from qldap.local.maildir import deliver_maildir, ensure_maildir
+from qldap.local.maildir import deliver_maildir
 from qldap.local.mbox import deliver_mbox
-from qldap.local.message import MessageFile
 from qldap.local.program import Outcome, run_program
 from qldap.local.quota import OverQuota, Quota, check_quota, record_delivery
 from qldap.local.resolve import Plan
+from qldap.queue.message import MessageFile
 
 LOOP = "This message is looping: it already has my Delivered-To line. (#5.4.6)"
 NO_MAILBOX = "Sorry, no mailbox here by that name. (#5.1.1)"

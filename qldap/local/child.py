@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from qldap.errors import PermanentFailure, TemporaryFailure
 from qldap.local.agent import AgentConfig, Tally, deliver
 from qldap.local.lines import Recipient
-from qldap.local.message import MessageFile
 from qldap.local.resolve import Plan
+from qldap.queue.message import MessageFile
 
 
 @dataclass(frozen=True, slots=True)

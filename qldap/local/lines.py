@@ -5,13 +5,11 @@ Pure: a frozen `Recipient` in, strings and an environment mapping out.
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 
+from qldap.address import quote_address
 from qldap.local.mbox import ufline
-
-_ATOM_OK = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,23 +35,6 @@ def _no_newlines(text: str) -> str:
     return text.replace("\n", "_")
 
 
-def quote_local(local: str) -> str:
-    """RFC 822-quote a local part when it is not a dot-atom."""
-    if not local or _ATOM_OK.match(local):
-        return local
-    return '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def quoted_sender(sender: str) -> str:
-    """The sender with its local part quoted where needed (``<>`` handled by the caller)."""
-    if not sender:
-        return ""
-    local, at, domain = sender.rpartition("@")
-    if not at:
-        return quote_local(sender)
-    return f"{quote_local(local)}@{domain}"
-
-
 def dtline(r: Recipient) -> str:
     """``Delivered-To: L@H`` with a newline; newlines inside → ``_``."""
     return f"Delivered-To: {_no_newlines(r.address)}\n"
@@ -61,7 +42,7 @@ def dtline(r: Recipient) -> str:
 
 def rpline(sender: str) -> str:
     """``Return-Path: <sender>`` with a newline; ``<>`` for the null sender."""
-    return f"Return-Path: <{_no_newlines(quoted_sender(sender))}>\n"
+    return f"Return-Path: <{_no_newlines(quote_address(sender))}>\n"
 
 
 def _ext_n(ext: str, n: int) -> str:

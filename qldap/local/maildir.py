@@ -12,7 +12,6 @@ import errno
 import itertools
 import os
 import socket
-import stat
 import threading
 import time
 from collections.abc import Iterable
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qldap.errors import TemporaryFailure
+from qldap.fsutil import ensure_maildir, fsync_dir
 
 _counter = itertools.count(1)
 _counter_lock = threading.Lock()
@@ -48,29 +48,6 @@ def unique_name(now: float | None = None, pid: int | None = None, host: str | No
     return f"{sec}.M{usec}P{os.getpid() if pid is None else pid}Q{_next_seq()}.{maildir_host(host)}"
 
 
-def ensure_maildir(path: Path) -> None:
-    """Create the maildir and its tmp/new/cur (mode 0700) when missing.
-
-    Raises:
-        TemporaryFailure: a non-directory is in the way, or creation fails.
-    """
-    for p in (path, path / "tmp", path / "new", path / "cur"):
-        try:
-            st = os.stat(p)
-        except FileNotFoundError:
-            try:
-                os.mkdir(p, 0o700)
-            except FileExistsError:
-                st = os.stat(p)
-            except OSError:
-                raise TemporaryFailure(f"Unable to create maildir '{path}' (#4.3.0)") from None
-            else:
-                continue
-        except OSError:
-            raise TemporaryFailure(f"Unable to create maildir '{path}' (#4.3.0)") from None
-        if not stat.S_ISDIR(st.st_mode):
-            raise TemporaryFailure(f"The maildir '{path}' seems to be corrupted. (#4.2.1)")
-
 
 @dataclass(frozen=True, slots=True)
 class Delivered:
@@ -79,13 +56,6 @@ class Delivered:
     path: Path
     size: int
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def deliver_maildir(
@@ -137,7 +107,7 @@ def deliver_maildir(
         final = maildir / "new" / f"{base},S={size}{suffix}"
         try:
             os.link(tmp, final)
-            _fsync_dir(maildir / "new")
+            fsync_dir(maildir / "new")
         except OSError:
             raise TemporaryFailure("Temporary error on maildir delivery. (#4.3.0)") from None
     finally:

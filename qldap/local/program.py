@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from qldap.errors import PermanentFailure, TemporaryFailure
-from qldap.local.message import MessageFile
+from qldap.queue.message import MessageFile
 
 PERMANENT_CODES = frozenset({100, 64, 65, 70, 76, 77, 78, 112})
 REPORT_LIMIT = 3000

@@ -30,8 +30,8 @@ from qldap.local import creds, users
 from qldap.local.agent import AgentConfig, Tally, deliver
 from qldap.local.child import Job, run_child
 from qldap.local.lines import Recipient
-from qldap.local.message import MessageFile
 from qldap.local.resolve import ClusterRelay, Plan, plan_ldap
+from qldap.queue.message import MessageFile
 from qldap.remote.cluster import cluster_forward
 
 NO_MAILBOX = "Sorry, no mailbox here by that name. (#5.1.1)"

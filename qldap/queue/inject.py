@@ -31,7 +31,9 @@ from functools import partial
 from typing import Protocol, TypeVar, runtime_checkable
 
 from qldap.control.files import ControlDir
+from qldap.dates import qmail_date
 from qldap.errors import ConfigError
+from qldap.fsutil import fsync_dir, write_all
 from qldap.queue.codes import QueueError, QueueExit
 from qldap.queue.envelope import Envelope, TodoEntry, bigbrother_copies, check_address, format_todo
 from qldap.queue.layout import MESSAGE_FILE_MODE, QmailIds, QueueLayout
@@ -39,7 +41,6 @@ from qldap.queue.trigger import pull
 
 T = TypeVar("T")
 
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _COPY_SIZE = 65536
 _SEQ_TRIES = range(1, 10)  # pid/<pid>.<time>.<seq>, seq 1–9
 
@@ -82,16 +83,9 @@ class QueuedMessage:
     qp: int
 
 
-def received_date(when: float) -> str:
-    """qmail's date: ``D Mon YYYY HH:MM:SS -0000`` in UTC, the day without a leading zero."""
-    t = time.gmtime(when)
-    clock = f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
-    return f"{t.tm_mday} {_MONTHS[t.tm_mon - 1]} {t.tm_year} {clock} -0000"
-
-
 def received_line(pid: int, how: str, when: float) -> bytes:
     """``Received: (qmail <pid> invoked <how>); <date>\\n``."""
-    return f"Received: (qmail {pid} invoked {how}); {received_date(when)}\n".encode()
+    return f"Received: (qmail {pid} invoked {how}); {qmail_date(when)}\n".encode()
 
 
 def how_invoked(uid: int, ids: QmailIds) -> str:
@@ -147,7 +141,7 @@ class DirSyncer:
                     self._cond.release()
                     error: OSError | None = None
                     try:
-                        _fsync_dir(path)
+                        fsync_dir(path)
                     except OSError as exc:
                         error = exc
                     finally:
@@ -164,21 +158,6 @@ class DirSyncer:
             failed = st.failures.get(need)
         if failed is not None:
             raise failed
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
 
 
 class _Attempt:
@@ -367,9 +346,9 @@ def _write_message(att: _Attempt, received: bytes, message: MessageSource, hook:
         if isinstance(message, bytes | bytearray | memoryview):
             _writev_all(fd, received, message)
             return
-        _write_all(fd, received)
+        write_all(fd, received)
         for chunk in _read_chunks(message):
-            _write_all(fd, chunk)
+            write_all(fd, chunk)
 
     _step(QueueExit.WRITE_ERROR, "write mess", write, hook, Step.MESS_WRITTEN)
     _step(QueueExit.WRITE_ERROR, "fsync mess", lambda: os.fsync(fd), hook, Step.MESS_SYNCED)
@@ -396,10 +375,10 @@ def _read_chunks(message: Readable | Iterable[bytes]) -> Iterator[bytes]:
 def _writev_all(fd: int, head: bytes, body: bytes | bytearray | memoryview) -> None:
     n = os.writev(fd, [head, body])
     if n < len(head):
-        _write_all(fd, head[n:])
-        _write_all(fd, body)
+        write_all(fd, head[n:])
+        write_all(fd, body)
     elif n < len(head) + len(body):
-        _write_all(fd, memoryview(body)[n - len(head) :])
+        write_all(fd, memoryview(body)[n - len(head) :])
 
 
 def _write_intd(
@@ -413,7 +392,7 @@ def _write_intd(
 
     _step(QueueExit.INTD_FILE, "create intd", create, hook, Step.INTD_CREATED)
     fd = att.fd
-    _step(QueueExit.WRITE_ERROR, "write intd", lambda: _write_all(fd, data), hook, Step.INTD_WRITTEN)
+    _step(QueueExit.WRITE_ERROR, "write intd", lambda: write_all(fd, data), hook, Step.INTD_WRITTEN)
     _step(QueueExit.WRITE_ERROR, "fsync intd", lambda: os.fsync(fd), hook, Step.INTD_SYNCED)
     _step(QueueExit.WRITE_ERROR, "close intd", att.close_fd, None, Step.INTD_SYNCED)
 

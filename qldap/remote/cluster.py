@@ -27,7 +27,7 @@ from qldap.queue.codes import READ_ERROR_TEXT
 from qldap.records import to_bytes
 from qldap.remote.dns import Resolver
 from qldap.remote.qmqp import QMQP_PORT, MessageParts, QmqpSettings, qmqp_send
-from qldap.send.reports import Letter, Report
+from qldap.reports import Letter, Report
 
 LOOPING = "This message is looping: it already has my Cluster-Delivered-To line. (#5.4.6)"
 EXEC_TEMPORARY = "Temporary error while executing qmail-forward. (#4.4.4)"

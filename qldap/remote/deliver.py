@@ -10,7 +10,7 @@ per write), upgrade to TLS when the dialogue asks, and close.
 Why the result goes through qmail-remote's wire form: the manager's report for a remote recipient
 is defined as the *folding* of qmail-remote's NUL-terminated ``r/h/s`` + ``K/Z/D`` records
 (queue.md §6.1), so the outcome is encoded exactly as qmail-remote would print it and folded by
-:func:`~qldap.send.reports.fold_remote_output` — one rule, no second formatter to drift.
+:func:`~qldap.reports.fold_remote_output` — one rule, no second formatter to drift.
 
 "Me" for the self-MX rule is ``0.0.0.0`` plus this host's *interface* addresses (as qmail's
 ``ipme``): the kernel's ``/32 host LOCAL`` entries of ``/proc/net/fib_trie`` and the addresses of
@@ -31,6 +31,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from qldap.control.files import ControlDir
 from qldap.errors import ConfigError, DeliveryFailure
@@ -51,6 +52,7 @@ from qldap.remote.routes import (
     DEFAULT_PORT,
     AddressAnswer,
     Route,
+    SmtpRoutes,
     Target,
     address_queries,
     ip_literal,
@@ -59,8 +61,7 @@ from qldap.remote.routes import (
     select_targets,
 )
 from qldap.remote.tcpto import TcptoTable, read_table, update_table
-from qldap.send.config import SendConfig
-from qldap.send.reports import Report, fold_remote_output, no_host_name_report
+from qldap.reports import Report, fold_remote_output, no_host_name_report
 
 READ_SIZE = 65536
 WRITE_CHUNK = 65536
@@ -328,9 +329,27 @@ def _failure_outcome(failure: DeliveryFailure) -> RemoteOutcome:
     return RemoteOutcome((), MessageReport("Z" if failure.temporary else "D", text))
 
 
+class RemoteSettings(Protocol):
+    """What one remote delivery reads from the manager's configuration (``send.config.SendConfig``).
+
+    A protocol rather than the class itself: ``send`` sits above ``remote`` (docs/architecture.md).
+    """
+
+    me: str
+    helohost: str
+    timeoutconnect: int
+    timeoutremote: int
+    smtpclustercookie: str
+
+    @property
+    def smtproutes(self) -> SmtpRoutes: ...
+
+    def bind_address(self) -> str: ...
+
+
 async def deliver_remote(
     root: Path,
-    cfg: SendConfig,
+    cfg: RemoteSettings,
     sender: str,
     recipient: str,
     message_path: Path,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from enum import Enum, auto
 from typing import Literal
 
+from qldap.address import quote_address
 from qldap.remote.routes import Credentials
 
 SMTP_TEXT_LIMIT = 5000  # bytes of "Remote host said:" text kept per reply
@@ -24,35 +25,6 @@ QUIT = b"QUIT\r\n"
 LOOPING = "Sorry. Message is looping within cluster, giving up. (#5.4.6)\n"
 PARTIAL_LINE = "SMTP cannot transfer messages with partial final lines. (#5.6.2)\n"
 NO_CONNECTION = "Sorry, I wasn't able to establish an SMTP connection. (#4.4.1)\n"
-
-# RFC 821/822 atom characters (qmail's quote.c table): everything printable except the specials.
-_ATOM_OK = frozenset(c for c in range(33, 127) if chr(c) not in '"(),:;<>@[\\]')
-
-
-def quote_local(local: str) -> str:
-    """Quote a local part when it is not a dot-atom (empty, specials, 8-bit, leading/double dots)."""
-    raw = local.encode("utf-8", "surrogateescape")
-    if (
-        raw
-        and all(b in _ATOM_OK for b in raw)
-        and not raw.startswith(b".")
-        and not raw.endswith(b".")
-        and b".." not in raw
-    ):
-        return local
-    escaped = "".join("\\" + ch if ch in '\r\n"\\' else ch for ch in local)
-    return f'"{escaped}"'
-
-
-def quote_address(address: str) -> str:
-    """An address with its local part quoted as needed; the empty address stays empty."""
-    if not address:
-        return ""
-    local, at, domain = address.rpartition("@")
-    if not at:
-        return quote_local(address)
-    return f"{quote_local(local)}@{domain}"
-
 
 def xtext(text: str) -> str:
     """RFC 3461 xtext: ``+XX`` for bytes outside 33–126 and for ``+`` and ``=``."""

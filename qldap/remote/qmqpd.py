@@ -23,10 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qldap.control.files import ControlDir
+from qldap.dates import qmail_date
 from qldap.queue.codes import QueueError
 from qldap.queue.envelope import Envelope
-from qldap.queue.inject import Injector, how_invoked, received_date
+from qldap.queue.inject import Injector, how_invoked
 from qldap.queue.layout import QmailIds, resolve_ids
+from qldap.queue.received import safe
 from qldap.records import to_text
 from qldap.remote.qmqp import (
     CHUNK,
@@ -37,7 +39,6 @@ from qldap.remote.qmqp import (
     parse_netstrings,
     read_netstring_length,
 )
-from qldap.smtpd.received import safe
 
 BAD_ADDRESS = "Dsorry, I can't accept addresses like that (#5.1.3)"
 TOO_BIG = "Dsorry, that message size exceeds my databytes limit (#5.3.4)"
@@ -53,7 +54,7 @@ def qmqp_received(host: str | None, ip: str, local: str, when: float) -> bytes:
     """
     return (
         f"Received: from {safe(host or 'unknown')} ([{safe(ip)}])\n"
-        f"{_INDENT}by {safe(local)} (qmail-ldap-1.03) with QMQP; {received_date(when)}\n"
+        f"{_INDENT}by {safe(local)} (qmail-ldap-1.03) with QMQP; {qmail_date(when)}\n"
     ).encode()
 
 

@@ -16,6 +16,8 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from qldap.fsutil import write_all
+
 ENTRIES = 64
 RECORD = 16
 SIZE = ENTRIES * RECORD
@@ -166,7 +168,7 @@ def update_table(path: str | os.PathLike[str], change: Callable[[TcptoTable], Tc
         new = change(old)
         if new.data != old.data or os.fstat(fd).st_size != SIZE:
             os.lseek(fd, 0, os.SEEK_SET)
-            _write_all(fd, new.data)
+            write_all(fd, new.data)
             os.ftruncate(fd, SIZE)
         return new
     finally:
@@ -194,9 +196,3 @@ def _read_all(fd: int) -> bytes:
         total += len(chunk)
     return b"".join(chunks)
 
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]

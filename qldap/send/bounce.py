@@ -4,22 +4,21 @@ Why a plan rather than finished bytes: the copy of the failed message can be lar
 :func:`plan_bounce` returns the envelope and every byte that precedes the copy, plus how much of
 the ``mess`` file to copy and what follows it; the manager streams ``mess`` into the injector, and
 :meth:`BouncePlan.render` builds the whole text in memory for small messages and for tests.
-Dates are passed in (``rfc822_date``), so the text is reproducible.
+Dates are passed in (``qmail_date``), so the text is reproducible.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
-from qldap.remote.dialogue import quote_address, quote_local
+from qldap.address import quote_address, quote_local
+from qldap.dates import qmail_date
+from qldap.reports import to_bytes
 from qldap.send.config import SendConfig
-from qldap.send.reports import to_bytes
 from qldap.send.schedule import unverp
 
 DOUBLE_BOUNCE_SENDER = "#@[]"
 STRIPPED_MARKER = b"\n\n--- End of message stripped.\n"
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 _INTRO_SINGLE = (
     "I'm afraid I wasn't able to deliver your message to the following addresses.\n"
@@ -29,12 +28,6 @@ _INTRO_DOUBLE = "I tried to deliver a bounce message to this address, but the bo
 _SEPARATOR_SINGLE = "--- Below this line is a copy of the message.\n\n"
 _SEPARATOR_DOUBLE = "--- Below this line is the original bounce.\n\n"
 
-
-def rfc822_date(when: float) -> str:
-    """``D Mon YYYY HH:MM:SS -0000`` in UTC, day without leading zero (qmail's date format)."""
-    t = time.gmtime(when)
-    clock = f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
-    return f"{t.tm_mday} {_MONTHS[t.tm_mon - 1]} {t.tm_year} {clock} -0000"
 
 
 def bounce_paragraph(recipient: str, report_text: str) -> str:
@@ -99,7 +92,7 @@ def plan_bounce(cfg: SendConfig, sender: str, paragraphs: str, now: float) -> Bo
     else:
         envelope_sender, recipient = "", original
     lines = [
-        f"Date: {rfc822_date(now)}\n",
+        f"Date: {qmail_date(now)}\n",
         f"From: {quote_local(cfg.bouncefrom)}@{cfg.bouncehost}\n",
         f"To: {quote_address(recipient)}\n",
         "Subject: failure notice\n",

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 
+from qldap import reports
 from qldap.errors import ConfigError, TemporaryFailure
 from qldap.queue.codes import QueueError
 from qldap.queue.envelope import (
@@ -36,7 +37,6 @@ from qldap.queue.envelope import (
 from qldap.queue.inject import DirSyncer, QueuedMessage
 from qldap.queue.layout import SPLIT, QueueLayout
 from qldap.records import RecordError, encode
-from qldap.send import reports
 from qldap.send.bounce import BouncePlan, Discard, plan_bounce
 from qldap.send.config import SendConfig
 from qldap.send.preprocess import Channel, rewrite_recipient

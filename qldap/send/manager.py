@@ -25,14 +25,16 @@ from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
+from qldap import reports
 from qldap.errors import ConfigError
 from qldap.queue.cleanup import CLEANUP_INTERVAL, clean_all
 from qldap.queue.layout import SPLIT, QueueLayout
-from qldap.send import channels, reports
+from qldap.send import channels
 from qldap.send.channels import BounceInjector, CrashHook, Preprocessed
 from qldap.send.config import SendConfig
 from qldap.send.passes import Passes
 from qldap.send.preprocess import Channel
+from qldap.send.schedule import RETRY_TROUBLE
 from qldap.send.state import (
     Clock,
     LocalDelivery,
@@ -45,7 +47,6 @@ from qldap.send.state import (
 )
 from qldap.send.todo import Todo
 
-RETRY_TROUBLE = 123  # a failed stat/unlink/injection for one message is retried after this long
 TROUBLE_PAUSE = 10  # after an alert: …sleeping...
 FILE_WORKERS = 8
 MANAGER_SIGNALS = frozenset({signal.SIGHUP, signal.SIGALRM, signal.SIGTERM, signal.SIGINT})

@@ -24,19 +24,19 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
+from qldap import reports
 from qldap.queue.envelope import ChannelEntry, UnknownRecord
 from qldap.queue.layout import QueueLayout
 from qldap.records import RecordError
-from qldap.send import channels, reports
+from qldap.reports import Action, Report
+from qldap.send import channels
 from qldap.send.bounce import bounce_paragraph
 from qldap.send.channels import CrashHook, SendStep
 from qldap.send.config import SendConfig
 from qldap.send.preprocess import Channel, display_recipient
-from qldap.send.reports import Action, Report
-from qldap.send.schedule import is_last_pass, next_retry, verp_sender
+from qldap.send.schedule import RETRY_TROUBLE, is_last_pass, next_retry, verp_sender
 from qldap.send.state import LocalDelivery, MessageState, RemoteDelivery, Slots, to_report
 
-RETRY_TROUBLE = 123  # an unreadable channel file is looked at again after this long
 BOUNCE_APPEND_PAUSE = 10
 
 

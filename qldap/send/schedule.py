@@ -12,6 +12,10 @@ from math import isqrt
 
 from qldap.send.preprocess import Channel
 
+RETRY_TROUBLE = 123
+"""Seconds before the manager looks again at a message whose files it could not read, stat, unlink
+or inject (qmail-send's fixed retry for local trouble, not the per-recipient backoff)."""
+
 CHANNEL_SKIP = {Channel.LOCAL: 10, Channel.REMOTE: 20}
 DEFAULT_LIFETIME = 604800
 VERP_SUFFIX = "-@[]"

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from qldap.reports import Letter, Report
 from qldap.send.config import SendConfig
 from qldap.send.preprocess import Channel
-from qldap.send.reports import Letter, Report
 
 
 class Clock(Protocol):

@@ -22,9 +22,9 @@ from qldap.queue.layout import QueueLayout
 from qldap.send import channels
 from qldap.send.channels import PrepFailed, PrepHook, Preprocessed
 from qldap.send.config import SendConfig
+from qldap.send.schedule import RETRY_TROUBLE
 
 SCAN_INTERVAL = 1500
-RETRY_TROUBLE = 123
 TROUBLE_PAUSE = 10
 
 

@@ -158,7 +158,7 @@ def init_root(opts: InitOptions) -> list[Path]:
     create_queue(root)
 
     if opts.demo:
-        from qldap.auth.passwords import make_hash
+        from qldap.passwords.schemes import make_hash
 
         ids = delivery_ids()
         mail_root = root / "mail"

@@ -20,7 +20,6 @@ import hashlib
 import hmac
 from concurrent.futures import Executor
 
-from qldap.auth.passwords import MalformedHash, cram_md5_secret
 from qldap.directory import schema
 from qldap.directory.base import Found, LookupResult, NotFound
 from qldap.directory.entry import Entry
@@ -28,6 +27,7 @@ from qldap.directory.errors import DirectoryUnavailable, NotUnique
 from qldap.directory.lookup import Directory
 from qldap.directory.schema import AccountStatus
 from qldap.errors import ConfigError
+from qldap.passwords.schemes import MalformedHash, cram_md5_secret
 from qldap.smtpd.sasl import LoginAttempt
 from qldap.smtpd.session import AuthResult
 

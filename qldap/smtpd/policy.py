@@ -15,10 +15,10 @@ import ipaddress
 from dataclasses import dataclass, replace
 
 from qldap.address import AddressSyntaxError, PathArg, parse_path, split_address
+from qldap.queue.received import xrbl_line
 from qldap.smtpd import replies
 from qldap.smtpd.config import RblAction, RblEntry, SenderCheck, SmtpdConfig
 from qldap.smtpd.reader import DataEnd
-from qldap.smtpd.received import xrbl_line
 from qldap.smtpd.replies import Reply
 
 MAX_HOPS = 100

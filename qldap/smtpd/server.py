@@ -43,6 +43,7 @@ from qldap.directory.open import open_directory
 from qldap.errors import ConfigError
 from qldap.pbs.client import pbs_check
 from qldap.pbs.config import PbsConfig, PbsRole, load_config
+from qldap.queue.received import tls_protocol
 from qldap.smtpd import replies
 from qldap.smtpd.auth import Authenticator
 from qldap.smtpd.config import SmtpdConfig, SmtpdEnv
@@ -50,7 +51,6 @@ from qldap.smtpd.dns import DnsResolver, Resolver
 from qldap.smtpd.policy import NO_FACTS, MxQuery, RblQuery, VerifyQuery
 from qldap.smtpd.queueing import MessageSpool, QueueHandoff, program_environment
 from qldap.smtpd.reader import BareLF, Command, DataChunk, DataEnd, HeaderTooLong, SmtpReader, TooLong
-from qldap.smtpd.received import tls_protocol
 from qldap.smtpd.session import Action, CheckLogin, CommitQueue, OpenQueue, Phase, PrepareTls, Send, Session
 from qldap.smtpd.signatures import SignatureScanner
 from qldap.smtpd.verify import Verifier

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from qldap.queue.received import received_header
 from qldap.smtpd import replies
 from qldap.smtpd.config import SmtpdConfig
 from qldap.smtpd.policy import (
@@ -37,7 +38,6 @@ from qldap.smtpd.policy import (
     rcpt_verdict,
 )
 from qldap.smtpd.reader import Command, DataEnd
-from qldap.smtpd.received import received_header
 from qldap.smtpd.replies import Reply
 from qldap.smtpd.sasl import Challenge, Failed, LoginAttempt, SaslExchange, cram_md5, parse_auth_arg
 

@@ -77,7 +77,7 @@ def up(lab: Lab) -> dict[str, object]:
 
 
 def _start_all(lab: Lab, state: dict[str, dict[str, int]]) -> dict[str, object]:
-    from qldap.auth.passwords import make_hash
+    from qldap.passwords.schemes import make_hash
 
     uid, gid = _ids()
     users = lab.users

@@ -1,4 +1,7 @@
-"""Compose the trace lines smtpd puts in front of a message: the Received header and X-RBL lines.
+"""Compose the trace lines a receiver puts in front of a message: the Received header and X-RBL lines.
+
+Why in ``queue``: smtpd and qmqpd both stamp messages on their way into the queue, and ``remote``
+(qmqpd's home) may not import ``smtpd`` (docs/architecture.md).
 
 Why the ``?`` substitution: everything in the Received header except the protocol text comes from
 the client (HELO argument, envelope addresses, ident info) or from DNS; characters outside a small
@@ -9,10 +12,11 @@ qmail-ldap writes, because mail-analysis tools match it.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
+
+from qldap.dates import qmail_date
 
 _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.@%+/=:-_#[]")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _INDENT = " " * 10
 
 
@@ -23,8 +27,7 @@ def safe(text: str) -> str:
 
 def rfc822_date(when: datetime) -> str:
     """``<d> <Mon> <yyyy> <HH>:<MM>:<SS> -0000`` in UTC, the day not padded."""
-    t = when.astimezone(UTC)
-    return f"{t.day} {_MONTHS[t.month - 1]} {t.year} {t.hour:02d}:{t.minute:02d}:{t.second:02d} -0000"
+    return qmail_date(when.timestamp())
 
 
 def tls_protocol(version: str, cipher: str, fingerprint: str | None) -> str:

@@ -1,4 +1,4 @@
-"""Delivery reports (K/Z/D) and the queue manager's log lines, as pure functions.
+"""Delivery reports (K/Z/D), the spawners→manager contract, and the manager's log lines, as pure functions.
 
 Why these live together: a report is born in a spawner (an agent's exit code, ``qmail-remote``'s
 NUL-terminated output), is interpreted by the manager (mark, bounce, keep) and ends up in one log

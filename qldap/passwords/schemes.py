@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 from passlib.hash import argon2, bcrypt, des_crypt, md5_crypt, sha256_crypt, sha512_crypt
 
-from qldap.auth._md4 import md4
-from qldap.auth._rmd160 import ripemd160
+from qldap.passwords._md4 import md4
+from qldap.passwords._rmd160 import ripemd160
 
 
 class MalformedHash(ValueError):

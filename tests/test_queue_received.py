@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
-from qldap.smtpd.received import received_header, rfc822_date, safe, tls_protocol, xrbl_line
+from qldap.queue.received import received_header, rfc822_date, safe, tls_protocol, xrbl_line
 
 WHEN = datetime(2024, 3, 5, 7, 8, 9, tzinfo=UTC)
 

@@ -1,0 +1,64 @@
+"""File-system primitives every writer shares: write a buffer completely, make a directory entry durable.
+
+Why one module: the injector, the Maildir writer, cdb, tcpto, the group secretary and the auth modules
+all need "write everything" and "fsync the directory"; five private copies drifted in details (one
+forgot ``O_CLOEXEC``), so they live once, below every package (docs/architecture.md, core modules).
+
+This module is a core module: it imports nothing of qldap but ``errors``.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from qldap.errors import TemporaryFailure
+
+
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    """Write *data* to *fd* completely (``os.write`` may write less than asked).
+
+    Raises:
+        OSError: the write failed; what was written before stays written.
+    """
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """fsync the directory *path*, so a file created, linked or renamed in it survives a crash.
+
+    Raises:
+        OSError: the directory cannot be opened or synced.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def ensure_maildir(path: Path) -> None:
+    """Create the maildir and its tmp/new/cur (mode 0700) when missing.
+
+    Raises:
+        TemporaryFailure: a non-directory is in the way, or creation fails.
+    """
+    for p in (path, path / "tmp", path / "new", path / "cur"):
+        try:
+            st = os.stat(p)
+        except FileNotFoundError:
+            try:
+                os.mkdir(p, 0o700)
+            except FileExistsError:
+                st = os.stat(p)
+            except OSError:
+                raise TemporaryFailure(f"Unable to create maildir '{path}' (#4.3.0)") from None
+            else:
+                continue
+        except OSError:
+            raise TemporaryFailure(f"Unable to create maildir '{path}' (#4.3.0)") from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise TemporaryFailure(f"The maildir '{path}' seems to be corrupted. (#4.2.1)")
