@@ -40,7 +40,7 @@ def _usable_as_user(python: str) -> bool:
         return True
     try:
         proc = subprocess.run(
-            [python, "-c", "import ldap3, qldap"],
+            [python, "-c", "import dns, qldap"],
             preexec_fn=_become_user,
             env={"PYTHONPATH": _pythonpath(), "PATH": os.environ.get("PATH", "")},
             capture_output=True,

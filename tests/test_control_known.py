@@ -140,7 +140,7 @@ def test_registry_defaults_agree_with_the_reader(qroot: QRoot) -> None:
 def test_obsolete_and_special_entries() -> None:
     obsolete = {e.name for e in ENTRIES if e.obsolete}
     assert {"ldapusername", "ldappasswdappend", "ldapdefaultquota", "rblonlyheader", "maxrcptcount",
-            "tarpitdelay", "tarpitcount", "qmail-smtpd.cdb"} == obsolete  # fmt: skip
+            "tarpitdelay", "tarpitcount", "qmail-smtpd.cdb", "ldapclient"} == obsolete  # fmt: skip
     for name in ("ldapgrouplogin", "ldapgrouppassword", "ldapcachettl"):
         entry = lookup(name)
         assert entry is not None and not entry.obsolete

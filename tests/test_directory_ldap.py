@@ -1,6 +1,6 @@
 """Every lookup rule against the real slapd (delivery.md §3, §9 checks 1–4, 7–13, 68; services §6 18–20).
 
-The Directory runs over a Recording wrapper around the real LdapSearcher: it records each filter that
+The Directory runs over a Recording wrapper around the real WireSearcher: it records each filter that
 reached slapd, so the exact search list is asserted, not assumed.
 """
 
@@ -17,9 +17,9 @@ from qldap.directory.config import LdapConfig
 from qldap.directory.entry import Entry
 from qldap.directory.errors import AddressWithoutHost, InvalidFilter, NoSuchObject
 from qldap.directory.filters import mail_filter
-from qldap.directory.ldap import LdapSearcher
 from qldap.directory.lookup import Directory
 from qldap.passwords.schemes import make_hash
+from qldap.directory.wire import WireSearcher
 from tests.conftest import QRoot
 from tests.fixtures_slapd import LdapBase
 
@@ -91,7 +91,7 @@ def configure(qroot: QRoot, ldap_base: LdapBase, **controls: str) -> LdapConfig:
 
 
 def directory(cfg: LdapConfig) -> tuple[Directory, Recording]:
-    rec = Recording(LdapSearcher(cfg))
+    rec = Recording(WireSearcher(cfg))
     return Directory(cfg, rec), rec
 
 

@@ -25,8 +25,8 @@ from qldap.directory.errors import (
     SearchTimeout,
     ServerUnreachable,
 )
-from qldap.directory.ldap import LdapSearcher
 from qldap.directory.lookup import Directory
+from qldap.directory.wire import WireSearcher
 from tests.fixtures_slapd import LdapBase, SlapdFactory
 from tests.test_directory_ldap import Recording, person
 
@@ -130,7 +130,7 @@ def cfg_for(*ports: int, basedn: str = "dc=example,dc=com", timeout: int = FAST)
 
 
 def test_check14_all_servers_down(silent: int) -> None:
-    d = Directory(cfg_for(free_port(), silent), LdapSearcher(cfg_for(free_port(), silent)))
+    d = Directory(cfg_for(free_port(), silent), WireSearcher(cfg_for(free_port(), silent)))
     r = d.find_recipient("alice@example.com")
     assert isinstance(r, Unavailable) and isinstance(r.error, ServerUnreachable)
     assert r.error.text == "Unable to contact LDAP server. (#4.4.3)"
@@ -140,7 +140,7 @@ def test_check15_failover_past_closed_and_silent_servers(ldap_base: LdapBase, si
     ldap_base.load(person("alice", "mail: alice@example.com"))
     s = ldap_base.slapd
     cfg = cfg_for(free_port(), silent, s.port, basedn=ldap_base.dn)
-    d = Directory(cfg, LdapSearcher(cfg))
+    d = Directory(cfg, WireSearcher(cfg))
     r = d.find_recipient("alice@example.com")
     assert isinstance(r, Found) and r.entry.dn == f"uid=alice,{ldap_base.dn}"
 
@@ -148,18 +148,18 @@ def test_check15_failover_past_closed_and_silent_servers(ldap_base: LdapBase, si
 def test_check17_bad_credentials(ldap_base: LdapBase) -> None:
     s = ldap_base.slapd
     cfg = replace(cfg_for(s.port, basedn=ldap_base.dn), login=s.rootdn, password="wrong")
-    r = Directory(cfg, LdapSearcher(cfg)).find_recipient("alice@example.com")
+    r = Directory(cfg, WireSearcher(cfg)).find_recipient("alice@example.com")
     assert isinstance(r, Unavailable) and isinstance(r.error, BadCredentials)
     assert r.error.text == "Unable to login into LDAP server, bad credentials. (#4.4.3)"
     good = replace(cfg, password=s.rootpw)
-    assert isinstance(Directory(good, LdapSearcher(good)).find_recipient("alice@example.com"), NotFound)
+    assert isinstance(Directory(good, WireSearcher(good)).find_recipient("alice@example.com"), NotFound)
 
 
 def test_check16_search_timeout_stops_the_candidate_loop() -> None:
     server = ScriptedLdap([None])
     try:
         cfg = cfg_for(server.port)
-        rec = Recording(LdapSearcher(cfg))
+        rec = Recording(WireSearcher(cfg))
         r = Directory(cfg, rec).find_recipient("nobody@example.com")
         assert isinstance(r, Unavailable) and isinstance(r.error, SearchTimeout)
         assert r.error.text == "Timeout while performing search on LDAP server. (#4.4.3)"
@@ -176,7 +176,7 @@ def test_check18_catchall_search_error_after_empty_exact_search(code: int, error
     server = ScriptedLdap([0, code])
     try:
         cfg = cfg_for(server.port, timeout=5)
-        rec = Recording(LdapSearcher(cfg))
+        rec = Recording(WireSearcher(cfg))
         r = Directory(cfg, rec).find_recipient("nobody@example.com")
         assert isinstance(r, Unavailable) and type(r.error) is error
         assert len(rec.filters) == 2 and "catchall@example.com" in rec.filters[1]
@@ -190,7 +190,7 @@ def test_protocol_error_at_v3_bind_retries_with_v2() -> None:
     server = ScriptedLdap([0], bind_codes={3: 2})
     try:
         cfg = cfg_for(server.port, timeout=5)
-        assert isinstance(Directory(cfg, LdapSearcher(cfg)).find_recipient("a@x"), NotFound)
+        assert isinstance(Directory(cfg, WireSearcher(cfg)).find_recipient("a@x"), NotFound)
         assert server.versions[:2] == [3, 2]
     finally:
         server.close()
@@ -200,7 +200,7 @@ def test_other_bind_failure_is_temporary_failure() -> None:
     server = ScriptedLdap([], bind_codes={3: 53, 2: 53})
     try:
         cfg = cfg_for(server.port, timeout=5)
-        r = Directory(cfg, LdapSearcher(cfg)).find_recipient("a@x")
+        r = Directory(cfg, WireSearcher(cfg)).find_recipient("a@x")
         assert isinstance(r, Unavailable) and type(r.error) is LookupFailed
     finally:
         server.close()
@@ -210,7 +210,7 @@ def test_reconnect_after_restart_and_errors_not_cached(slapd_factory: SlapdFacto
     s = slapd_factory()
     s.add_ldif(person("alice", "mail: alice@example.com").replace("{base}", s.suffix))
     cfg = cfg_for(s.port, basedn=s.suffix, timeout=5)
-    d = Directory(cfg, LdapSearcher(cfg), ResultCache(3600))
+    d = Directory(cfg, WireSearcher(cfg), ResultCache(3600))
     assert isinstance(d.find_recipient("alice@example.com"), Found)
     s.restart()  # the pooled connection is now dead
     assert isinstance(d.find_login("alice"), Found)
@@ -233,7 +233,7 @@ def test_cache_hits_within_ttl_and_sees_edits_after(ldap_base: LdapBase) -> None
     ldap_base.load(person("alice", "mail: alice@example.com"))
     cfg = cfg_for(ldap_base.slapd.port, basedn=ldap_base.dn, timeout=5)
     clock = Clock()
-    rec = Recording(LdapSearcher(cfg))
+    rec = Recording(WireSearcher(cfg))
     d = Directory(cfg, rec, ResultCache(30, clock=clock))
     assert isinstance(d.find_recipient("alice@example.com"), Found)
     assert isinstance(d.find_recipient("bob@example.com"), NotFound)
@@ -254,7 +254,7 @@ def test_cache_hits_within_ttl_and_sees_edits_after(ldap_base: LdapBase) -> None
 def test_many_threads_share_the_searcher(ldap_base: LdapBase) -> None:
     ldap_base.load("".join(person(f"u{i}", f"mail: u{i}@example.com") for i in range(20)))
     cfg = cfg_for(ldap_base.slapd.port, basedn=ldap_base.dn, timeout=10)
-    searcher = LdapSearcher(cfg, pool_size=4)
+    searcher = WireSearcher(cfg, pool_size=4)
     d = Directory(cfg, searcher)
     problems: list[str] = []
 

@@ -1,34 +1,22 @@
-"""The wire LDAP client: its BER against ldap3's pyasn1 encoder, and the whole LDAP suite over it.
+"""The wire LDAP client: its BER against an independent encoder's bytes, and wire-specific behaviour.
 
-The LDAP behaviour tests of test_directory_ldap.py and test_directory_ldap_errors.py are collected here
-a second time with their ``LdapSearcher`` replaced by WireSearcher (an autouse fixture), so both clients
-must pass the same real-slapd and scripted-server checks; wire-specific failures follow.
+The LDAP behaviour suites (test_directory_ldap.py, test_directory_ldap_errors.py) run over WireSearcher
+themselves; here: the encoder against LDAPMessages recorded from ldap3/pyasn1 (tests/data/ber_golden.json,
+an independent BER implementation, recorded once when the ldap3 adapter was removed), the decoder,
+and behaviour on real sockets.
 """
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
-import ldap3
 import pytest
-from ldap3.operation.bind import bind_operation
-from ldap3.operation.search import search_operation
-from ldap3.protocol.rfc4511 import (
-    LDAPDN,
-    AttributeDescription,
-    AttributeValue,
-    LDAPMessage,
-    MessageID,
-    PartialAttribute,
-    PartialAttributeList,
-    ProtocolOp,
-    SearchResultEntry,
-    Vals,
-)
-from ldap3.utils.asn1 import encode as pyasn1_encode
 from qldap_slapd import free_port
 
 import tests.test_directory_ldap as ldap_suite
@@ -36,6 +24,7 @@ import tests.test_directory_ldap_errors as errors_suite
 from qldap.control.files import ControlDir
 from qldap.directory import ber
 from qldap.directory.base import Found, NotFound, Scope
+from qldap.directory.entry import Entry
 from qldap.directory.errors import (
     BadCredentials,
     InvalidFilter,
@@ -44,87 +33,39 @@ from qldap.directory.errors import (
     SearchTimeout,
     ServerUnreachable,
 )
-from qldap.directory.ldap import LdapSearcher
+from qldap.directory.ldif import parse_ldif
 from qldap.directory.lookup import Directory
-from qldap.directory.open import make_searcher
+from qldap.directory.open import OBSOLETE_CLIENT_NOTICE, make_searcher, open_directory
 from qldap.directory.wire import WireSearcher
-from qldap.errors import ConfigError
 from tests.conftest import QRoot
 from tests.fixtures_slapd import LdapBase
 from tests.test_directory_ldap import person
-from tests.test_directory_ldap_errors import ScriptedLdap, cfg_for
+from tests.test_directory_ldap_errors import ScriptedLdap, cfg_for, silent
 
-# -- the existing LDAP suites, again, over WireSearcher ---------------------------------------------------
+__all__ = ["silent"]  # a fixture used here
 
-for _suite in (ldap_suite, errors_suite):
-    for _name in dir(_suite):
-        _obj = getattr(_suite, _name)
-        if _name.startswith("test_") or _name in ("tree", "std", "silent"):  # tests and their fixtures
-            globals().setdefault(_name, _obj)
+GOLDEN: dict[str, Any] = json.loads((Path(__file__).parent / "data" / "ber_golden.json").read_text())
 
 
-@pytest.fixture(autouse=True)
-def _wire_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ldap_suite, "LdapSearcher", WireSearcher)
-    monkeypatch.setattr(errors_suite, "LdapSearcher", WireSearcher)
+# -- BER against pyasn1's bytes -------------------------------------------------------------------------
 
 
-# -- BER against pyasn1 ------------------------------------------------------------------------------------
-
-
-def _reference(msgid: int, name: str, op: object) -> bytes:
-    msg = LDAPMessage()
-    msg["messageID"] = MessageID(msgid)
-    msg["protocolOp"] = ProtocolOp().setComponentByName(name, op)
-    return bytes(pyasn1_encode(msg))
-
-
-FILTERS = [
-    "(objectClass=*)",
-    "(&(objectClass=qmailUser)(|(mail=alice@example.com)(mailAlternateAddress=alice@example.com)))",
-    "(&(objectClass=qmailUser)(|(mail=a\\2ab\\28\\29\\5c@x)(mailAlternateAddress=@x)))",
-    "(!(uid=*))",
-    "(cn=a*b*c)",
-    "(cn=*mid*)",
-    "(cn=init*)",
-    "(cn=*fin)",
-    "(uidNumber>=100)",
-    "(uidNumber<=100)",
-    "(cn~=alice)",
-    "(mail=" + "x" * 300 + "@example.com)",
-    "(cn=Jürgen)",
-    "(|" + "".join(f"(mail=u{i}@example.com)" for i in range(40)) + ")",
-]
-
-
-@pytest.mark.parametrize("text", FILTERS)
-@pytest.mark.parametrize("msgid", [1, 127, 128, 255, 256, 2**31 - 1])
-def test_search_request_matches_pyasn1(text: str, msgid: int) -> None:
-    attrs = ["mail", "uid", "mailAlternateAddress"]
-    op = search_operation(
-        "ou=t1,dc=example,dc=com", text, ldap3.SUBTREE, ldap3.DEREF_ALWAYS, attrs, 0, 30, False, False, False
-    )
-    parts = ber.search_parts("ou=t1,dc=example,dc=com", ber.SCOPE_SUBTREE, tuple(attrs), 30)
-    assert ber.search_request(msgid, parts, ber.encode_filter(text)) == _reference(msgid, "searchRequest", op)
+@pytest.mark.parametrize("case", GOLDEN["search"], ids=lambda c: f"{c['filter'][:30]}-{c['msgid']}")
+def test_search_request_matches_pyasn1(case: dict[str, Any]) -> None:
+    parts = ber.search_parts("ou=t1,dc=example,dc=com", ber.SCOPE_SUBTREE, tuple(case["attributes"]), 30)
+    got = ber.search_request(case["msgid"], parts, ber.encode_filter(case["filter"]))
+    assert got.hex() == case["hex"]
 
 
 def test_base_search_with_all_attributes_and_limits_matches_pyasn1() -> None:
-    base = "uid=" + "long" * 80 + ",dc=example,dc=com"  # > 255 octets: a two-octet length
-    op = search_operation(
-        base, "(objectClass=*)", ldap3.BASE, ldap3.DEREF_ALWAYS, ["*"], 2, 200, False, False, False
-    )
-    parts = ber.search_parts(base, ber.SCOPE_BASE, ber.attribute_list([]), 200, 2)
-    assert ber.search_request(9, parts, ber.encode_filter("(objectClass=*)")) == _reference(
-        9, "searchRequest", op
-    )
+    case = GOLDEN["base_search"]
+    parts = ber.search_parts(case["base"], ber.SCOPE_BASE, ber.attribute_list([]), 200, 2)
+    assert ber.search_request(9, parts, ber.encode_filter("(objectClass=*)")).hex() == case["hex"]
 
 
-@pytest.mark.parametrize(
-    ("name", "password", "version"), [("cn=admin,dc=x", "sécret", 3), ("", "", 3), ("u", "p", 2)]
-)
-def test_bind_request_matches_pyasn1(name: str, password: str, version: int) -> None:
-    op = bind_operation(version, ldap3.SIMPLE if name else ldap3.ANONYMOUS, name, password or None)
-    assert ber.bind_request(5, name, password, version) == _reference(5, "bindRequest", op)
+@pytest.mark.parametrize("case", GOLDEN["bind"], ids=lambda c: f"{c['name'] or 'anon'}-v{c['version']}")
+def test_bind_request_matches_pyasn1(case: dict[str, Any]) -> None:
+    assert ber.bind_request(5, case["name"], case["password"], case["version"]).hex() == case["hex"]
 
 
 def test_unbind_request() -> None:
@@ -140,21 +81,7 @@ def test_invalid_filters_are_refused(text: str) -> None:
 
 
 def test_decode_entry_from_pyasn1_bytes() -> None:
-    entry = SearchResultEntry()
-    entry["object"] = LDAPDN("uid=jü,dc=example,dc=com")
-    pal = PartialAttributeList()
-    for i, (name, values) in enumerate(
-        [("Mail", ["a@x"]), ("objectClass", ["top", "qmailUser"]), ("mail", ["b@x"])]
-    ):
-        attr = PartialAttribute()
-        attr["type"] = AttributeDescription(name)
-        vals = Vals()
-        for j, v in enumerate(values):
-            vals.setComponentByPosition(j, AttributeValue(v.encode()))
-        attr["vals"] = vals
-        pal.setComponentByPosition(i, attr)
-    entry["attributes"] = pal
-    data = _reference(77, "searchResEntry", entry) + b"\x30"  # plus the start of the next message
+    data = bytes.fromhex(GOLDEN["entry"]) + b"\x30"  # plus the start of the next message
     end = ber.frame(data)
     assert end == len(data) - 1 and ber.frame(data[: end - 1]) == -1
     msg = ber.decode_message(data, 0, end)
@@ -178,15 +105,22 @@ def test_decode_result_and_malformed_input() -> None:
 # -- wire-specific behaviour on real sockets ---------------------------------------------------------------
 
 
-def test_selected_by_default_and_ldap3_by_control_file(qroot: QRoot, ldap_base: LdapBase) -> None:
+def test_one_client_and_a_leftover_ldapclient_file_is_ignored_with_a_log_line(
+    qroot: QRoot, ldap_base: LdapBase
+) -> None:
+    ldap_base.load(person("alice", "mail: alice@example.com"))
     cfg = ldap_suite.configure(qroot, ldap_base)
-    ctl = ControlDir(qroot.path)
-    assert isinstance(make_searcher(cfg, ctl), WireSearcher)
-    qroot.control("ldapclient", "ldap3")
-    assert isinstance(make_searcher(cfg, ControlDir(qroot.path)), LdapSearcher)
-    qroot.control("ldapclient", "openldap")
-    with pytest.raises(ConfigError):
-        make_searcher(cfg, ControlDir(qroot.path))
+    assert isinstance(make_searcher(cfg, ControlDir(qroot.path)), WireSearcher)
+    lines: list[str] = []
+    open_directory(ControlDir(qroot.path), log=lines.append).close()
+    assert lines == []
+    for leftover in ("ldap3", "openldap", ""):
+        qroot.control("ldapclient", leftover)
+        d = open_directory(ControlDir(qroot.path), log=lines.append)
+        assert isinstance(d.searcher, WireSearcher)
+        assert isinstance(d.find_recipient("alice@example.com"), Found)
+        d.close()
+    assert lines == [OBSOLETE_CLIENT_NOTICE] * 3
 
 
 def test_missing_base_is_no_such_object_and_connection_stays_usable(ldap_base: LdapBase) -> None:
@@ -347,14 +281,19 @@ def test_failover_order_and_unreachable_text(ldap_base: LdapBase, silent: int) -
         ("(mail=\\2a)", ["mail"], 0),
     ],
 )
-def test_same_answers_as_ldap3(members: LdapBase, text: str, attrs: list[str], count: int) -> None:
+def test_same_answers_as_ldapsearch(members: LdapBase, text: str, attrs: list[str], count: int) -> None:
+    """The entries equal what ldapsearch prints (read by the embedded backend's LDIF parser)."""
     cfg = cfg_for(members.slapd.port, basedn=members.dn, timeout=10)
-    wire, old = WireSearcher(cfg), LdapSearcher(cfg)
+    wire = WireSearcher(cfg)
+
+    def reference(base: str, flt: str, wanted: list[str], scope: str = "sub") -> list[Entry]:
+        return sorted(parse_ldif(members.slapd.search(base, flt, *wanted, scope=scope)), key=lambda e: e.dn)
+
     got = sorted(wire.search(text, attrs), key=lambda e: e.dn)
     assert len(got) == count
-    assert got == sorted(old.search(text, attrs), key=lambda e: e.dn)
-    base = wire.search("(objectClass=*)", [], base=f"uid=m5,{members.dn}", scope=Scope.BASE)
-    assert base == old.search("(objectClass=*)", [], base=f"uid=m5,{members.dn}", scope=Scope.BASE)
+    assert got == reference(members.dn, text, attrs)
+    dn = f"uid=m5,{members.dn}"
+    base = wire.search("(objectClass=*)", [], base=dn, scope=Scope.BASE)
+    assert base == reference(dn, "(objectClass=*)", [], "base")
     assert base[0].values("description") == ("0005" + "é" * 400,)
     wire.close()
-    old.close()

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import ldap3
 import pytest
 from qldap_slapd import QMAIL_LDIF, QMAIL_SCHEMA, SchemaForm, Slapd, SlapdError, find_program
 
+from qldap.directory.ldif import parse_ldif
 from tests.fixtures_slapd import LdapBase, SlapdFactory, require_slapd
 
 ARC = "1.3.6.1.4.1.7914.1"
@@ -176,11 +176,25 @@ def test_slaptest_accepts_the_configuration(form: SchemaForm, tmp_path: Path) ->
     assert proc.returncode == 0, proc.stderr
 
 
+SUCCESS, CONSTRAINT_VIOLATION, INVALID_SYNTAX, OBJECT_CLASS_VIOLATION = 0, 19, 21, 65
+
+
 @dataclass(frozen=True)
 class Tree:
+    """The subtree and its server; changes go through OpenLDAP's own ldapmodify/ldapadd."""
+
     base: str
     slapd: Slapd
-    conn: ldap3.Connection
+
+    def change(self, ldif: str, *, add: bool = False) -> int:
+        """The LDAP result code of one ldapmodify (or ldapadd) of *ldif*."""
+        try:
+            (self.slapd.add_ldif if add else self.slapd.modify_ldif)(ldif)
+        except SlapdError as exc:
+            m = re.search(r"ldap_(?:modify|add): .*\((\d+)\)", str(exc))
+            assert m, str(exc)
+            return int(m.group(1))
+        return SUCCESS
 
 
 @pytest.fixture(params=["schema", "ldif"])
@@ -196,11 +210,7 @@ def tree(request: pytest.FixtureRequest, slapd: Slapd) -> Iterator[Tree]:
         factory: SlapdFactory = request.getfixturevalue("slapd_factory")
         server, base = factory(schema_form="ldif"), "dc=example,dc=com"
     server.add_ldif(ALICE.replace("{base}", base) + "\n" + STAFF.replace("{base}", base))
-    # no schema download: ldap3 would then refuse invalid values itself instead of sending them
-    conn = ldap3.Connection(ldap3.Server(server.url, get_info=ldap3.NONE), server.rootdn, server.rootpw,
-                            auto_bind=True)
-    yield Tree(base, server, conn)
-    conn.unbind()
+    yield Tree(base, server)
 
 
 ALICE_VALUES = {
@@ -245,9 +255,8 @@ STAFF = _ldif("cn=staff,{base}", STAFF_VALUES)
 
 
 def _read(tree: Tree, rdn: str) -> dict[str, list[str]]:
-    assert tree.conn.search(f"{rdn},{tree.base}", "(objectClass=*)", ldap3.BASE, attributes=["*"])
-    raw = tree.conn.response[0]["raw_attributes"]
-    return {k.lower(): sorted(v.decode() for v in vals) for k, vals in raw.items()}
+    [entry] = parse_ldif(tree.slapd.search(f"{rdn},{tree.base}", "(objectClass=*)", "*", scope="base"))
+    return {k: sorted(vals) for k, vals in entry.attributes.items()}
 
 
 def test_every_user_attribute_round_trips(tree: Tree) -> None:
@@ -263,17 +272,20 @@ def test_every_group_attribute_round_trips(tree: Tree) -> None:
 
 
 def test_server_publishes_the_schema(tree: Tree) -> None:
-    server = ldap3.Server(tree.slapd.url, get_info=ldap3.SCHEMA)
-    with ldap3.Connection(server, tree.slapd.rootdn, tree.slapd.rootpw, auto_bind=True):
-        schema = server.schema
+    [sub] = parse_ldif(tree.slapd.search("cn=Subschema", "(objectClass=subschema)", "attributeTypes",
+                                         "objectClasses", scope="base"))
+    ours = [d for d in sub.values("attributeTypes") if d.startswith(f"( {ARC}.")]
+    attrs = {a.name: a for a in map(_parse_attr, ours)}
+    our_classes = [d for d in sub.values("objectClasses") if d.startswith(f"( {ARC}.")]
+    classes = {c[1]: c for c in map(_parse_class, our_classes)}
+    assert set(attrs) == {a.name for a in ALL_ATTRS} and set(classes) == set(CLASSES)
     for a in ALL_ATTRS:
-        live = schema.attribute_types[a.name]
-        want = (a.oid, a.single, a.syntax.split("{")[0], [a.equality] if a.equality else [])
-        assert (live.oid, bool(live.single_value), live.syntax, live.equality or []) == want, a.name
+        live = attrs[a.name]
+        want = (a.oid, a.single, a.syntax.split("{")[0], a.equality)
+        assert (live.oid, live.single, live.syntax.split("{")[0], live.equality) == want, a.name
     for name, (oid, must, may) in CLASSES.items():
-        oc = schema.object_classes[name]
-        got = (oc.oid, _lower(set(oc.must_contain)), _lower(set(oc.may_contain)))
-        assert got == (oid, _lower(must), _lower(may)), name
+        live_oid, _, _, live_must, live_may = classes[name]
+        assert (live_oid, _lower(live_must), _lower(live_may)) == (oid, _lower(must), _lower(may)), name
 
 
 SECOND_VALUE = {INT: "2002", DSTRING: "another text", NUM: "1800000000", IA5: "other"}
@@ -286,9 +298,9 @@ def test_single_value_attributes_reject_a_second_value(tree: Tree) -> None:
         base_syntax = a.syntax.split("{")[0]
         value = "FALSE" if a.name == "senderconfirm" else "TRUE" if base_syntax == BOOL else (
             f"uid=bob,{tree.base}" if base_syntax == DN else SECOND_VALUE[base_syntax])
-        tree.conn.modify(f"{rdn},{tree.base}", {a.name: [(ldap3.MODIFY_ADD, [value])]})
-        results[a.name] = tree.conn.result["description"]
-    expected = {a.name: "constraintViolation" if a.single else "success" for a in USER_ATTRS + GROUP_ATTRS}
+        results[a.name] = tree.change(f"dn: {rdn},{tree.base}\nchangetype: modify\nadd: {a.name}\n"
+                                      f"{a.name}: {value}\n")
+    expected = {a.name: CONSTRAINT_VIOLATION if a.single else SUCCESS for a in USER_ATTRS + GROUP_ATTRS}
     assert results == expected
 
 
@@ -309,10 +321,8 @@ def test_single_value_attributes_reject_a_second_value(tree: Tree) -> None:
     ("(deliveryProgramPath=*procmail*)", "uid=alice"),
 ])
 def test_matching_follows_the_schema(tree: Tree, flt: str, found: str | None) -> None:
-    hit = tree.conn.search(tree.base, flt.replace("{base}", tree.base.upper()), attributes=[])
-    assert hit == (found is not None)
-    dns = [e["dn"] for e in tree.conn.response if e.get("type") == "searchResEntry"]
-    assert dns == ([f"{found},{tree.base}"] if found else [])
+    out = tree.slapd.search(tree.base, flt.replace("{base}", tree.base.upper()), "1.1")
+    assert [e.dn for e in parse_ldif(out)] == ([f"{found},{tree.base}"] if found else [])
 
 
 @pytest.mark.parametrize(("rdn", "attr", "value"), [
@@ -323,8 +333,8 @@ def test_matching_follows_the_schema(tree: Tree, flt: str, found: str | None) ->
     ("cn=staff", "dnmember", "not a dn"),
 ])
 def test_values_must_fit_the_syntax(tree: Tree, rdn: str, attr: str, value: str) -> None:
-    assert not tree.conn.modify(f"{rdn},{tree.base}", {attr: [(ldap3.MODIFY_REPLACE, [value])]})
-    assert tree.conn.result["description"] == "invalidAttributeSyntax"
+    change = f"dn: {rdn},{tree.base}\nchangetype: modify\nreplace: {attr}\n{attr}: {value}\n"
+    assert tree.change(change) == INVALID_SYNTAX
 
 
 @pytest.mark.parametrize(("classes", "attrs"), [
@@ -334,9 +344,9 @@ def test_values_must_fit_the_syntax(tree: Tree, rdn: str, attr: str, value: str)
     (["account", "qmailUser"], {"uid": "u", "mail": "u@example.com", "dnmember": "uid=alice,{base}"}),
 ])
 def test_object_class_rules_are_enforced(tree: Tree, classes: list[str], attrs: dict[str, str]) -> None:
-    values = {k: v.replace("{base}", tree.base) for k, v in attrs.items()}
-    assert not tree.conn.add(f"uid={attrs['uid']},{tree.base}", classes, values)
-    assert tree.conn.result["description"] == "objectClassViolation"
+    lines = [f"dn: uid={attrs['uid']},{tree.base}", *(f"objectClass: {c}" for c in classes),
+             *(f"{k}: {v.replace('{base}', tree.base)}" for k, v in attrs.items())]
+    assert tree.change("\n".join(lines) + "\n", add=True) == OBJECT_CLASS_VIOLATION
 
 
 def test_ldif_form_loads_into_a_running_server_with_ldapadd(slapd_factory: SlapdFactory) -> None:

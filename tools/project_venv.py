@@ -1,7 +1,7 @@
 """Re-run a tools/ script under the project's .venv interpreter when started with another Python.
 
 Why: the tools start qldap daemons with ``sys.executable``; run as ``tools/faults`` through
-``#!/usr/bin/env python3`` they would get a Python without qldap's dependencies (dnspython, ldap3 …).
+``#!/usr/bin/env python3`` they would get a Python without qldap's dependencies (dnspython, pyyaml …).
 """
 
 from __future__ import annotations

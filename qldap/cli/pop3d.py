@@ -94,7 +94,7 @@ def read_config(ctl: ControlDir) -> Pop3dConfig:
 async def _serve(ctl: ControlDir, listens: Sequence[tuple[str, int]]) -> int:
     try:
         cfg = read_config(ctl)
-        directory = open_directory(ctl)
+        directory = open_directory(ctl, log=lambda text: _log(f"{PROG}: {text}"))
     except ConfigError as exc:
         _log(f"{PROG}: fatal: {exc}")
         return ExitCode.TEMPORARY

@@ -144,7 +144,7 @@ async def _serve(root: Path, layout: QueueLayout, log: StderrLog) -> int:
         return injector.inject(chunks, envelope, how=BOUNCE_HOW, uid=uid)
 
     creds.drop_groups()  # root's supplementary groups must not leak into deliveries made as users
-    spawner = LocalSpawner(root, inject_bytes)
+    spawner = LocalSpawner(root, inject_bytes, log=log)
 
     def reload(old: SendConfig) -> SendConfig:
         new = reloader(lambda: read_config(ctl))(old)

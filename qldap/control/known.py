@@ -186,8 +186,6 @@ ENTRIES: tuple[ControlFile, ...] = (
     ControlFile("ldapgrouppassword", Kind.LINE, "", "password for ldapgrouplogin", f"{_V} §4.1"),
     ControlFile("ldapcachettl", Kind.INTEGER, 0, "seconds directory answers may be cached, 0 = no cache",
                 "qldap"),
-    ControlFile("ldapclient", Kind.LINE, "wire", "LDAP client: wire (qldap's lean one) or ldap3",
-                "qldap"),
     ControlFile("ldapdashext", Kind.BOOLEAN, True, "search dash-extension catchalls (a-b-catchall@d), 1 = on",
                 "qldap"),
     ControlFile("cleartextpasswd", Kind.BOOLEAN, False, "accept userPassword values stored in clear text",
@@ -221,6 +219,8 @@ ENTRIES: tuple[ControlFile, ...] = (
         for name in ("ldapusername", "ldappasswdappend", "ldapdefaultquota", "rblonlyheader",
                      "maxrcptcount", "tarpitdelay", "tarpitcount")
     ),
+    ControlFile("ldapclient", Kind.TEXT, None, "LDAP client choice of earlier qldap releases; ignored "
+                "(one client now)", "docs/operations.md", obsolete=True),
 )
 
 """Every known control file, in the order qmail-showctl-like listings use."""

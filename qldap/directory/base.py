@@ -27,7 +27,7 @@ class Scope(enum.Enum):
 
 
 class Searcher(Protocol):
-    """A directory backend: ldap3 against slapd, or the embedded LDIF file."""
+    """A directory backend: the wire LDAP client against slapd, or the embedded LDIF file."""
 
     def search(
         self, filter: str, attributes: Sequence[str], *, base: str | None = None, scope: Scope = Scope.SUBTREE

@@ -1,12 +1,14 @@
 """The LDAPv3 BER codec of the wire client: encode bind/search/unbind requests, decode their answers.
 
-Why hand-written: ldap3 builds every request as a pyasn1 object tree and decodes every answer into
-dicts of dicts, which costs more Python time per lookup than slapd spends answering it.  qldap sends
-exactly four PDUs (RFC 4511 §4.2 bind, §4.3 unbind, §4.5 search) and reads three (BindResponse,
-SearchResultEntry, SearchResultDone; references and intermediate messages are skipped), so a few
-byte-string concatenations do the job.  The constant part of a search (base, scope, limits, the
-attribute list) is encoded once per distinct tuple and cached; only the filter and the message id
-change per lookup; encoded filters are cached too.
+Why hand-written: a generic client (ldap3 was used before) builds every request as an object tree and
+decodes every answer into dicts of dicts, which costs more Python time per lookup than slapd spends
+answering it.  qldap sends few PDUs (RFC 4511 §4.2 bind, §4.3 unbind, §4.5 search)
+and reads few (BindResponse, SearchResultEntry, SearchResultDone; references are
+skipped), so a few byte-string concatenations do the job.  Filters are parsed by
+:mod:`qldap.directory.rfc4515` (the parser the embedded backend evaluates, too) and the tree is
+encoded here.  The constant part of a search (base, scope, limits, the attribute list) is encoded once
+per distinct tuple and cached; only the filter and the message id change per lookup; encoded filters
+are cached too.
 
 Sans-I/O: bytes in, values out.  Malformed input raises :class:`BerError`.
 """
@@ -14,13 +16,12 @@ Sans-I/O: bytes in, values out.  Malformed input raises :class:`BerError`.
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from qldap.directory import rfc4515
 from qldap.directory.entry import Entry
-from qldap.directory.errors import InvalidFilter
 
 # protocolOp tags (RFC 4511 §4.2–4.5, APPLICATION class)
 BIND_REQUEST = 0x60
@@ -34,7 +35,7 @@ EXTENDED_RESPONSE = 0x78
 
 SCOPE_BASE = 0
 SCOPE_SUBTREE = 2
-DEREF_ALWAYS = 3  # what ldap3 sends by default: keep both clients asking the same question
+DEREF_ALWAYS = 3  # derefAliases always, as OpenLDAP's tools and the former ldap3 client sent
 
 
 class BerError(ValueError):
@@ -108,110 +109,42 @@ def search_request(msgid: int, parts: tuple[bytes, bytes], encoded_filter: bytes
     return message(msgid, tlv(SEARCH_REQUEST, head + encoded_filter + tail))
 
 
-_ATTR = re.compile(r"[A-Za-z][A-Za-z0-9-]*(?:;[A-Za-z0-9-]+)*|[0-9]+(?:\.[0-9]+)+")
 _OPS = {"=": 0xA3, ">=": 0xA5, "<=": 0xA6, "~=": 0xA8}
-_HEX = frozenset("0123456789abcdefABCDEF")
 
 
-def _value(raw: str, text: str) -> bytes:
-    """An assertion value with its RFC 4515 ``\\XX`` escapes resolved, as bytes."""
-    data = raw.encode("utf-8", "surrogateescape")
-    if b"\\" not in data:
-        return data
-    out = bytearray()
-    i = 0
-    while i < len(data):
-        if data[i] == 0x5C:
-            pair = data[i + 1 : i + 3].decode("latin-1")
-            if len(pair) != 2 or not set(pair) <= _HEX:
-                raise InvalidFilter(f"bad escape in {text!r}")
-            out.append(int(pair, 16))
-            i += 3
-        else:
-            out.append(data[i])
-            i += 1
-    return bytes(out)
+def _raw(value: str) -> bytes:
+    """An assertion value back to the octets the filter text meant (escapes were resolved by the parser)."""
+    return value.encode("utf-8", "surrogateescape")
 
 
-class _FilterEncoder:
-    """Recursive descent over RFC 4515 text, producing the BER Filter directly."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.pos = 0
-
-    def fail(self, why: str) -> InvalidFilter:
-        return InvalidFilter(f"{why} at offset {self.pos} in {self.text!r}")
-
-    def filter(self) -> bytes:
-        text = self.text
-        if text[self.pos : self.pos + 1] != "(":
-            raise self.fail("expected '('")
-        self.pos += 1
-        ch = text[self.pos : self.pos + 1]
-        if ch in ("&", "|"):
-            self.pos += 1
-            items = []
-            while text[self.pos : self.pos + 1] == "(":
-                items.append(self.filter())
-            out = tlv(0xA0 if ch == "&" else 0xA1, b"".join(items))
-        elif ch == "!":
-            self.pos += 1
-            out = tlv(0xA2, self.filter())
-        else:
-            out = self.item()
-        if text[self.pos : self.pos + 1] != ")":
-            raise self.fail("expected ')'")
-        self.pos += 1
-        return out
-
-    def item(self) -> bytes:
-        text = self.text
-        m = _ATTR.match(text, self.pos)
-        if m is None:
-            raise self.fail("expected an attribute description")
-        attr = octets(m.group(0))
-        self.pos = m.end()
-        rest = text[self.pos : self.pos + 2]
-        if rest[:1] == ":":
-            raise self.fail("extensible match is not supported")
-        op = rest if rest in _OPS else rest[:1]
-        if op not in _OPS:
-            raise self.fail("expected a filter type")
-        self.pos += len(op)
-        end = self.pos
-        while end < len(text) and text[end] not in "()":
-            end += 1
-        raw = text[self.pos : end]
-        self.pos = end
-        if op != "=" or "*" not in raw:
-            return tlv(_OPS[op], attr + tlv(0x04, _value(raw, text)))
-        if raw == "*":
-            return tlv(0x87, m.group(0).encode("ascii"))
-        pieces = raw.split("*")
-        parts = tlv(0x80, _value(pieces[0], text)) if pieces[0] else b""
-        parts += b"".join(tlv(0x81, _value(p, text)) for p in pieces[1:-1] if p)
-        if pieces[-1]:
-            parts += tlv(0x82, _value(pieces[-1], text))
-        return tlv(0xA4, attr + tlv(0x30, parts))
+def encode_node(node: rfc4515.Node) -> bytes:
+    """The BER Filter (RFC 4511 §4.5.1.7) of a parsed filter tree; attribute descriptions as written."""
+    if isinstance(node, rfc4515.Compare):
+        return tlv(_OPS[node.op], octets(node.desc) + tlv(0x04, _raw(node.value)))
+    if isinstance(node, rfc4515.And | rfc4515.Or):
+        tag = 0xA0 if isinstance(node, rfc4515.And) else 0xA1
+        return tlv(tag, b"".join(encode_node(n) for n in node.items))
+    if isinstance(node, rfc4515.Not):
+        return tlv(0xA2, encode_node(node.item))
+    if isinstance(node, rfc4515.Present):
+        return tlv(0x87, node.desc.encode("ascii"))
+    parts = tlv(0x80, _raw(node.initial)) if node.initial else b""
+    parts += b"".join(tlv(0x81, _raw(m)) for m in node.middle)
+    if node.final:
+        parts += tlv(0x82, _raw(node.final))
+    return tlv(0xA4, octets(node.desc) + tlv(0x30, parts))
 
 
 @functools.lru_cache(maxsize=4096)
 def encode_filter(text: str) -> bytes:
-    """The BER Filter (RFC 4511 §4.5.1.7) of RFC 4515 *text* (cached: RCPT and delivery repeat them).
+    """The BER Filter of RFC 4515 *text*, parsed by :func:`qldap.directory.rfc4515.parse` (cached).
 
-    Accepts what :mod:`qldap.directory.rfc4515` accepts (so both backends refuse the same texts):
-    ``& | !``, ``= >= <= ~=``, presence and substrings with ``\\XX`` escapes; attribute
-    descriptions are sent as written.
+    The one parser is shared with the embedded backend, so both refuse the same texts.
 
     Raises:
         InvalidFilter: *text* is not a filter qldap can send (extensible matches are refused).
     """
-    enc = _FilterEncoder(text.strip())
-    out = enc.filter()
-    if enc.pos != len(enc.text):
-        raise enc.fail("trailing text")
-    return out
+    return encode_node(rfc4515.parse(text))
 
 
 # -- decoding --------------------------------------------------------------------------------------
@@ -231,11 +164,16 @@ def read_length(data: bytes, pos: int) -> tuple[int, int]:
     return int.from_bytes(data[pos + 1 : end], "big"), end
 
 
+MAX_MESSAGE = 16 * 1024 * 1024
+"""The largest LDAPMessage accepted: qldap's entries are a few KiB; a bigger announced length is a
+broken or hostile server, refused at once instead of buffering up to 4 GiB while waiting for it."""
+
+
 def frame(data: bytes, pos: int = 0) -> int:
     """The end offset of the LDAPMessage starting at *pos*, or -1 when *data* does not hold it all yet.
 
     Raises:
-        BerError: the bytes do not start an LDAPMessage SEQUENCE.
+        BerError: the bytes do not start an LDAPMessage SEQUENCE, or announce more than MAX_MESSAGE.
     """
     if len(data) - pos < 2:
         return -1
@@ -245,6 +183,8 @@ def frame(data: bytes, pos: int = 0) -> int:
         size, start = read_length(data, pos + 1)
     except IndexError:
         return -1
+    if size > MAX_MESSAGE:
+        raise BerError(f"an LDAPMessage of {size} octets exceeds the limit of {MAX_MESSAGE}")
     end = start + size
     return end if end <= len(data) else -1
 

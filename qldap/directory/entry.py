@@ -1,6 +1,6 @@
 """One directory entry as both backends return it: a DN and case-insensitive, tuple-valued attributes.
 
-Why a record of its own: ldap3 hands out dicts keyed by the server's spelling of each attribute and
+Why a record of its own: the wire decoder sees attributes in the server's spelling, and
 the LDIF parser produces lists; both are converted once, at their edge, into this immutable shape so
 the rest of qldap never sees raw backend structures (no ``entry["mailHost"][0]`` outside this package).
 """

@@ -3,7 +3,7 @@
 Why it exists: a small site (and ``qldap demo``) should run without an LDAP server, yet every service
 must go through the very same Directory code; this Searcher reads the LDIF (comments, folded lines,
 ``attr:: base64``), re-reads it when the file changes (a stat per search), and evaluates filters
-with :mod:`qldap.directory.rfc4515`.  It never imports ldap3.
+with :mod:`qldap.directory.match`; no network code is involved.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from qldap.control.files import Signature, path_signature
 from qldap.directory.base import Scope
 from qldap.directory.entry import Entry
 from qldap.directory.errors import LookupFailed, NoSuchObject
-from qldap.directory.rfc4515 import matches, normalize_dn, parse
+from qldap.directory.match import matches, normalize_dn
+from qldap.directory.rfc4515 import parse
 from qldap.errors import ConfigError
 
 

@@ -2,7 +2,7 @@
 
 Why one class over a Searcher: RCPTCHECK, local delivery, the POP3/SMTP auth modules, qmail-group and
 qmail-ldaplookup must agree byte for byte on filters, candidate order and error handling; both
-backends (slapd via ldap3, the embedded LDIF) run exactly this code and differ only in ``search``.
+backends (slapd via the wire client, the embedded LDIF) run exactly this code and differ only in ``search``.
 """
 
 from __future__ import annotations

@@ -4,40 +4,38 @@ Why a factory: every program asks the same question ("which directory does this 
 answer — ``control/ldapserver`` present → LDAP, else ``ROOT/directory.ldif`` → embedded, else a
 configuration error — must be identical everywhere.
 
-The LDAP client is qldap's own (:mod:`qldap.directory.wire`, a fraction of ldap3's CPU per lookup);
-a control file ``ldapclient`` whose first line is ``ldap3`` selects the ldap3-based LdapSearcher
-instead (same semantics; the fallback).  ldap3 is imported only then.
+There is one LDAP client, qldap's own (:mod:`qldap.directory.wire`).  The ``ldapclient`` control file
+of earlier releases (``ldap3`` selected an ldap3-based client) is no longer read: a leftover file is
+ignored, with one log line when the caller passes a *log* function, and qmail-showctl lists it as
+obsolete (docs/operations.md).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from qldap.control.files import ControlDir
 from qldap.directory.base import Searcher
 from qldap.directory.cache import ResultCache
 from qldap.directory.config import LdapConfig
 from qldap.directory.lookup import Directory
+from qldap.directory.observe import ObservedSearcher, Observer
 from qldap.errors import ConfigError
 
 EMBEDDED_NAME = "directory.ldif"
-CLIENT_FILE = "ldapclient"
+OBSOLETE_CLIENT_FILE = "ldapclient"
+OBSOLETE_CLIENT_NOTICE = (
+    "warning: control/ldapclient is obsolete and ignored: qldap has one LDAP client; remove the file"
+)
 
 
 def make_searcher(config: LdapConfig, ctl: ControlDir) -> Searcher:
-    """The backend for *config*: an LDAP client when servers are configured, else the LDIF file.
-
-    The client is WireSearcher unless ``control/ldapclient`` says ``ldap3`` (LdapSearcher).
+    """The backend for *config*: the wire LDAP client when servers are configured, else the LDIF file.
 
     Raises:
-        ConfigError: no ``ldapserver`` and no ``ROOT/directory.ldif``, or an unknown ``ldapclient``.
+        ConfigError: no ``ldapserver`` and no ``ROOT/directory.ldif``, or unusable TLS files.
     """
     if config.servers:
-        client = (ctl.line(CLIENT_FILE) or "wire").strip().lower()
-        if client == "ldap3":
-            from qldap.directory.ldap import LdapSearcher
-
-            return LdapSearcher(config)
-        if client != "wire":
-            raise ConfigError(f"control/{CLIENT_FILE}: unknown LDAP client {client!r} (wire or ldap3)")
         from qldap.directory.wire import WireSearcher
 
         return WireSearcher(config)
@@ -49,10 +47,19 @@ def make_searcher(config: LdapConfig, ctl: ControlDir) -> Searcher:
     raise ConfigError(f"unable to read control/ldapserver: missing or empty, and no {EMBEDDED_NAME}")
 
 
-def open_directory(ctl: ControlDir, *, group: bool = False, config: LdapConfig | None = None) -> Directory:
+def open_directory(
+    ctl: ControlDir,
+    *,
+    group: bool = False,
+    config: LdapConfig | None = None,
+    observer: Observer | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Directory:
     """A Directory for the root of *ctl*; ``group=True`` binds with the group credentials.
 
-    The result cache is on only when ``control/ldapcachettl`` is positive.
+    The result cache is on only when ``control/ldapcachettl`` is positive.  *observer* receives a
+    :class:`qldap.directory.observe.SearchEvent` per backend operation (metrics); *log* receives
+    start-up notices (an obsolete ``ldapclient`` file).
 
     Raises:
         ConfigError: bad LDAP control files, or neither ldapserver nor directory.ldif.
@@ -60,5 +67,10 @@ def open_directory(ctl: ControlDir, *, group: bool = False, config: LdapConfig |
     cfg = config if config is not None else LdapConfig.from_control(ctl)
     if group:
         cfg = cfg.with_group_credentials()
+    if log is not None and ctl.exists(OBSOLETE_CLIENT_FILE):
+        log(OBSOLETE_CLIENT_NOTICE)
     cache = ResultCache(cfg.cache_ttl) if cfg.cache_ttl > 0 else None
-    return Directory(cfg, make_searcher(cfg, ctl), cache)
+    searcher = make_searcher(cfg, ctl)
+    if observer is not None:
+        searcher = ObservedSearcher(searcher, observer)
+    return Directory(cfg, searcher, cache)

@@ -1,30 +1,21 @@
-"""RFC 4515 search filters for the embedded directory: parse the string, evaluate it against an Entry.
+"""RFC 4515 search filters: the one parser, text in, a frozen filter tree out.
 
-Why our own: the embedded directory must answer exactly like slapd for the filters qldap sends
-(``&``, ``|``, ``!``, equality, presence, substrings, ordering) including slapd's matching rules —
-mail-ish attributes and objectClass compare case-insensitively with insignificant spaces folded,
-integers numerically, DNs after normalisation, mailMessageStore/deliveryProgramPath/userPassword
-exactly — without importing ldap3.  Extensible matches (``:=``) are refused as InvalidFilter.
+Why one parser for both backends: the wire client encodes this tree to BER
+(:func:`qldap.directory.ber.encode_filter`) and the embedded LDIF backend evaluates it
+(:mod:`qldap.directory.match`), so both accept and refuse exactly the same texts and read the same
+values out of them.  Supported: ``& | !``, ``= >= <= ~=``, presence and substrings, with ``\\XX``
+escapes resolved to bytes (kept in ``str`` via surrogateescape so any octet survives the round trip).
+Extensible matches (``:=``) are refused as InvalidFilter: qldap never sends them.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from qldap.directory.entry import Entry
 from qldap.directory.errors import InvalidFilter
 
-_EXACT = frozenset({"mailmessagestore", "deliveryprogrampath", "userpassword"})
-_INTEGER = frozenset(
-    {"qmailuid", "qmailgid", "mailquotasize", "mailquotacount", "mailsizemax", "uidnumber", "gidnumber",
-     "qlaqmailuid", "qlaqmailgid", "qlamailquotasize", "qlamailquotacount", "qlamailsizemax"}
-)  # fmt: skip
-_ORDERED = frozenset({"uidnumber", "gidnumber"})  # the only ones with an ORDERING rule in our schemas
-_DN = frozenset({"dnmember", "dnsender", "dnmoderator", "qladnmanager", "member", "uniquemember", "seealso"})
-_SPACES = re.compile(r"\s+")
 _ATTR = re.compile(r"[A-Za-z][A-Za-z0-9-]*(?:;[A-Za-z0-9-]+)*|[0-9]+(?:\.[0-9]+)+")
 
 
@@ -48,16 +39,22 @@ class Not:
 
 @dataclass(frozen=True, slots=True)
 class Compare:
-    """``attr=v``, ``attr>=v``, ``attr<=v``, ``attr~=v`` (approx. treated as equality)."""
+    """``attr=v``, ``attr>=v``, ``attr<=v``, ``attr~=v`` (the embedded backend treats ``~=`` as ``=``).
+
+    ``attr`` is the attribute type folded to lower case without options (what an Entry is keyed by);
+    ``desc`` is the attribute description as written, which the wire client sends unchanged.
+    """
 
     attr: str
     op: str
     value: str
+    desc: str
 
 
 @dataclass(frozen=True, slots=True)
 class Present:
     attr: str
+    desc: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +63,7 @@ class Substrings:
     initial: str | None
     middle: tuple[str, ...]
     final: str | None
+    desc: str
 
 
 Node = And | Or | Not | Compare | Present | Substrings
@@ -127,7 +125,8 @@ class _Parser:
         m = _ATTR.match(self.text, self.pos)
         if m is None:
             raise self.fail("expected an attribute description")
-        attr = m.group(0).split(";", 1)[0].lower()
+        desc = m.group(0)
+        attr = desc.split(";", 1)[0].lower()
         self.pos = m.end()
         rest = self.text[self.pos : self.pos + 2]
         if rest[:1] == ":":
@@ -144,11 +143,12 @@ class _Parser:
         raw = self.text[self.pos : end]
         self.pos = end
         if op != "=" or "*" not in raw:
-            return Compare(attr, op, _unescape(raw, self.text))
+            return Compare(attr, op, _unescape(raw, self.text), desc)
         if raw == "*":
-            return Present(attr)
+            return Present(attr, desc)
         parts = [_unescape(p, self.text) for p in raw.split("*")]
-        return Substrings(attr, parts[0] or None, tuple(p for p in parts[1:-1] if p), parts[-1] or None)
+        middle = tuple(p for p in parts[1:-1] if p)
+        return Substrings(attr, parts[0] or None, middle, parts[-1] or None, desc)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -163,100 +163,3 @@ def parse(text: str) -> Node:
     if parser.pos != len(parser.text):
         raise parser.fail("trailing text")
     return node
-
-
-# -- matching rules -----------------------------------------------------------------------------------
-
-
-def normalize_dn(dn: str) -> str:
-    """A DN folded for comparison: lower case, blanks around ``,`` ``=`` ``+`` removed."""
-    parts = []
-    for rdn in re.split(r"(?<!\\),", dn):
-        avas = []
-        for ava in re.split(r"(?<!\\)\+", rdn):
-            name, _, value = ava.partition("=")
-            avas.append(f"{name.strip().lower()}={_SPACES.sub(' ', value.strip()).lower()}")
-        parts.append("+".join(avas))
-    return ",".join(parts) if dn.strip() else ""
-
-
-def _fold(value: str) -> str:
-    return _SPACES.sub(" ", value.strip()).lower()
-
-
-_INTEGER_SYNTAX = re.compile(r"-?[1-9][0-9]*|0")
-
-
-def _as_int(value: str) -> int | None:
-    """INTEGER syntax (RFC 4517 §3.3.16): no leading zeros or blanks; anything else is Undefined."""
-    return int(value) if _INTEGER_SYNTAX.fullmatch(value) else None
-
-
-def _normalizer(attr: str) -> Callable[[str], object]:
-    if attr in _EXACT:
-        return lambda v: v
-    if attr in _INTEGER:
-        return _as_int
-    if attr in _DN:
-        return normalize_dn
-    return _fold
-
-
-def _compare(entry: Entry, node: Compare) -> bool:
-    values = entry.values(node.attr)
-    if not values:
-        return False
-    norm = _normalizer(node.attr)
-    want = norm(node.value)
-    if want is None:
-        return False
-    if node.op in ("=", "~="):
-        return any(norm(v) == want for v in values)
-    if node.attr not in _ORDERED:
-        return False  # no ordering rule: slapd evaluates the assertion as Undefined
-    ge = node.op == ">="
-    for v in values:
-        have = norm(v)
-        if isinstance(have, int) and isinstance(want, int) and ((have >= want) if ge else (have <= want)):
-            return True
-        if isinstance(have, str) and isinstance(want, str) and ((have >= want) if ge else (have <= want)):
-            return True
-    return False
-
-
-def _substrings(entry: Entry, node: Substrings) -> bool:
-    exact = node.attr == "userpassword"
-    fold: Callable[[str], str] = (lambda v: v) if exact else _fold
-    initial = fold(node.initial) if node.initial else ""
-    final = fold(node.final) if node.final else ""
-    middle = [fold(m) for m in node.middle]
-    for raw in entry.values(node.attr):
-        value = fold(raw)
-        if not value.startswith(initial):
-            continue
-        pos = len(initial)
-        ok = True
-        for m in middle:
-            found = value.find(m, pos)
-            if found < 0:
-                ok = False
-                break
-            pos = found + len(m)
-        if ok and (not final or (value.endswith(final) and len(value) - len(final) >= pos)):
-            return True
-    return False
-
-
-def matches(node: Node, entry: Entry) -> bool:
-    """True when *entry* satisfies *node* (absent attributes make a comparison false)."""
-    if isinstance(node, Compare):
-        return _compare(entry, node)
-    if isinstance(node, And):
-        return all(matches(n, entry) for n in node.items)
-    if isinstance(node, Or):
-        return any(matches(n, entry) for n in node.items)
-    if isinstance(node, Not):
-        return not matches(node.item, entry)
-    if isinstance(node, Present):
-        return entry.has(node.attr)
-    return _substrings(entry, node)

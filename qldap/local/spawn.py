@@ -114,8 +114,16 @@ def passwd_account(local: str) -> tuple[Account, str, str] | None:
 class LocalSpawner:
     """Deliver local recipients; thread-safe (one instance serves the manager's thread pool)."""
 
-    def __init__(self, root: Path, inject: Injector, *, directory: Directory | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        inject: Injector,
+        *,
+        directory: Directory | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
         self.root = Path(root)
+        self.log = log
         self.ctl = ControlDir(self.root)
         self.inject = inject
         self._directory = directory
@@ -124,7 +132,7 @@ class LocalSpawner:
     def directory(self) -> Directory:
         """The directory, opened on first use and reused (connections are pooled inside)."""
         if self._directory is None:
-            self._directory = open_directory(self.ctl)
+            self._directory = open_directory(self.ctl, log=self.log)
         return self._directory
 
     def reload(self) -> None:

@@ -107,14 +107,16 @@ def tls_context(cert: Path, ciphers: str) -> ssl.SSLContext:
 class _Parts:
     """What a reload replaces: the controls, the rules, the directory and the checks built on it."""
 
-    def __init__(self, options: ServerOptions, pool: ThreadPoolExecutor) -> None:
+    def __init__(
+        self, options: ServerOptions, pool: ThreadPoolExecutor, log: Callable[[str], None] | None = None
+    ) -> None:
         self.ctl = ControlDir(options.root)
         self.locals = Locals(self.ctl)
         self.rcpthosts = RcptHosts(self.ctl)
         self.rules = RulesFile(options.rules or self.ctl.path(RULES_FILE))
         directory: Directory | ConfigError
         try:
-            directory = open_directory(self.ctl)
+            directory = open_directory(self.ctl, log=log)
         except ConfigError as exc:
             directory = exc
         self.directory = directory
@@ -151,7 +153,7 @@ class SmtpServer:
         self.level = SmtpdEnv.from_environ(options.environ).loglevel
         self.lookup_pool = ThreadPoolExecutor(options.lookup_workers, thread_name_prefix="qldap-lookup")
         self.handoff = handoff or QueueHandoff(options.root, workers=options.queue_workers)
-        self.parts = _Parts(options, self.lookup_pool)
+        self.parts = _Parts(options, self.lookup_pool, self.log)
         self.connections: set[_Connection] = set()
         self.own_ips: frozenset[str] = frozenset({"127.0.0.1"})
         self.ids = itertools.count(1)
@@ -184,7 +186,7 @@ class SmtpServer:
 
     def reload(self) -> None:
         """SIGHUP: new sessions use freshly read controls, rules and directory settings."""
-        old, self.parts = self.parts, _Parts(self.options, self.lookup_pool)
+        old, self.parts = self.parts, _Parts(self.options, self.lookup_pool, self.log)
         self._tls.clear()
         old.close()  # its searcher reconnects if a running session still asks it
         self.log("reloaded controls, rules and directory settings", 2)

@@ -12,7 +12,7 @@ The answer is the policy's :data:`~qldap.smtpd.policy.VerifyAnswer`:
   policy turns into ``451`` or, under LDAPSOFTOK, into acceptance.
 
 Why the decision is a pure function (:func:`answer_for`) separate from :class:`Verifier`: the lookups
-are blocking ldap3 calls run on a bounded thread pool, while the mapping of results to answers is the
+are blocking LDAP calls run on a bounded thread pool, while the mapping of results to answers is the
 contract tests check without a directory.  smtpd does not import the delivery packages (STYLE.md
 dependency rules), so the small passwd check is repeated here rather than borrowed from ``local/``.
 """
