@@ -18,8 +18,8 @@ from qldap.directory.entry import Entry
 from qldap.directory.errors import AddressWithoutHost, InvalidFilter, NoSuchObject
 from qldap.directory.filters import mail_filter
 from qldap.directory.lookup import Directory
-from qldap.passwords.schemes import make_hash
 from qldap.directory.wire import WireSearcher
+from qldap.passwords.schemes import make_hash
 from tests.conftest import QRoot
 from tests.fixtures_slapd import LdapBase
 
