@@ -1,0 +1,96 @@
+"""Run a command and, when it ends, stop every process it left behind — and only those.
+
+    python3 tools/reap.py COMMAND [ARG...]   → exit status of COMMAND
+
+Why a child subreaper instead of matching command lines: a pattern also matches other people's
+processes on a shared machine.  This process marks itself a *child subreaper* (Linux prctl), so a
+descendant whose parent exits is re-parented to it rather than to init, whatever session or process
+group it moved to (the test daemons start their own sessions).  After COMMAND exits, every process
+whose parent is this one is by construction something the run started: each gets SIGTERM, then
+SIGKILL after a grace period, until none is left.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+
+PR_SET_CHILD_SUBREAPER = 36
+GRACE = 5.0
+
+
+def children() -> list[int]:
+    """PIDs whose parent is this process (read from /proc; the comm field may hold blanks)."""
+    me = os.getpid()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 1 and int(fields[1]) == me:
+            found.append(int(name))
+    return found
+
+
+def reap_zombies() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def stop_leftovers() -> list[int]:
+    """SIGTERM, then SIGKILL, every remaining descendant; returns the PIDs that were left."""
+    left: list[int] = []
+    deadline = time.monotonic() + GRACE
+    sig = signal.SIGTERM
+    while True:
+        reap_zombies()
+        pids = children()
+        if not pids:
+            return left
+        left.extend(p for p in pids if p not in left)
+        if time.monotonic() > deadline:
+            sig = signal.SIGKILL
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print("usage: reap.py COMMAND [ARG...]", file=sys.stderr)
+        return 100
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        print("reap.py: warning: cannot become a child subreaper; leftovers are not tracked", file=sys.stderr)
+    proc = subprocess.Popen(argv)
+    try:
+        rc = proc.wait()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait()
+    left = stop_leftovers()
+    if left:
+        print(f"reap.py: warning: stopped processes left behind by the run: {' '.join(map(str, left))}",
+              file=sys.stderr)
+    return rc if rc >= 0 else 128 - rc
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
