@@ -32,6 +32,8 @@ from pathlib import Path
 from qldap.control.services import Daemon, Services, ServiceSpec
 from qldap.exitcodes import ExitCode
 from qldap.logs import Logger
+from qldap.sdnotify import ENV as NOTIFY_ENV
+from qldap.sdnotify import notify
 
 PROG = "qldap up"
 _READY = re.compile(r"^(?:\S+ )?qldap (?P<name>[\w-]+): (?:listening on (?P<addr>\S+)|(?P<ready>ready))\s*$")
@@ -159,6 +161,7 @@ class Supervisor:
         assert self._stop is not None
         if not self._stop.is_set():
             self.log.info(f"{signal.Signals(signum).name} received; stopping every daemon")
+            self._notify("STOPPING=1")
             self._stop.set()
 
     def _reload(self, _signum: int) -> None:
@@ -171,6 +174,13 @@ class Supervisor:
         for child in self.children:
             if child.spec.daemon is Daemon.SEND:
                 child.signal(signal.SIGALRM)
+
+    def _notify(self, state: str) -> None:
+        """Tell systemd *state* when it started us as Type=notify (docs/operations.md)."""
+        env = os.environ if self.options.environ is None else self.options.environ
+        problem = notify(state, env)
+        if problem is not None:
+            self.log.error(problem)
 
     # -- one child -----------------------------------------------------------------------------
 
@@ -206,7 +216,7 @@ class Supervisor:
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
-            env={**child.spec.environment(base), SUPERVISOR_ENV: str(os.getpid())},
+            env=_child_environment(child.spec.environment(base)),
             cwd=str(self.root),
             start_new_session=True,
             limit=1 << 20,
@@ -248,6 +258,7 @@ class Supervisor:
             if not self._all_ready_told and all(c.ready for c in self.children):
                 self._all_ready_told = True
                 self.log.info(f"all {len(self.children)} daemons ready")
+                self._notify(f"READY=1\nSTATUS=all {len(self.children)} daemons ready")
 
     async def _sleep(self, seconds: float) -> None:
         assert self._stop is not None
@@ -273,6 +284,14 @@ class Supervisor:
         for child in self.children:
             if child.proc is not None and child.proc.returncode is not None:
                 self.log.info(f"{child.spec.name} {describe_exit(child.proc.returncode)}")
+
+
+def _child_environment(env: dict[str, str]) -> dict[str, str]:
+    """A daemon's environment: the supervisor's pid added; ``NOTIFY_SOCKET`` removed (only the
+    supervisor speaks for the service; a daemon's "ready" would be premature)."""
+    env.pop(NOTIFY_ENV, None)
+    env[SUPERVISOR_ENV] = str(os.getpid())
+    return env
 
 
 def _seconds(value: float) -> str:

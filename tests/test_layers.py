@@ -22,7 +22,7 @@ PACKAGE = ROOT / "qldap"
 DOC = ROOT / "docs" / "architecture.md"
 
 CORE = frozenset(
-    {"address", "dates", "errors", "exitcodes", "fsutil", "logs", "metrics", "records", "reports"}
+    {"address", "dates", "errors", "exitcodes", "fsutil", "logs", "metrics", "records", "reports", "sdnotify"}
 )
 """Top-level modules below every package; they import only each other."""
 
@@ -180,7 +180,7 @@ def test_the_table_itself_has_no_cycle_and_names_real_packages() -> None:
         p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"
     }
     named = set(ALLOWED) | {d for dsts in ALLOWED.values() for d in dsts} | CORE
-    assert named - real <= {"metrics"}, f"the table names packages that do not exist: {sorted(named - real)}"
+    assert not named - real, f"the table names packages that do not exist: {sorted(named - real)}"
     missing = sorted(real - named - {"cli"})
     assert not missing, f"packages or modules missing from the table: {missing}"
 

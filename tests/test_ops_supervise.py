@@ -362,7 +362,8 @@ def test_up_refuses_an_invalid_services_yaml(root: Path, capsys: pytest.CaptureF
     (root / "services.yaml").write_text('smtpd:\n  lisen: ["127.0.0.1:2525"]\n')
     assert up_main([str(root)]) == 111
     assert capsys.readouterr().err == (
-        "qldap up: fatal: services.yaml: smtpd: unknown key 'lisen'; allowed: listen, rules, env (line 2)\n"
+        "qldap up: fatal: services.yaml: smtpd: unknown key 'lisen'; "
+        "allowed: listen, rules, env, metrics (line 2)\n"
     )
 
 

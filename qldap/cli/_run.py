@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from qldap.errors import ConfigError, PermanentFailure, TemporaryFailure
 from qldap.exitcodes import ExitCode
+from qldap.metrics import ENV as METRICS_ENV
+from qldap.metrics import Endpoint, QueueFigures, start_from_env
 
 
 def fatal(prog: str, text: str) -> None:
@@ -64,3 +66,29 @@ def parse_root_args(args: Sequence[str]) -> str | None:
         else:
             raise ValueError(f"unknown argument {arg!r}")
     return root
+
+
+def start_metrics(
+    prog: str,
+    daemon: str,
+    environ: Mapping[str, str],
+    *,
+    queue: Callable[[], QueueFigures] | None = None,
+) -> Endpoint | None:
+    """Start the daemon's Prometheus endpoint when ``$QLDAP_METRICS`` asks for one (docs/operations.md).
+
+    Runs before the daemon opens its directory, so the directory's searches are timed.  Says
+    ``PROG: metrics on HOST:PORT`` on stderr (the supervisor relays it; it is not a ready line).
+
+    Raises:
+        ConfigError: the address is not HOST:PORT or cannot be bound.
+    """
+    try:
+        endpoint = start_from_env(daemon, environ, queue=queue)
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"unable to serve metrics on {environ.get(METRICS_ENV)!r}: {exc}") from exc
+    if endpoint is not None:
+        shown = f"[{endpoint.host}]" if ":" in endpoint.host else endpoint.host
+        sys.stderr.write(f"{prog}: metrics on {shown}:{endpoint.port}\n")
+        sys.stderr.flush()
+    return endpoint

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import Sequence
 
+from qldap.cli._run import start_metrics
 from qldap.control.files import ControlDir, find_root
 from qldap.errors import ConfigError
 from qldap.exitcodes import ExitCode
@@ -34,6 +36,7 @@ def _fatal(text: str) -> int:
 
 async def _serve(ctl: ControlDir) -> int:
     try:
+        start_metrics(PROG, "pbsdbd", os.environ)
         cfg = load_config(ctl, PbsRole.DAEMON)
     except ConfigError as exc:
         return _fatal(f"unable to read controls: {exc}")

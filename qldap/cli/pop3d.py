@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from qldap.auth.check import cleartext_enabled
 from qldap.auth.modules import MailboxSettings
+from qldap.cli._run import start_metrics
 from qldap.control.files import ControlDir, find_root
 from qldap.directory.open import open_directory
 from qldap.errors import ConfigError
@@ -93,6 +94,7 @@ def read_config(ctl: ControlDir) -> Pop3dConfig:
 
 async def _serve(ctl: ControlDir, listens: Sequence[tuple[str, int]]) -> int:
     try:
+        start_metrics(PROG, "pop3d", os.environ)
         cfg = read_config(ctl)
         directory = open_directory(ctl, log=lambda text: _log(f"{PROG}: {text}"))
     except ConfigError as exc:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from qldap.cli._run import start_metrics
 from qldap.control.files import find_root
 from qldap.control.services import parse_listen
 from qldap.errors import ConfigError
@@ -38,6 +40,7 @@ async def _serve(root: Path, listens: Sequence[tuple[str, int]]) -> int:
     loop.add_signal_handler(signal.SIGHUP, lambda: None)
     running = []
     try:
+        start_metrics(PROG, "qmqpd", os.environ)
         for host, port in listens:
             server, injector = await serve_qmqpd(root, host, port)
             running.append((server, injector))

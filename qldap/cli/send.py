@@ -25,7 +25,7 @@ from types import FrameType
 from typing import Protocol, cast
 
 from qldap import reports
-from qldap.cli._run import parse_root_args, run
+from qldap.cli._run import parse_root_args, run, start_metrics
 from qldap.control.domains import Locals
 from qldap.control.files import ControlDir, find_root
 from qldap.errors import ConfigError
@@ -33,6 +33,7 @@ from qldap.exitcodes import ExitCode
 from qldap.local import creds
 from qldap.local.spawn import LocalSpawner
 from qldap.logs import stamper
+from qldap.metrics import QueueFigures
 from qldap.queue.codes import QueueError
 from qldap.queue.envelope import Envelope
 from qldap.queue.inject import Injector, QueuedMessage, how_invoked
@@ -143,6 +144,10 @@ async def _serve(root: Path, layout: QueueLayout, log: StderrLog) -> int:
     def inject_bounce(chunks: Iterable[bytes], envelope: Envelope) -> QueuedMessage:
         return injector.inject(chunks, envelope, how=BOUNCE_HOW, uid=uid)
 
+    held: list[Manager] = []  # the endpoint may be scraped before the manager exists
+    start_metrics(
+        PROG, "send", os.environ, queue=lambda: held[0].queue_figures() if held else QueueFigures(0, None)
+    )
     creds.drop_groups()  # root's supplementary groups must not leak into deliveries made as users
     spawner = LocalSpawner(root, inject_bytes, log=log)
 
@@ -153,6 +158,7 @@ async def _serve(root: Path, layout: QueueLayout, log: StderrLog) -> int:
 
     manager = Manager(layout, cfg, local=spawner.deliver, remote=remote_delivery(root),
                       inject_bounce=inject_bounce, log=log, reload=reload)  # fmt: skip
+    held.append(manager)
     handlers = {
         signal.SIGHUP: manager.request_reload,
         signal.SIGALRM: manager.request_retry,

@@ -30,7 +30,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from qldap.cli._run import run
+from qldap.cli._run import run, start_metrics
 from qldap.control.files import ControlDir, find_root
 from qldap.errors import ConfigError
 from qldap.exitcodes import ExitCode
@@ -108,6 +108,7 @@ def log_writer(options: ServerOptions) -> Callable[[str], None]:
 async def serve(options: ServerOptions, dns_timeout: float) -> int:
     """Run the daemon until SIGTERM/SIGINT; 0 after a clean stop."""
     resolver = DnsResolver(ptr_timeout=dns_timeout)
+    start_metrics(PROG, "smtpd", options.environ)
     server = SmtpServer(options, resolver=resolver, log=log_writer(options))
     try:
         bound = await server.start()

@@ -21,6 +21,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from qldap.errors import ConfigError
+from qldap.metrics import ENV as METRICS_ENV
 
 SOURCE = "services.yaml"
 
@@ -36,13 +37,14 @@ class Daemon(enum.Enum):
 
 
 ALLOWED_KEYS: Mapping[Daemon, tuple[str, ...]] = {
-    Daemon.SMTPD: ("listen", "rules", "env"),
-    Daemon.SEND: ("env",),
-    Daemon.POP3D: ("listen", "env"),
-    Daemon.PBSDBD: ("env",),
-    Daemon.QMQPD: ("listen", "env"),
+    Daemon.SMTPD: ("listen", "rules", "env", "metrics"),
+    Daemon.SEND: ("env", "metrics"),
+    Daemon.POP3D: ("listen", "env", "metrics"),
+    Daemon.PBSDBD: ("env", "metrics"),
+    Daemon.QMQPD: ("listen", "env", "metrics"),
 }
-"""The keys each section may have; ``listen`` is required where it is allowed."""
+"""The keys each section may have; ``listen`` is required where it is allowed; ``metrics`` (one
+``HOST:PORT``, off when absent) is the daemon's Prometheus endpoint (docs/operations.md)."""
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
@@ -75,6 +77,7 @@ class ServiceSpec:
     listen: tuple[Listen, ...] = ()
     rules: Path | None = None
     env: tuple[tuple[str, str], ...] = ()
+    metrics: Listen | None = None
 
     @property
     def name(self) -> str:
@@ -85,6 +88,8 @@ class ServiceSpec:
         """*base* (the supervisor's environment) overridden by this section's ``env``."""
         merged = dict(base)
         merged.update(self.env)
+        if self.metrics is not None:
+            merged[METRICS_ENV] = str(self.metrics)
         return merged
 
 
@@ -224,6 +229,7 @@ def _section(daemon: Daemon, node: Node, root: Path, where: _Where) -> ServiceSp
     listen: tuple[Listen, ...] = ()
     rules: Path | None = None
     env: tuple[tuple[str, str], ...] = ()
+    metrics: Listen | None = None
     for key, key_node, value in _pairs(node, where, name):
         if key not in allowed:
             raise where.error(key_node, name, f"unknown key {key!r}; allowed: {', '.join(allowed)}")
@@ -231,11 +237,13 @@ def _section(daemon: Daemon, node: Node, root: Path, where: _Where) -> ServiceSp
             listen = _listen(value, where, name)
         elif key == "rules":
             rules = _rules(value, root, where, name)
+        elif key == "metrics":
+            metrics = _metrics(value, where, name)
         else:
             env = _env(value, where, name)
     if "listen" in allowed and not listen:
         raise where.error(node, name, 'listen: required: a list of "HOST:PORT" addresses')
-    return ServiceSpec(daemon, listen, rules, env)
+    return ServiceSpec(daemon, listen, rules, env, metrics)
 
 
 def _listen(node: Node, where: _Where, name: str) -> tuple[Listen, ...]:
@@ -256,6 +264,14 @@ def _listen(node: Node, where: _Where, name: str) -> tuple[Listen, ...]:
             raise where.error(item, name, "listen", f"{text!r} is listed twice")
         out.append(addr)
     return tuple(out)
+
+
+def _metrics(node: Node, where: _Where, name: str) -> Listen:
+    text = _string(node, where, name, "metrics")
+    try:
+        return parse_listen(text)
+    except ValueError as exc:
+        raise where.error(node, name, "metrics", str(exc)) from None
 
 
 def _rules(node: Node, root: Path, where: _Where, name: str) -> Path:
@@ -287,7 +303,7 @@ def _env(node: Node, where: _Where, name: str) -> tuple[tuple[str, str], ...]:
 def _check_unique_listeners(specs: Iterable[ServiceSpec], where: _Where) -> None:
     seen: dict[Listen, str] = {}
     for spec in specs:
-        for addr in spec.listen:
+        for addr in (*spec.listen, *((spec.metrics,) if spec.metrics is not None else ())):
             if addr in seen:
                 raise where.error(None, spec.name, "listen", f"{addr} is already used by {seen[addr]}")
             seen[addr] = spec.name

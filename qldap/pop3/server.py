@@ -46,6 +46,7 @@ from qldap.auth.modules import (
     resolve_mail_host,
 )
 from qldap.directory.lookup import Directory
+from qldap.metrics import recorder
 from qldap.pbs.client import pbs_add
 from qldap.pbs.config import PbsConfig
 from qldap.pop3.popup import EXIT_REPLIES, Authenticate, Popup, StartTls
@@ -221,9 +222,12 @@ class Pop3Server:
         return _Conn(self._start)
 
     def _start(self, conn: _Conn, transport: asyncio.BaseTransport) -> None:
+        metrics = recorder()  # a no-op unless $QLDAP_METRICS started an endpoint
+        metrics.session_opened()
         task = asyncio.get_running_loop().create_task(self._connection(conn, transport))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(lambda _t: metrics.session_closed())
 
     async def _write(self, conn: _Conn, transport: asyncio.BaseTransport, data: bytes) -> None:
         assert isinstance(transport, asyncio.WriteTransport)

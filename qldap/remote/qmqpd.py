@@ -24,6 +24,7 @@ from pathlib import Path
 
 from qldap.control.files import ControlDir
 from qldap.dates import qmail_date
+from qldap.metrics import recorder
 from qldap.queue.codes import QueueError
 from qldap.queue.envelope import Envelope
 from qldap.queue.inject import Injector, how_invoked
@@ -112,6 +113,8 @@ class QmqpServer:
         """Serve one connection: read one request, answer once, close."""
         peer = writer.get_extra_info("peername")
         ip = str(peer[0]) if isinstance(peer, tuple) else "unknown"
+        metrics = recorder()  # a no-op unless $QLDAP_METRICS started an endpoint
+        metrics.session_opened()
         try:
             reply = await self._answer(reader, ip)
             if reply is not None:
@@ -121,6 +124,7 @@ class QmqpServer:
             pass  # not QMQP, too slow, or gone: closing without a reply is the protocol's answer
         finally:
             writer.close()
+            metrics.session_closed()
 
     async def _answer(self, reader: asyncio.StreamReader, ip: str) -> str | None:
         length = await asyncio.wait_for(read_netstring_length(reader), self.timeout)

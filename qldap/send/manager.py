@@ -27,6 +27,7 @@ from functools import partial
 
 from qldap import reports
 from qldap.errors import ConfigError
+from qldap.metrics import QueueFigures
 from qldap.queue.cleanup import CLEANUP_INTERVAL, clean_all
 from qldap.queue.layout import SPLIT, QueueLayout
 from qldap.send import channels
@@ -271,6 +272,15 @@ class Manager:
         """The config for new work, after applying pending signal requests."""
         self._apply_requests()
         return self.cfg
+
+    def queue_figures(self) -> QueueFigures:
+        """Messages held and the oldest birth, for the metrics endpoint's thread.
+
+        ``list(dict.values())`` copies under the GIL in one step, so the loop may keep changing
+        ``messages`` meanwhile.
+        """
+        states = list(self.messages.values())
+        return QueueFigures(len(states), min((m.birth for m in states), default=None))
 
     def has_message(self, number: int) -> bool:
         """True while message *number* is preprocessed and not yet eliminated."""

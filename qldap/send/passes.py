@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qldap import reports
+from qldap.metrics import recorder
 from qldap.queue.envelope import ChannelEntry, UnknownRecord
 from qldap.queue.layout import QueueLayout
 from qldap.records import RecordError
@@ -78,6 +79,7 @@ class Passes:
         self._stopping = stopping
         self._hook = hook
         self._numbers = itertools.count(1)  # delivery numbers start at 1 per manager run
+        self._metrics = recorder()  # a no-op unless $QLDAP_METRICS started an endpoint
 
     def _rel(self, path: str) -> str:
         return os.path.relpath(path, self.layout.queue)
@@ -135,6 +137,8 @@ class Passes:
             return False
         report = reports.when_dying(reports.truncate(report), last)
         self.log(reports.delivery_line(number, report))
+        if self._metrics.enabled:
+            self._metrics.delivery(channel.value, report.letter.value)
         self._status()
         if self._hook is not None:
             self._hook(SendStep.REPORTED)

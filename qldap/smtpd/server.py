@@ -41,6 +41,7 @@ from qldap.control.rules import RulesError, RulesFile
 from qldap.directory.lookup import Directory
 from qldap.directory.open import open_directory
 from qldap.errors import ConfigError
+from qldap.metrics import recorder
 from qldap.pbs.client import pbs_check
 from qldap.pbs.config import PbsConfig, PbsRole, load_config
 from qldap.queue.received import tls_protocol
@@ -258,6 +259,7 @@ class _Connection(asyncio.Protocol):
         self._relay: str | None = None
         self._spool: MessageSpool | None = None
         self._scanner: SignatureScanner | None = None
+        self._metrics = recorder()  # a no-op unless $QLDAP_METRICS started an endpoint
 
     # -- asyncio.Protocol callbacks -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -270,6 +272,7 @@ class _Connection(asyncio.Protocol):
             server.log("too many sessions, refused a connection", 1)
             return
         server.connections.add(self)
+        self._metrics.session_opened()
         self.id = next(server.ids)
         self.task = self._loop.create_task(self._run())
         self.task.add_done_callback(self._finished)
@@ -337,6 +340,7 @@ class _Connection(asyncio.Protocol):
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self.server.connections.discard(self)
+        self._metrics.session_closed()
         if self._spool is not None:
             self._spool.close()
         if self.transport is not None:
@@ -445,6 +449,8 @@ class _Connection(asyncio.Protocol):
             self.server.log(f"unable to read controls: {exc}", 1)
             action = Send(replies.UNABLE_TO_READ_CONTROLS, close=True)
         await self._send(session, action)
+        if self._metrics.enabled:
+            self._metrics.smtp_reply(cmd.verb, action.reply.code, action.reply.text)
         if action.reply.code == 250 and not auth_phase:
             if cmd.verb == "MAIL":
                 self._log(f"mail from: <{session.transaction.sender}>", 2)
@@ -500,6 +506,8 @@ class _Connection(asyncio.Protocol):
                 spool.close()
             assert isinstance(action, Send)
             await self._send(session, action)
+            if self._metrics.enabled:
+                self._metrics.smtp_reply("message", action.reply.code, action.reply.text)
             return
         program = session.cfg.env.qmailqueue or None
         environ = program_environment(self._env, self._relay, session.auth_user) if program else {}
@@ -507,7 +515,10 @@ class _Connection(asyncio.Protocol):
         now = int(time.time())
         if outcome.queued:
             self._log(f"message queued: {now} qp {outcome.qp} size {end.size} bytes", 2)
-        await self._send(session, session.queue_done(outcome.text, unix_time=now, qp=outcome.qp))
+        done = session.queue_done(outcome.text, unix_time=now, qp=outcome.qp)
+        await self._send(session, done)
+        if self._metrics.enabled:
+            self._metrics.smtp_reply("message", done.reply.code, done.reply.text)
 
     # -- replies --------------------------------------------------------------------------------
     async def _send(self, session: Session, send: Send) -> None:
