@@ -30,9 +30,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, cast
-
-_T = TypeVar("_T")
+from typing import Any, Protocol
 
 ENV = "QLDAP_METRICS"
 """``HOST:PORT`` of the daemon's endpoint; ``qldap up`` sets it from services.yaml's ``metrics:``."""
@@ -57,6 +55,24 @@ def reply_result(code: int) -> str:
     return "accepted" if code < 400 else "deferred" if code < 500 else "rejected"
 
 
+class _Label(Protocol):
+    @property
+    def value(self) -> str: ...
+
+
+class DirectoryEvent(Protocol):
+    """What ``directory.observe.SearchEvent`` carries (a protocol: core modules import no package)."""
+
+    @property
+    def operation(self) -> _Label: ...
+
+    @property
+    def outcome(self) -> _Label: ...
+
+    @property
+    def seconds(self) -> float: ...
+
+
 class Recorder:
     """The hooks; this base class records nothing (metrics off)."""
 
@@ -74,15 +90,8 @@ class Recorder:
     def delivery(self, channel: str, letter: str) -> None:
         """A delivery on *channel* (``local``/``remote``) ended with report letter K, Z or D."""
 
-    def ldap_search(self, seconds: float, result: str) -> None:
-        """One directory search took *seconds*: ``found``, ``notfound`` or ``error``."""
-
-    def wrap_searcher(self, searcher: _T) -> _T:
-        """*searcher* itself, or a wrapper that times its searches (metrics on).
-
-        The wrapper delegates every other attribute, so it stands in for the backend's type.
-        """
-        return searcher
+    def directory_event(self, event: DirectoryEvent) -> None:
+        """One directory backend operation ended (the observer of ``directory.open.open_directory``)."""
 
 
 _recorder: Recorder = Recorder()
@@ -91,27 +100,6 @@ _recorder: Recorder = Recorder()
 def recorder() -> Recorder:
     """The process's recorder: a no-op until :func:`start` ran."""
     return _recorder
-
-
-class _TimedSearcher:
-    """Delegates to a directory backend, recording each search's duration and outcome."""
-
-    def __init__(self, inner: Any, rec: Recorder) -> None:
-        self._inner = inner
-        self._rec = rec
-
-    def search(self, *args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            entries = self._inner.search(*args, **kwargs)
-        except Exception:
-            self._rec.ldap_search(time.perf_counter() - start, "error")
-            raise
-        self._rec.ldap_search(time.perf_counter() - start, "found" if entries else "notfound")
-        return entries
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
 
 class PrometheusRecorder(Recorder):
@@ -141,11 +129,15 @@ class PrometheusRecorder(Recorder):
             "qldap_deliveries", "Deliveries by channel and result", ["channel", "result"], registry=registry
         )
         self._searches = Counter(
-            "qldap_ldap_searches", "Directory searches by result", ["daemon", "result"], registry=registry
+            "qldap_ldap_operations",
+            "Directory backend operations (search, bind) by outcome",
+            ["daemon", "operation", "outcome"],
+            registry=registry,
         )
+        self._ops: dict[tuple[str, str], Any] = {}
         self._latency = Histogram(
-            "qldap_ldap_search_seconds",
-            "Directory search latency",
+            "qldap_ldap_operation_seconds",
+            "Directory backend operation latency",
             ["daemon"],
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
             registry=registry,
@@ -173,12 +165,13 @@ class PrometheusRecorder(Recorder):
     def delivery(self, channel: str, letter: str) -> None:
         self._deliveries.labels(channel, _LETTER_RESULT.get(letter, "defer")).inc()
 
-    def ldap_search(self, seconds: float, result: str) -> None:
-        self._searches.labels(self.daemon, result).inc()
-        self._latency.observe(seconds)
-
-    def wrap_searcher(self, searcher: _T) -> _T:
-        return cast(_T, _TimedSearcher(searcher, self))
+    def directory_event(self, event: DirectoryEvent) -> None:
+        op, outcome = event.operation.value, event.outcome.value
+        child = self._ops.get((op, outcome))
+        if child is None:  # both are closed enums: this dictionary stays small
+            child = self._ops[(op, outcome)] = self._searches.labels(self.daemon, op, outcome)
+        child.inc()
+        self._latency.observe(event.seconds)
 
 
 @dataclass(frozen=True, slots=True)

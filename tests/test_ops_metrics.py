@@ -105,8 +105,8 @@ def test_counters_move_with_real_smtp_and_pop3_traffic(site: Site, ups: list[Up]
     sent = eventually("the delivery counted", send_m,
                       lambda s: value(s, "qldap_deliveries_total", channel="local", result="success") == 1)
     assert value(sent, "qldap_deliveries_total", channel="local", result="bounce") == 0
-    assert value(sent, "qldap_ldap_searches_total", daemon="send", result="found") >= 1
-    assert value(sent, "qldap_ldap_search_seconds_count", daemon="send") >= 1
+    assert value(sent, "qldap_ldap_operations_total", daemon="send", operation="search", outcome="ok") >= 1
+    assert value(sent, "qldap_ldap_operation_seconds_count", daemon="send") >= 1
     assert ("qldap_queue_messages", ()) in sent
     assert ("qldap_queue_oldest_age_seconds", ()) in sent
 
@@ -118,7 +118,7 @@ def test_counters_move_with_real_smtp_and_pop3_traffic(site: Site, ups: list[Up]
         pop.quit()
     popped = eventually("the POP3 session counted", pop_m,
                         lambda s: value(s, "qldap_sessions_total", daemon="pop3d") == 1)
-    assert value(popped, "qldap_ldap_searches_total", daemon="pop3d", result="found") >= 1
+    assert value(popped, "qldap_ldap_operations_total", daemon="pop3d", operation="search", outcome="ok") >= 1
 
     up.signal(15)
     assert up.proc.wait(timeout=PATIENCE) == 0

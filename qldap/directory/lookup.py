@@ -25,7 +25,6 @@ from qldap.directory.config import LdapConfig
 from qldap.directory.entry import Entry
 from qldap.directory.errors import DirectoryUnavailable, NoSuchObject
 from qldap.directory.filters import Candidate, candidates, escape, real_domain, split_address, uid_filter
-from qldap.metrics import recorder
 
 _ANY = "(objectClass=*)"
 
@@ -35,7 +34,7 @@ class Directory:
 
     def __init__(self, config: LdapConfig, searcher: Searcher, cache: ResultCache | None = None) -> None:
         self.config = config
-        self.searcher = recorder().wrap_searcher(searcher)  # times searches when metrics are on
+        self.searcher = searcher
         self.cache = cache
         self._login_attrs = schema.USER_ATTRIBUTES + (() if config.rebind else (schema.PASSWORD,))
 

@@ -21,6 +21,7 @@ from qldap.directory.config import LdapConfig
 from qldap.directory.lookup import Directory
 from qldap.directory.observe import ObservedSearcher, Observer
 from qldap.errors import ConfigError
+from qldap.metrics import recorder
 
 EMBEDDED_NAME = "directory.ldif"
 OBSOLETE_CLIENT_FILE = "ldapclient"
@@ -71,6 +72,8 @@ def open_directory(
         log(OBSOLETE_CLIENT_NOTICE)
     cache = ResultCache(cfg.cache_ttl) if cfg.cache_ttl > 0 else None
     searcher = make_searcher(cfg, ctl)
+    if observer is None and recorder().enabled:  # the daemon's metrics endpoint (docs/operations.md)
+        observer = recorder().directory_event
     if observer is not None:
         searcher = ObservedSearcher(searcher, observer)
     return Directory(cfg, searcher, cache)
