@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -61,27 +65,70 @@ def test_demo_ldif_is_valid_for_slapd(tmp_path: Path, slapd_factory) -> None:  #
         assert f"mail: {user}@example.com" in out
 
 
-def test_qldap_demo_end_to_end_without_slapd(tmp_path: Path) -> None:
+@pytest.fixture
+def open_tmp() -> Iterator[Path]:
+    """A directory every user can enter (pytest's tmp_path is not: deliveries run as nobody as root)."""
+    path = Path(tempfile.mkdtemp(prefix="qldap-demo-test-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _demo(tmp_path: Path, *args: str) -> tuple[list[str], str]:
     env = {k: v for k, v in os.environ.items() if k not in ("QLDAP_ROOT",)}
     env["HOME"] = str(tmp_path)
+    env["TMPDIR"] = str(tmp_path)  # the demo root is created (and kept) here
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"])  # no /usr/sbin
-    proc = subprocess.run([sys.executable, "-m", "qldap.cli.qldap", "demo"], env=env, capture_output=True,
-                          text=True, timeout=120, check=False)
+    proc = subprocess.run([sys.executable, "-m", "qldap.cli.qldap", "demo", *args], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    lines = proc.stdout.splitlines()
-    landed = [x for x in lines if x.startswith("qldap demo: delivered to ")]
-    assert len(landed) == 1
-    path = landed[0].removeprefix("qldap demo: delivered to ")
+    return proc.stdout.splitlines(), proc.stdout
+
+
+def _after(lines: list[str], prefix: str) -> str:
+    found = [x.removeprefix(prefix) for x in lines if x.startswith(prefix)]
+    assert len(found) == 1, f"one line starting {prefix!r} expected"
+    return found[0]
+
+
+def test_qldap_demo_end_to_end_without_slapd(open_tmp: Path) -> None:
+    """The demo keeps what it shows and says how to remove it; the removal command works."""
+    lines, _ = _demo(open_tmp)
+    path = _after(lines, "qldap demo: delivered to ")
     assert "/mail/alice/Maildir/new/" in path and path.endswith(",S=" + path.rsplit(",S=", 1)[1])
     assert "Delivered-To: alice@example.com" in lines
     assert "Return-Path: <bob@remote.example>" in lines
-    assert not Path(path).exists()  # the temporary root is removed after a clean stop
+    assert any(x.startswith("qldap demo: POP3 login as alice works") for x in lines)
+    landed = Path(path)
+    assert landed.is_file()  # kept after the demo returned
+    assert f"  cat {landed}" in lines
+    remove = _after(lines, "qldap demo: remove everything with: ")
+    base = Path(remove.removeprefix("rm -rf "))
+    assert base.parent == open_tmp and landed.is_relative_to(base)
+    subprocess.run(["sh", "-c", remove], check=True, timeout=60)
+    assert not base.exists()
 
 
-def test_init_warns_about_a_closed_parent(tmp_path: Path) -> None:
-    closed = tmp_path / "closed"
-    closed.mkdir(mode=0o700)
-    argv = [sys.executable, "-m", "qldap.cli.qldap", "init", str(closed / "root"), "--me", "m.x"]
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-    assert proc.returncode == 0
-    assert f"qldap: warning: {closed} is not searchable" in proc.stderr
+def test_qldap_demo_keep_prints_working_commands(open_tmp: Path) -> None:
+    """--keep: the daemons keep running, the printed stop command stops exactly them."""
+    lines, text = _demo(open_tmp, "--keep")
+    stop = _after(lines, "qldap demo: stop the daemons with: ")
+    groups = [int(g) for g in stop.removeprefix("kill -TERM -- ").split()]
+    assert len(groups) == 3 and all(g < 0 for g in groups)
+    remove = _after(lines, "qldap demo: remove everything with: ")
+    try:
+        assert "curl -s pop3://127.0.0.1:" in text and " -u alice:demo" in text
+        for pgid in groups:
+            os.killpg(-pgid, 0)  # each daemon's group is alive
+    finally:
+        subprocess.run(["bash", "-c", stop], check=False, timeout=60)
+    for pgid in groups:
+        for _ in range(200):
+            try:
+                os.killpg(-pgid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"process group {-pgid} still alive after the printed stop command")
+    subprocess.run(["sh", "-c", remove], check=True, timeout=60)
