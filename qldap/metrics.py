@@ -163,7 +163,12 @@ class PrometheusRecorder(Recorder):
         child.inc()
 
     def delivery(self, channel: str, letter: str) -> None:
-        self._deliveries.labels(channel, _LETTER_RESULT.get(letter, "defer")).inc()
+        child = self._children.get((channel, letter))
+        if child is None:  # 2 channels x 3 letters
+            child = self._children[(channel, letter)] = self._deliveries.labels(
+                channel, _LETTER_RESULT.get(letter, "defer")
+            )
+        child.inc()
 
     def directory_event(self, event: DirectoryEvent) -> None:
         op, outcome = event.operation.value, event.outcome.value
