@@ -29,7 +29,7 @@ from tests.test_smtpd_server_ldap import USERS
 __all__ = ["homes", "joe_home"]
 
 CLIENT = "127.0.0.2"
-NO_MAILBOX = "550 Sorry, no mailbox here by that name. (#5.1.1)\r\n"
+NO_MAILBOX = "554 Sorry, no mailbox here by that name. (#5.1.1)\r\n"
 AUTH_FAILURE = "535 authentication failure\r\n"
 INJECTIONS = ["*", "a*", "*e", "al*", "*)(uid=*", "*)(|(uid=*", "alice)(uid=*", "alice)(|(mail=*",
               "*)(mail=alice@example.org", "(", ")", "\\", "\\2a", "\\*", "alice\\", "al\\69ce", "*\0",

@@ -169,7 +169,7 @@ def test_rcptcheck_refuses_the_same_tricks_for_unknown_users(start: Start, root:
     c = connect(start({"RCPTCHECK": ""}))
     assert c.cmd("MAIL FROM:<x@remote.test>") == "250 ok\r\n"
     for rcpt in PROBES:
-        assert c.cmd(rcpt + b"\r\n") == "550 Sorry, no mailbox here by that name. (#5.1.1)\r\n"
+        assert c.cmd(rcpt + b"\r\n") == "554 Sorry, no mailbox here by that name. (#5.1.1)\r\n"
     assert queued(root.path) == []
 
 

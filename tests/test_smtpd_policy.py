@@ -188,7 +188,7 @@ def test_rcptcheck_asks_only_for_local_domains(root: QRoot) -> None:
     assert rcpt_with(cfg, "<nobody@example.org>", None) == VerifyQuery("nobody@example.org")
     text = "Sorry, no mailbox here by that name. (#5.1.1)"
     v = final(rcpt_with(cfg, "<nobody@example.org>", Invalid(text)))
-    assert v.reply.render() == f"550 {text}\r\n" and v.delay == 2 and v.counted
+    assert v.reply.render() == f"554 {text}\r\n" and v.delay == 2 and v.counted
     assert final(rcpt_with(cfg, "<alice@example.org>", Valid())).reply == replies.OK
     assert final(rcpt_with(cfg, "<u@backup.test>", None)).reply == replies.OK
     assert final(rcpt_with(cfg, "<postmaster@example.org>", None)).reply == replies.OK

@@ -68,7 +68,7 @@ def test_address_replies() -> None:
     assert r.rbl_rejected(ip, "Listed here").render() == (
         "553 sorry, your mailserver [192.0.2.10] is rejected by Listed here\r\n"
     )
-    assert r.verify_invalid("Sorry, no mailbox here by that name. (#5.1.1)").code == 550
+    assert r.verify_invalid("Sorry, no mailbox here by that name. (#5.1.1)").code == 554
     assert r.verify_soft("").render() == "451 temporary failure in address verification (#4.3.0)\r\n"
     assert r.verify_soft("LDAP down (#4.4.3)").render() == "451 LDAP down (#4.4.3)\r\n"
 

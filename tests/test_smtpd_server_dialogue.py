@@ -80,13 +80,15 @@ def test_greeting_and_helo(root: QRoot, start: Start) -> None:
 
 
 def test_greeting_variables(root: QRoot, start: Start) -> None:
-    """Acceptance 47, 48: 550GREETING's restricted mode; 421GREETING closes after the greeting."""
+    """Acceptance 47, 48: 550GREETING's restricted mode; 421GREETING's too."""
     c = Client(start({"550GREETING": ""}).addr, CLIENT)
     assert c.reply() == "554 mx.example.org Sorry, your mail was administratively denied. (#5.7.1)\r\n"
     assert c.cmd("MAIL FROM:<x@remote.test>") == "503 bad sequence of commands (#5.5.1)\r\n"
     assert c.cmd("QUIT") == "221 mx.example.org Goodbye.\r\n"
     c = Client(start({"421GREETING": "Go away"}).addr, CLIENT)
-    assert c.rest() == b"421 mx.example.org Go away\r\n"
+    assert c.reply() == "421 mx.example.org Go away\r\n"
+    assert c.cmd("EHLO c") == "421 Service temporarily not available (#4.3.2)\r\n"
+    assert c.cmd("QUIT") == "221 mx.example.org Goodbye.\r\n"
 
 
 def test_unreadable_controls(root: QRoot, start: Start) -> None:

@@ -25,8 +25,8 @@ from tests.fixtures_slapd import LdapBase, SlapdFactory
 
 CLIENT = "127.0.0.2"
 REL = replies.relay_denied(CLIENT).render()
-NO_MAILBOX = "550 Sorry, no mailbox here by that name. (#5.1.1)\r\n"
-DISABLED = "550 Mailaddress is administratively disabled. (#5.2.1)\r\n"
+NO_MAILBOX = "554 Sorry, no mailbox here by that name. (#5.1.1)\r\n"
+DISABLED = "554 Mailaddress is administratively disabled. (#5.2.1)\r\n"
 LOCAL_SENDER = "554 refused mailfrom because valid local sender address required\r\n"
 SECRET = make_hash("ssha", "secret", b"salt")
 

@@ -128,7 +128,7 @@ def test_sighup_reloads_directory_settings(root: QRoot, ldap_base: LdapBase, dae
     c = d.client()
     c.cmd("MAIL FROM:<x@remote.test>")
     assert c.cmd("RCPT TO:<alice@example.org>") == "250 ok\r\n"
-    assert c.cmd("RCPT TO:<nobody@example.org>") == "550 Sorry, no mailbox here by that name. (#5.1.1)\r\n"
+    assert c.cmd("RCPT TO:<nobody@example.org>") == "554 Sorry, no mailbox here by that name. (#5.1.1)\r\n"
 
 
 def test_sigterm_lets_data_finish(root: QRoot, daemons: list[Daemon]) -> None:

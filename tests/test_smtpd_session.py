@@ -354,10 +354,14 @@ def test_550greeting_restricted_mode(root: QRoot) -> None:
     assert d.closed
 
 
-def test_421greeting_closes(root: QRoot) -> None:
-    """Acceptance 48."""
+def test_421greeting_restricted_mode(root: QRoot) -> None:
+    """Acceptance 48, as qmail-ldap does it: the 421 greeting, then restricted mode until QUIT
+    (HELO/EHLO answer 421, other commands 503), found by tools/conformance."""
     d = make(root, {"421GREETING": "Go away"})
-    assert d.sends[0].reply.render() == "421 mx.example.org Go away\r\n" and d.closed
+    assert d.sends[0].reply.render() == "421 mx.example.org Go away\r\n" and not d.closed
+    assert d.say(b"HELO a\r\n") == replies.SERVICE_UNAVAILABLE.render()
+    assert d.say(FROM) == "503 bad sequence of commands (#5.5.1)\r\n"
+    assert d.say(b"QUIT\r\n") == "221 mx.example.org Goodbye.\r\n" and d.closed
 
 
 def test_smtp550disconnect(root: QRoot) -> None:

@@ -183,8 +183,12 @@ def relay_denied(ip: str) -> Reply:
 
 
 def verify_invalid(text: str) -> Reply:
-    """The verifier says the local address does not exist or is disabled: ``550 <text>``."""
-    return _r(550, text)
+    """The verifier says the local address does not exist or is disabled: ``554 <text>``.
+
+    554, not 550: qmail-ldap's qmail-smtpd answers RCPTCHECK and SENDERCHECK rejections with 554, and
+    a drop-in replacement must give clients and log parsers the same code (docs/conformance.md).
+    """
+    return _r(554, text)
 
 
 def verify_soft(text: str) -> Reply:

@@ -207,8 +207,9 @@ class Session:
             self.phase = Phase.RESTRICTED
             return self._send(replies.greeting_550(cfg.me, env.greeting550))
         if env.greeting421 is not None:
-            self.phase = Phase.CLOSED
-            return Send(replies.greeting_421(cfg.me, env.greeting421), close=True)
+            # like 550GREETING, the session stays open in restricted mode until QUIT (qmail-smtpd(8))
+            self.phase = Phase.RESTRICTED
+            return Send(replies.greeting_421(cfg.me, env.greeting421))
         reply = replies.greeting(cfg.me, cfg.smtpgreeting, cfg.cookie)
         return Send(reply, stutter=env.greetdelay, drop_rush=env.dropprushgreet and env.greetdelay > 0)
 
@@ -248,7 +249,7 @@ class Session:
     def _restricted(self, verb: str) -> Send:
         if verb == "QUIT":
             return self._quit("", NO_FACTS)
-        if self.cfg.env.greeting421 is not None:
+        if self.cfg.env.greeting421 is not None and verb in ("HELO", "EHLO"):
             return self._send(replies.SERVICE_UNAVAILABLE)
         return self._send(replies.BAD_SEQUENCE)
 
