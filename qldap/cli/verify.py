@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from qldap.address import Address
 from qldap.cli._run import fatal
 from qldap.control.cdb import CdbReader
 from qldap.control.files import ControlDir, find_root
@@ -49,8 +50,8 @@ def answer(directory: Directory, root: Path, address: str) -> bytes:
     Raises:
         _Fatal: the directory could not be contacted, bound to, or searched in time.
     """
-    at = address.rfind("@")
-    if at < 0:
+    parsed = Address.parse(address)
+    if not parsed.has_at:
         return b"D" + NO_HOST.encode() + b"\0"
     result = directory.find_recipient(address)
     if isinstance(result, Unavailable) and isinstance(
@@ -59,7 +60,7 @@ def answer(directory: Directory, root: Path, address: str) -> bytes:
         raise _Fatal(result.error.text)
     verdict = answer_for(result)
     if verdict is None:
-        local = address[:at]
+        local = parsed.local
         known = directory.config.local_delivery and (
             users_cdb_knows(CdbReader(root / "users" / "cdb"), local) or system_account_knows(local)
         )

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from qldap.address import Address
 from qldap.control.cdb import Cdb
 from qldap.control.files import ControlDir, ascii_lower
 
@@ -42,8 +43,8 @@ def _key(domain: str) -> bytes:
 
 def _domain_of(address: str) -> str | None:
     """Text after the last ``@``, or None when the address has none."""
-    at = address.rfind("@")
-    return None if at < 0 else address[at + 1 :]
+    parsed = Address.parse(address)
+    return parsed.domain if parsed.has_at else None
 
 
 def domain_suffixes(domain: str) -> Iterator[str]:
@@ -179,11 +180,11 @@ class AddressList:
 
 def _forms(address: str, allow_user_form: bool) -> Iterator[str]:
     yield address
-    at = address.rfind("@")
-    if at >= 0:
-        yield address[at:]
+    parsed = Address.parse(address)
+    if parsed.has_at:
+        yield "@" + parsed.domain
         if allow_user_form:
-            yield address[: at + 1]
+            yield parsed.local + "@"
 
 
 def catchall_forms(address: str, *, dash_ext: bool) -> list[str]:
@@ -193,10 +194,10 @@ def catchall_forms(address: str, *, dash_ext: bool) -> list[str]:
     ``catchall@d``; without → ``catchall@d``.  Only the first :data:`DASH_EXT_LEVELS` dashes count
     and empty prefixes are skipped (delivery.md §3.3).  No ``@`` → no forms.
     """
-    at = address.rfind("@")
-    if at < 0:
+    parsed = Address.parse(address)
+    if not parsed.has_at:
         return []
-    local, domain_part = address[:at], address[at:]
+    local, domain_part = parsed.local, "@" + parsed.domain
     out: list[str] = []
     if dash_ext:
         dashes = [i for i, ch in enumerate(local) if ch == BREAK][:DASH_EXT_LEVELS]

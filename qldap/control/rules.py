@@ -21,6 +21,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from qldap.address import Address
 from qldap.control.files import Signature, path_signature
 from qldap.errors import ConfigError
 
@@ -120,8 +121,9 @@ def _variables(text: str) -> tuple[tuple[str, str], ...]:
 
 def _expand(address: str) -> list[str]:
     """The cdb keys of one address: ranges expanded, IPv6 in canonical form, hosts lowercased."""
-    info, at, target = address.rpartition("@")
-    prefix = info + at
+    parsed = Address.parse(address)
+    target = parsed.domain if parsed.has_at else address
+    prefix = parsed.local + "@" if parsed.has_at else ""
     if target.startswith("="):
         return [prefix + target.lower()]
     if ":" in target:

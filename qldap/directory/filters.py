@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from qldap.address import Address
 from qldap.directory import schema
 from qldap.directory.errors import AddressWithoutHost
 
@@ -86,10 +87,10 @@ def split_address(address: str) -> tuple[str, str]:
     Raises:
         AddressWithoutHost: the address has no ``@``.
     """
-    at = address.rfind("@")
-    if at < 0:
+    addr = Address.parse(address)
+    if not addr.has_at:
         raise AddressWithoutHost(address)
-    return address[:at], address[at + 1 :]
+    return addr.local, addr.domain
 
 
 def real_domain(domain: str, aliasdomains: Mapping[str, str]) -> str:

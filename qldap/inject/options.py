@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+from qldap.address import Address
 from qldap.control.files import ascii_lower
 from qldap.errors import QldapError
 
@@ -208,9 +209,9 @@ def inject_environ(opts: SendmailOptions, environ: Mapping[str, str]) -> dict[st
     if opts.fullname is not None:
         env["MAILNAME"] = opts.fullname
     if opts.sender:
-        user, at, host = opts.sender.rpartition("@")
-        if at:
-            env["QMAILUSER"], env["QMAILHOST"] = user, host
+        sender = Address.parse(opts.sender)
+        if sender.has_at:
+            env["QMAILUSER"], env["QMAILHOST"] = sender.local, sender.domain
         else:
             env["QMAILUSER"] = opts.sender
             env.pop("QMAILHOST", None)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
+from qldap.address import quote_address
 from qldap.records import to_bytes
 
 LINELEN = 80
@@ -300,9 +301,4 @@ def quote_string(text: str) -> str:
 
 def quote2(address: str) -> str:
     """*address* as RFC 822 text: the part before the last ``@`` quoted when it needs it."""
-    if not address:
-        return address
-    local, at, domain = address.rpartition("@")
-    if not at:
-        return quote_string(address) if quote_need(address) else address
-    return (quote_string(local) if quote_need(local) else local) + "@" + domain
+    return quote_address(address)  # qldap.address: the one implementation of qmail's quote2

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
 
+from qldap.address import Address
+
 REPLY_INTERVAL = 1_209_600  # 14 days
 DB_LIMIT = 128 * 1024
 LOCK_STALE = 900
@@ -55,9 +57,8 @@ def is_robot_sender(sender: str, junk: Iterable[str] = ()) -> bool:
     if not sender or sender == "#@[]":
         return True
     s = sender.lower()
-    local, at, domain = s.rpartition("@")
-    if not at:
-        local, domain = s, ""
+    parsed = Address.parse(s)
+    local, domain = parsed.local, parsed.domain
     names = set(_ROBOT_NAMES) | {j.strip().lower() for j in junk if j.strip()}
     forms = {s, local}
     if domain:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from qldap.address import Address
 from qldap.control.cdb import CdbReader
 from qldap.control.files import ControlDir
 from qldap.directory.base import Ambiguous, Found, NotFound, Trash, Unavailable
@@ -153,9 +154,10 @@ class LocalSpawner:
             return Report("Z", f"Temporary failure in qmail-lspawn: {exc.strerror}. (#4.3.0)")
 
     def _deliver(self, recipient: str, sender: str, message: Path) -> str:
-        local, at, host = recipient.rpartition("@")
-        if not at:
+        rcpt = Address.parse(recipient)
+        if not rcpt.has_at:
             raise AddressWithoutHost(recipient)
+        local, host = rcpt.local, rcpt.domain
         if not local:
             return "did 0+0+0"
         directory = self.directory()

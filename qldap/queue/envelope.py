@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from qldap.address import Address
 from qldap.queue.codes import QueueError, QueueExit
 from qldap.records import NUL, Record, RecordError, Splitter, decode, encode, to_bytes, to_text
 
@@ -153,7 +154,7 @@ def bigbrother_copies(envelope: Envelope, watch: Mapping[str, str]) -> tuple[str
         key = addr.lower()
         copy = watch.get(key)
         if copy is None and "@" in key:
-            copy = watch.get("@" + key.rsplit("@", 1)[1])
+            copy = watch.get("@" + Address.parse(key).domain)
         if copy:
             out.append(copy)
     return tuple(out)

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from qldap.address import Address
 from qldap.control.files import ControlDir
 from qldap.errors import ConfigError, DeliveryFailure
 from qldap.queue.layout import QueueLayout
@@ -376,9 +377,10 @@ async def deliver_remote(
         clock, pid: time and process id for the tcpto rules.
         tls: builds the client context when a server offers STARTTLS; default from ``control/``.
     """
-    _local, at, domain = recipient.rpartition("@")
-    if not at:
+    rcpt = Address.parse(recipient)
+    if not rcpt.has_at:
         return no_host_name_report()
+    domain = rcpt.domain
     try:
         bind = cfg.bind_address()
         route = cfg.smtproutes.lookup(domain)

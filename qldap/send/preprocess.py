@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
+from qldap.address import Address
 from qldap.send.config import SendConfig
 
 
@@ -32,9 +33,9 @@ class Rewritten:
 
 
 def _split(address: str) -> tuple[str, str]:
-    """(local part, domain) at the last ``@``; the address must contain one."""
-    local, _, domain = address.rpartition("@")
-    return local, domain
+    """(local part, domain) at the last ``@`` (qldap.address.Address); the address must contain one."""
+    addr = Address.parse(address)
+    return addr.local, addr.domain
 
 
 def _domain_keys(domain: str) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from math import isqrt
 
+from qldap.address import Address
 from qldap.send.preprocess import Channel
 
 RETRY_TROUBLE = 123
@@ -66,12 +67,9 @@ def verp_sender(sender: str, recipient: str) -> str:
     if not is_verp(sender):
         return sender
     base = sender[: -len(VERP_SUFFIX)]
-    pre, at, host = base.rpartition("@")
-    if not at:
-        pre, host = base, ""
-    rcpt_local, rcpt_at, rcpt_domain = recipient.rpartition("@")
-    encoded = f"{rcpt_local}={rcpt_domain}" if rcpt_at else recipient
-    return f"{pre}{encoded}@{host}" if at else f"{pre}{encoded}"
+    own, rcpt = Address.parse(base), Address.parse(recipient)
+    encoded = f"{rcpt.local}={rcpt.domain}" if rcpt.has_at else recipient
+    return f"{own.local}{encoded}@{own.domain}" if own.has_at else f"{own.local}{encoded}"
 
 
 def unverp(sender: str) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qldap.address import leading_digits
+from qldap.address import Address, leading_digits
 from qldap.control.domains import AddressList
 from qldap.control.files import ControlDir, ascii_lower
 from qldap.errors import ConfigError
@@ -274,8 +274,8 @@ class SmtpdConfig:
         Raises:
             ConfigError: the locals files cannot be read.
         """
-        at = address.rfind("@")
-        return at >= 0 and self.is_local(ascii_lower(address[at + 1 :]))
+        addr = Address.parse(address)
+        return addr.has_at and self.is_local(ascii_lower(addr.domain))
 
     def acceptable(self, address: str) -> bool:
         """smtpd.md §3.2: may *address* be a recipient without relay permission?
@@ -283,10 +283,10 @@ class SmtpdConfig:
         Raises:
             ConfigError: the locals or rcpthosts files cannot be read.
         """
-        at = address.rfind("@")
-        if at < 0:
+        addr = Address.parse(address)
+        if not addr.has_at:
             return True
-        domain = ascii_lower(address[at + 1 :])
+        domain = ascii_lower(addr.domain)
         if not self.env.nolocal and self.is_local(domain):
             return True
         return self.rcpthosts_accepts(domain)

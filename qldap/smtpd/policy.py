@@ -14,7 +14,7 @@ import enum
 import ipaddress
 from dataclasses import dataclass, replace
 
-from qldap.address import AddressSyntaxError, PathArg, parse_path, split_address
+from qldap.address import Address, AddressSyntaxError, PathArg, parse_path
 from qldap.queue.received import xrbl_line
 from qldap.smtpd import replies
 from qldap.smtpd.config import RblAction, RblEntry, SenderCheck, SmtpdConfig
@@ -190,12 +190,12 @@ def mail_verdict(cfg: SmtpdConfig, client: Client, arg: str, facts: Facts = NO_F
 
 
 def _sanity(addr: str) -> Reply | None:
-    at = addr.rfind("@")
-    if at < 0:
+    parsed = Address.parse(addr)
+    if not parsed.has_at:
         return replies.SANITY_NO_AT
-    if at == 0 or at == len(addr) - 1 or addr[0] == "@":
+    if not parsed.local or not parsed.domain or addr[0] == "@":
         return replies.SANITY_NO_USER_OR_DOMAIN
-    if "." not in addr[at + 1 :]:
+    if "." not in parsed.domain:
         return replies.SANITY_NO_DOT
     return None
 
@@ -235,7 +235,7 @@ def _rbl(cfg: SmtpdConfig, ip: str, facts: Facts) -> tuple[str, ...] | Verdict |
 
 
 def _return_mx(addr: str, facts: Facts) -> Verdict | Lookup | None:
-    domain = split_address(addr)[1]
+    domain = Address.parse(addr).domain
     if domain.startswith("["):
         return None  # an IP literal needs no MX
     if not domain:
@@ -326,7 +326,8 @@ def _needs_verify(cfg: SmtpdConfig, addr: str) -> bool:
 
 def _probe(addr: str) -> bool:
     """BLOCKRELAYPROBE: ``@``, ``%`` or ``!`` before the last ``@``."""
-    local = split_address(addr)[0] if "@" in addr else ""
+    parsed = Address.parse(addr)
+    local = parsed.local if parsed.has_at else ""
     return "@" in local or "%" in local or "!" in local
 
 

@@ -25,6 +25,7 @@ import pwd
 from concurrent.futures import Executor
 from pathlib import Path
 
+from qldap.address import Address
 from qldap.control.cdb import CdbReader
 from qldap.directory import schema
 from qldap.directory.base import Ambiguous, Found, LookupResult, NotFound, Trash, Unavailable
@@ -127,7 +128,7 @@ class Verifier:
             return answer
         if not directory.config.local_delivery:
             return Invalid(NO_MAILBOX)
-        local = address[: address.rfind("@")]
+        local = Address.parse(address).local
         try:
             known = users_cdb_knows(self.users, local) or system_account_knows(local)
         except ConfigError:
