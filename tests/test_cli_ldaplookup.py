@@ -226,12 +226,14 @@ def test_ldap_down_and_bind_dn(root: tuple[QRoot, str], ldap_base: LdapBase) -> 
     p = run(qroot, "-D", ldap_base.slapd.rootdn, "-w", "wrong", "-u", "joe")
     assert p.returncode == 111
     assert p.stderr == "qmail-ldaplookup: fatal: qldap_bind: wrong bind password for ldap server\n"
+    assert p.stdout == ""  # the bind comes before any search is announced, as in qmail-ldap
     p = run(qroot, "-d", "3", "-D", ldap_base.slapd.rootdn, "-w", ldap_base.slapd.rootpw, "-u", "joe")
     assert p.returncode == 0 and p.stdout == joe_block(base) + "\n\n"
     qroot.control("ldapserver", "127.0.0.1:1")
     p = run(qroot, "-u", "joe")
     assert p.returncode == 111
     assert p.stderr == "qmail-ldaplookup: fatal: qldap_bind: ldap server down or unreachable\n"
+    assert p.stdout == ""
 
 
 def test_embedded_directory(qroot: QRoot) -> None:

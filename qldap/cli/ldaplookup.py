@@ -315,6 +315,9 @@ def lookup(directory: Directory, opts: Options, write: list[str]) -> tuple[int, 
             entries = directory.search_filter(flt, attrs)
         except DirectoryUnavailable as exc:
             bind = isinstance(exc, ServerUnreachable | BadCredentials)
+            if bind:
+                # qmail-ldaplookup(8) binds before it announces a search: a bind failure prints none
+                del write[-2:]
             raise _Fatal("qldap_bind" if bind else "qldap_filter", _err(exc))
         if not entries:
             write.append("No entries found.")

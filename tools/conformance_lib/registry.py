@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from . import smtpd
+from . import programs, smtpd
 from .core import Case, Decision
 
 
 def all_cases() -> list[Case]:
     """All cases of all groups."""
-    return [*smtpd.cases()]
+    return [*smtpd.cases(), *programs.cases()]
 
 
 def all_decisions() -> list[Decision]:

@@ -129,6 +129,17 @@ class World:
                     continue
                 (ctl / name).write_text(text if text.endswith("\n") or text == "" else text + "\n")
 
+    def mailboxes(self, users: Sequence[str] = ("alice", "bob", "carol", "frank", "hank", "ivan", "kate", "leo",
+                                                   "mona", "nick", "olga", "paul", "catchall")) -> None:
+        """Fresh empty message stores (``mail/<uid>/`` with a Maildir) owned by the delivery account."""
+        for user in users:
+            store = self.mail / user
+            shutil.rmtree(store, ignore_errors=True)
+            for sub in ("tmp", "new", "cur"):
+                (store / "Maildir" / sub).mkdir(parents=True, mode=0o700)
+            for dirpath, _dirs, _files in os.walk(store):
+                os.chown(dirpath, UID, GID)
+
     def scratch(self, name: str) -> Path:
         """A fresh empty directory for one case."""
         path = self.base / "scratch" / name
