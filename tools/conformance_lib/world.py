@@ -32,6 +32,8 @@ ME = "mx.example.org"
 UID = 2000 if os.geteuid() == 0 else os.geteuid()
 GID = 2000 if os.geteuid() == 0 else os.getegid()
 TIMEOUT = 30.0
+MAILBOX_USERS = ("alice", "bob", "carol", "frank", "hank", "ivan", "kate", "leo", "mona", "nick", "olga",
+                 "paul", "catchall")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -129,8 +131,7 @@ class World:
                     continue
                 (ctl / name).write_text(text if text.endswith("\n") or text == "" else text + "\n")
 
-    def mailboxes(self, users: Sequence[str] = ("alice", "bob", "carol", "frank", "hank", "ivan", "kate", "leo",
-                                                   "mona", "nick", "olga", "paul", "catchall")) -> None:
+    def mailboxes(self, users: Sequence[str] = MAILBOX_USERS) -> None:
         """Fresh empty message stores (``mail/<uid>/`` with a Maildir) owned by the delivery account."""
         for user in users:
             store = self.mail / user

@@ -1,0 +1,224 @@
+"""The small programs: qmail-verify, qmail-ldaplookup, digest, auth_pop/auth_smtp, qmail-cdb.
+
+Each case runs the C program and qldap's console script of the same name with the same arguments,
+input and controls.  Observed: exit status, stdout and (where it is part of the contract) stderr,
+with the program-name prefix of messages left as it is; files a program writes are compared byte
+for byte.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Mapping, Sequence
+
+from .core import Case, Decision, Observed, show
+from .world import Result, World
+
+
+def _both(world: World, program: str, argv: Sequence[str], stdin: bytes = b"",
+          env: Mapping[str, str] | None = None) -> tuple[Result, Result]:  # fmt: skip
+    full = world.env(env)
+    return (world.run([world.c(program), *argv], stdin, full, cwd=world.base),
+            world.run([world.q(program), *argv], stdin, full, cwd=world.base))  # fmt: skip
+
+
+def _text(r: Result, stderr: bool = False) -> str:
+    lines = [f"exit {r.rc}", show(r.out)]
+    if stderr:
+        lines.append("stderr: " + show(r.err))
+    return "\n".join(lines)
+
+
+def simple(group: str, name: str, program: str, argv: Sequence[str], stdin: bytes = b"",
+           controls: Mapping[str, str | None] | None = None, stderr: bool = False,
+           env: Mapping[str, str] | None = None, decisions: Sequence[Decision] = (),
+           scrub: Sequence[tuple[str, str]] = ()) -> Case:  # fmt: skip
+    """Same argv and stdin to both programs; compare exit status and stdout (and stderr if asked)."""
+
+    def run(world: World) -> Observed:
+        world.controls(controls)
+        c, q = _both(world, program, argv, stdin, env)
+        tc, tq = _text(c, stderr), _text(q, stderr)
+        for pat, rep in scrub:
+            tc, tq = re.sub(pat, rep, tc), re.sub(pat, rep, tq)
+        return Observed(tc, tq)
+
+    return Case(group, name, run, decisions)
+
+
+# -- qmail-verify ------------------------------------------------------------------------------
+def verify_cases() -> list[Case]:
+    nocatch = {"locals": "example.org\nmx.example.org\nsub.example.org"}
+    addrs = [
+        ("known", "alice@example.org", None), ("alternate", "alice.alt@example.org", None),
+        ("case", "ALICE@Example.Org", None), ("catchall", "nobody@example.org", None),
+        ("unknown", "nobody@sub.example.org", nocatch), ("disabled", "dave@example.org", None),
+        ("deleted", "gina@example.org", None), ("noaccess", "erin@example.org", None),
+        ("no-host", "alice", None), ("dash-exact", "list-info@example.org", None),
+        ("dash-catchall", "list-other@example.org", None),
+        ("several", "alice@example.org\0dave@example.org\0nobody@sub.example.org", nocatch),
+        ("ldap-down", "alice@example.org", {"ldapserver": "127.0.0.1:1", "ldaptimeout": "2"}),
+    ]  # fmt: skip
+    return [simple("verify", n, "qmail-verify", [], (a + "\0").encode(), controls=c) for n, a, c in addrs]
+
+
+# -- qmail-ldaplookup --------------------------------------------------------------------------
+LOOKUP_OUTPUT = Decision(
+    "ldaplookup-output", "qmail-ldaplookup prints its own report layout",
+    lambda t: re.sub(r"(?s)^(exit \d+)\n.*", r"\1", t),
+)
+
+
+def lookup_cases() -> list[Case]:
+    nocatch = {"locals": "example.org\nmx.example.org\nsub.example.org"}
+    down = {"ldapserver": "127.0.0.1:1", "ldaptimeout": "2"}
+    runs: list[tuple[str, list[str], Mapping[str, str | None] | None]] = [
+        ("mail-known", ["-m", "alice@example.org"], None),
+        ("mail-alternate", ["-m", "alice.alt@example.org"], None),
+        ("mail-catchall", ["-m", "nobody@example.org"], None),
+        ("mail-dash-exact", ["-m", "list-info@example.org"], None),
+        ("mail-dash-catchall", ["-m", "list-foo@example.org"], None),
+        ("mail-dash-deeper", ["-m", "list-foo-bar@example.org"], None),
+        ("mail-unknown", ["-m", "nobody@sub.example.org"], nocatch),
+        ("mail-disabled", ["-m", "dave@example.org"], None),
+        ("uid-known", ["-u", "alice"], None),
+        ("uid-unknown", ["-u", "zed"], None),
+        ("uid-password-ok", ["-u", "alice", "-p", "alicepw"], None),
+        ("uid-password-bad", ["-u", "alice", "-p", "wrong"], None),
+        ("uid-password-sha", ["-u", "bob", "-p", "bobpw"], None),
+        ("uid-password-md5", ["-u", "carol", "-p", "carolpw"], None),
+        ("uid-password-crypt", ["-u", "frank", "-p", "frankpw"], None),
+        ("ldap-down-mail", ["-m", "alice@example.org"], down),
+        ("ldap-down-uid", ["-u", "alice"], down),
+        ("usage", [], None),
+    ]
+    return [simple("ldaplookup", n, "qmail-ldaplookup", a, controls=c, decisions=())
+            for n, a, c in runs]  # fmt: skip
+
+
+# -- digest ------------------------------------------------------------------------------------
+DIGEST_C = Decision(
+    "digest-option-C", "digest -C (DES crypt format) is accepted as the usage says",
+    lambda t: "exit <usage>" if t.startswith("exit 1\n") or t.startswith("exit 0\n{SHA}") else t,
+)
+
+
+def digest_cross(scheme: str, extra: Sequence[str]) -> Case:
+    """A random-salt hash: each side verifies the hash the *other* side made (``digest -v``)."""
+
+    def run(world: World) -> Observed:
+        world.controls()
+        c, q = _both(world, "digest", [*extra, "-t", scheme, "secret"])
+        made_c, made_q = c.out.decode().strip(), q.out.decode().strip()
+        if c.rc or q.rc or not made_c or not made_q:
+            return Observed(_text(c), _text(q))
+        cv = world.run([world.c("digest"), "-v", "secret", made_q], env=world.env())
+        qv = world.run([world.q("digest"), "-v", "secret", made_c], env=world.env())
+        prefix = lambda h: h.split("}")[0] + "}" + ("$" + h.split("$")[1] if "$" in h else "")  # noqa: E731
+        return Observed(f"{prefix(made_c)}\n{_text(cv)}", f"{prefix(made_q)}\n{_text(qv)}")
+
+    return Case("digest", f"cross-{scheme}{''.join(extra)}", run)
+
+
+def digest_cases() -> list[Case]:
+    out: list[Case] = []
+    b64salt, hexsalt = "c2FsdHNhbHQ=", "73616c7473616c74"
+    for t in ("md4", "md5", "nsmta", "rmd160", "sha", "sha1", "SHA", "MD5"):
+        out.append(simple("digest", f"type-{t}", "digest", ["-t", t, "secret"]))
+    for t, extra in (("crypt", []), ("crypt", ["-5"]), ("crypt", ["-b"]), ("ssha", []), ("smd5", []),
+                     ("CRYPT", [])):  # fmt: skip
+        out.append(digest_cross(t, extra))
+    for t in ("ssha", "smd5"):
+        out.append(simple("digest", f"type-{t}-b64salt", "digest", ["-s", b64salt, "-t", t, "secret"]))
+        out.append(simple("digest", f"type-{t}-hexsalt", "digest", ["-S", hexsalt, "-t", t, "secret"]))
+    out.append(simple("digest", "crypt-salt", "digest", ["-s", "YWI=", "-t", "crypt", "secret"]))
+    out.append(simple("digest", "md5-crypt", "digest", ["-5", "-s", "Zml4ZWRzbHQ=", "-t", "crypt", "secret"]))
+    verify = [
+        ("verify-sha-ok", "{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ="),
+        ("verify-sha-bad", "{SHA}AAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+        ("verify-md5-ok", "{MD5}Xr4ilOzQ4PCOq3aQ0qbuaQ=="),
+        ("verify-ssha-ok", "{SSHA}H1Ao2i02UIvrBfYj6Tx0Gj5FKgFzYWx0"),
+        ("verify-crypt-ok", "{crypt}$1$fixedslt$tS0k6Y8gW5P0k1M2yU7Mz/"), ("verify-plain", "secret"),
+        ("verify-unknown-scheme", "{FOO}secret"),
+    ]  # fmt: skip
+    for name, h in verify:
+        out.append(simple("digest", name, "digest", ["-v", "secret", h]))
+    out.append(simple("digest", "option-C", "digest", ["-C", "-t", "sha", "secret"], decisions=(DIGEST_C,)))
+    out.append(simple("digest", "usage", "digest", []))
+    out.append(simple("digest", "unknown-type", "digest", ["-t", "nosuch", "secret"]))
+    return out
+
+
+# -- checkpassword programs --------------------------------------------------------------------
+def _checkpw(world: World, exe: str, user: str, pw: str, env: Mapping[str, str]) -> Result:
+    r, w = os.pipe()
+    os.write(w, f"{user}\0{pw}\0\0".encode())
+    os.close(w)
+    try:
+        # fd 3 carries the credentials (checkpassword protocol); the next program prints its environment
+        proc = subprocess.run([exe, "/usr/bin/env"], capture_output=True, env=dict(env), cwd=world.base,
+                              timeout=30, preexec_fn=lambda: os.dup2(r, 3), pass_fds=(r,))  # fmt: skip
+    finally:
+        os.close(r)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+ENV_KEYS = ("USER", "HOME", "MAILDIR", "SHELL", "QLDAPUID", "QLDAPGID", "AUTHENTICATED")
+
+
+def checkpw(name: str, program: str, user: str, pw: str, decisions: Sequence[Decision] = ()) -> Case:
+    """auth_pop/auth_smtp with fd 3 credentials; compare exit and the environment handed on."""
+
+    def observe(r: Result) -> str:
+        env = [line for line in r.out.decode("latin-1").splitlines() if line.split("=")[0] in ENV_KEYS]
+        return f"exit {r.rc}\n" + "\n".join(sorted(env))
+
+    def run(world: World) -> Observed:
+        world.controls()
+        world.mailboxes()
+        env = world.env({"TCPREMOTEIP": "10.0.0.1"})
+        return Observed(observe(_checkpw(world, world.c(program), user, pw, env)),
+                        observe(_checkpw(world, world.q(program), user, pw, env)))  # fmt: skip
+
+    return Case("checkpassword", name, run, decisions)
+
+
+def checkpw_cases() -> list[Case]:
+    users = [("ok-ssha", "alice", "alicepw"), ("bad-password", "alice", "nope"), ("ok-sha", "bob", "bobpw"),
+             ("ok-md5", "carol", "carolpw"), ("ok-crypt", "frank", "frankpw"), ("disabled", "dave", "davepw"),
+             ("noaccess", "erin", "erinpw"), ("deleted", "gina", "ginapw"), ("unknown", "zed", "x"),
+             ("cleartext-entry", "paul", "plainpw"), ("empty-password", "alice", ""),
+             ("cluster-other-host", "jack", "jackpw")]  # fmt: skip
+    return [checkpw(f"{prog}-{n}", prog, u, p) for prog in ("auth_pop",) for n, u, p in users]
+
+
+# -- qmail-cdb ---------------------------------------------------------------------------------
+def cdb_case(name: str, text: bytes) -> Case:
+    def run(world: World) -> Observed:
+        d = world.scratch("cdb-" + name)
+        out = []
+        for side, exe in (("c", world.c("qmail-cdb")), ("q", world.q("qmail-cdb"))):
+            r = world.run([exe, str(d / f"{side}.cdb"), str(d / f"{side}.tmp")], text)
+            data = (d / f"{side}.cdb").read_bytes() if (d / f"{side}.cdb").exists() else b"<none>"
+            out.append(f"exit {r.rc}\n{data.hex()}")
+        return Observed(out[0], out[1])
+
+    return Case("cdb", name, run)
+
+
+def cdb_cases() -> list[Case]:
+    return [
+        cdb_case("empty", b""),
+        cdb_case("domains", b"example.org\nexample.net\n.sub.example.org\n"),
+        cdb_case("case-and-blanks", b"Example.ORG  \n\tTabbed.Example\t\nlast-no-newline"),
+        cdb_case("comments-and-empty", b"# a comment\n\nexample.org\n#x\n"),
+        cdb_case("cr-kept", b"example.org\r\n"),
+        cdb_case("duplicates", b"a.example\na.example\nA.EXAMPLE\n"),
+        cdb_case("many", b"".join(b"host%d.example.org\n" % i for i in range(300))),
+    ]
+
+
+def cases() -> list[Case]:
+    return [*verify_cases(), *lookup_cases(), *digest_cases(), *checkpw_cases(), *cdb_cases()]
