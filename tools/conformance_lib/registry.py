@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from . import programs, smtpd
+from . import programs, smtpd, wire
 from .core import Case, Decision
 
 
 def all_cases() -> list[Case]:
     """All cases of all groups."""
-    return [*smtpd.cases(), *programs.cases()]
+    return [*smtpd.cases(), *programs.cases(), *wire.cases()]
 
 
 def all_decisions() -> list[Decision]:
