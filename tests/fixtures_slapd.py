@@ -5,7 +5,10 @@
 - ``ldap_base`` (function): a fresh, empty ``ou=t<N>`` subtree on the shared server; deleted again
   afterwards.  Using its DN as the LDAP base keeps tests from seeing each other's entries.
 - ``slapd_factory`` (function): private servers for tests that stop/restart slapd or need other
-  settings; all of them are stopped at teardown.
+  settings (``tls=``, ``verify_client=``); all of them are stopped at teardown.
+- ``tls_lab`` (session, opt-in): a private server listening on ``ldap://``, ``ldaps://`` and
+  ``ldapi://`` with a certificate for ``localhost`` from a test CA made by the fixture (openssl),
+  a second CA that did not sign it, and a client certificate from the first CA.
 
 Without slapd the tests are skipped with the reason, except when ``QLDAP_REQUIRE_SLAPD=1`` (CI),
 where a missing slapd is a failure: a silently skipped LDAP suite would look green.
@@ -27,9 +30,9 @@ _TOOLS = str(Path(__file__).resolve().parent.parent / "tools")
 if _TOOLS not in sys.path:
     sys.path.insert(0, _TOOLS)
 
-from qldap_slapd import SchemaForm, Slapd, missing_programs  # noqa: E402
+from qldap_slapd import SchemaForm, Slapd, TlsFiles, make_test_ca, missing_programs  # noqa: E402
 
-SLAPD_FIXTURES = frozenset({"slapd", "ldap_base", "slapd_factory"})
+SLAPD_FIXTURES = frozenset({"slapd", "ldap_base", "slapd_factory", "tls_lab"})
 
 
 def require_slapd() -> None:
@@ -115,12 +118,14 @@ def slapd_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlapdFac
         schema_form: SchemaForm = "schema",
         qmail_schema: bool = True,
         ldapi: bool = False,
+        tls: TlsFiles | None = None,
+        verify_client: str = "never",
     ) -> Slapd:
         server = Slapd(
             state_dir if state_dir is not None else tmp_path_factory.mktemp("slapd-private"),
             port=port, suffix=suffix, rootdn=rootdn, rootpw=rootpw, ldif=ldif,
             initial_ldif=initial_ldif, schema_form=schema_form, qmail_schema=qmail_schema, ldapi=ldapi,
-            tie_to_parent=True,
+            tie_to_parent=True, tls=tls, verify_client=verify_client,
         )
         started.append(server)
         server.start()
@@ -128,4 +133,43 @@ def slapd_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlapdFac
 
     yield make
     for server in started:
+        server.stop()
+
+
+@dataclass(frozen=True)
+class TlsLab:
+    """A TLS-enabled server (certificate for ``localhost`` only) and the files to test it with."""
+
+    slapd: Slapd
+    files: TlsFiles  # the CA that signed the server certificate, the certificate and its key
+    other_ca: Path  # a CA that signed nothing the server presents
+    client: TlsFiles  # a client certificate from the same CA as the server's
+
+    def ca_dir(self) -> Path:
+        return self.files.ca.parent
+
+
+TLS_LAB_LDIF = """dn: uid=alice,dc=example,dc=com
+objectClass: inetOrgPerson
+objectClass: qmailUser
+uid: alice
+cn: alice
+sn: alice
+mail: alice@example.com
+"""
+
+
+@pytest.fixture(scope="session")
+def tls_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsLab]:
+    """One TLS server for the session (ldap, ldaps and ldapi listeners), with alice@example.com."""
+    require_slapd()
+    base = tmp_path_factory.mktemp("tls-lab")
+    files = make_test_ca(base / "ca", ["localhost"])
+    client = make_test_ca(base / "ca", ["qldap-client"], client=True)
+    other = make_test_ca(base / "other-ca", ["localhost"]).ca
+    server = Slapd(base / "slapd", initial_ldif=TLS_LAB_LDIF, ldapi=True, tls=files, tie_to_parent=True)
+    server.start()
+    try:
+        yield TlsLab(server, files, other, client)
+    finally:
         server.stop()

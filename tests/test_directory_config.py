@@ -88,7 +88,9 @@ def test_group_credentials_fall_back_to_ldaplogin(qroot: QRoot) -> None:
         ("ldapgid", "65536"),
         ("ldapmessagestore", "var/mail"),
         ("ldapserver", "host:notaport"),
-        ("ldapserver", "ldaps://host"),
+        ("ldapserver", "http://host"),
+        ("ldapserver", "ldapi://relative/path"),
+        ("ldaptlscacert", "relative/ca.pem"),
         ("ldapserver", "host:0"),
     ],
 )

@@ -41,8 +41,11 @@ def test_init_writes_a_safe_root(tmp_path: Path) -> None:
 def test_ldap_uri_forms() -> None:
     assert ldap_server_line("ldap://[::1]:389") == "[::1]:389"
     assert ldap_server_line("host:1389") == "host:1389"
+    assert ldap_server_line("ldaps://secure/") == "ldaps://secure"
+    assert ldap_server_line("LDAPS://secure:1636") == "ldaps://secure:1636"
+    assert ldap_server_line("ldapi://%2Frun%2Fslapd%2Fldapi/") == "ldapi://%2Frun%2Fslapd%2Fldapi"
     with pytest.raises(ConfigError):
-        ldap_server_line("ldaps://secure/")
+        ldap_server_line("http://secure/")
 
 
 def test_demo_directory_answers_through_the_embedded_backend(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -132,6 +133,56 @@ def suffix_entry(suffix: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of a throw-away CA and one certificate it signed (with its key)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise SlapdNotInstalled("openssl not found (install the openssl package)")
+    proc = subprocess.run([openssl, *args], cwd=cwd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SlapdError(f"openssl {' '.join(args)} failed:\n{proc.stderr.strip()}")
+
+
+def make_test_ca(directory: Path, names: Sequence[str], *, client: bool = False) -> TlsFiles:
+    """A certificate for *names* (DNS names or IP addresses) signed by the test CA of *directory*.
+
+    The CA (``ca.pem``/``ca.key``) is created on the first call for a directory and reused after, so
+    a server and a client certificate can share it.  The certificate is for a server (serverAuth,
+    ``server.pem``) or, with *client*, for a client (clientAuth, ``client.pem``).  EC P-256 keys and a
+    2-day validity keep it quick; only the openssl command line is used, so tools/slapd stays
+    standard-library Python.
+
+    Raises:
+        SlapdNotInstalled: openssl is missing.
+        SlapdError: an openssl command failed.
+    """
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    if not (d / "ca.pem").exists():
+        _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+                 "-subj", "/CN=qldap test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+                 "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+    stem = "client" if client else "server"
+    alt = ",".join(f"IP:{n}" if re.fullmatch(r"[\d.]+|[\da-fA-F:]*:[\da-fA-F:]*", n) else f"DNS:{n}"
+                   for n in names)
+    (d / f"{stem}.ext").write_text(f"subjectAltName={alt}\nbasicConstraints=CA:FALSE\n"
+                                   f"extendedKeyUsage={'clientAuth' if client else 'serverAuth'}\n")
+    _openssl("req", *ec, "-keyout", f"{stem}.key", "-out", f"{stem}.csr", "-subj", f"/CN={names[0]}", cwd=d)
+    _openssl("x509", "-req", "-in", f"{stem}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+             "-out", f"{stem}.pem", "-days", "2", "-extfile", f"{stem}.ext", cwd=d)
+    (d / f"{stem}.key").chmod(0o600)
+    return TlsFiles(d / "ca.pem", d / f"{stem}.pem", d / f"{stem}.key")
+
+
 def _pid_alive(pid: int) -> bool:
     """True while *pid* exists and is not a zombie."""
     try:
@@ -188,6 +239,9 @@ class Slapd:
         qmail_schema: bool = True,
         ldapi: bool = False,
         tie_to_parent: bool = False,
+        tls: TlsFiles | None = None,
+        tls_port: int | None = None,
+        verify_client: str = "never",
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self._auto_port = port is None
@@ -196,6 +250,9 @@ class Slapd:
         self.schema_form: SchemaForm = schema_form
         self._pending = [Path(p).read_text() for p in ldif] + ([initial_ldif] if initial_ldif else [])
         self.qmail_schema, self.ldapi = qmail_schema, ldapi
+        self.tls, self.verify_client = tls, verify_client
+        self.tls_port = (free_port() if tls_port is None else tls_port) if tls is not None else None
+        self._auto_tls_port = tls_port is None
         self._tie_to_parent = tie_to_parent
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -271,6 +328,7 @@ class Slapd:
             f"modulepath {MODULE_DIR}",
             "moduleload back_mdb",
             "loglevel none",
+            *self._tls_directives(),
             "database mdb",
             f'suffix "{self.suffix}"',
             f'rootdn "{self.rootdn}"',
@@ -281,12 +339,25 @@ class Slapd:
         ]
         return "\n".join(lines) + "\n"
 
+    def _tls_directives(self) -> list[str]:
+        """slapd.conf TLS lines (``TLSCACertificateFile …``); olc-prefixed they are the cn=config ones."""
+        if self.tls is None:
+            return []
+        return [f"TLSCACertificateFile {self.tls.ca}", f"TLSCertificateFile {self.tls.cert}",
+                f"TLSCertificateKeyFile {self.tls.key}", f"TLSVerifyClient {self.verify_client}"]
+
+    @property
+    def ldaps_url(self) -> str:
+        """``ldaps://127.0.0.1:PORT`` (listened on only with TLS files)."""
+        return f"ldaps://{self.host}:{self.tls_port}"
+
     def config_ldif(self) -> str:
         """The cn=config LDIF (with schema includes) that ``slapadd -n0`` turns into slapd.d."""
         schemas = [SYSTEM_SCHEMA_DIR / f"{n}.ldif" for n in SYSTEM_SCHEMAS] + self._ours(QMAIL_LDIF)
         records = [
             f"dn: cn=config\nobjectClass: olcGlobal\ncn: config\nolcPidFile: {self.pidfile}\n"
-            f"olcArgsFile: {self.state_dir / 'slapd.args'}\nolcLogLevel: none\n",
+            f"olcArgsFile: {self.state_dir / 'slapd.args'}\nolcLogLevel: none\n"
+            + "".join(f"olc{line.replace(' ', ': ', 1)}\n" for line in self._tls_directives()),
             f"dn: cn=module{{0}},cn=config\nobjectClass: olcModuleList\ncn: module{{0}}\n"
             f"olcModulePath: {MODULE_DIR}\nolcModuleLoad: back_mdb\n",
             "dn: cn=schema,cn=config\nobjectClass: olcSchemaConfig\ncn: schema\n",
@@ -376,12 +447,16 @@ class Slapd:
                 if not (self._auto_port and "Address already in use" in str(e)):
                     raise
                 self.port = free_port()
+                if self.tls is not None and self._auto_tls_port:
+                    self.tls_port = free_port()
                 self.configure()
         raise SlapdError("no free port found for slapd")
 
     def _launch(self, timeout: float) -> None:
         self.pidfile.unlink(missing_ok=True)
         urls = f"ldap://{self.host}:{self.port}/" + (f" {self.ldapi_url}/" if self.ldapi else "")
+        if self.tls is not None:
+            urls += f" {self.ldaps_url}/"
         argv = [_program("slapd"), "-d", "none", "-h", urls,
                 *self._config_args()]
         with self.log_path.open("ab") as log:
@@ -443,7 +518,7 @@ class Slapd:
     def restart(self) -> None:
         """Stop and start again on the same port with the same data."""
         self.stop()
-        self._auto_port = False
+        self._auto_port = self._auto_tls_port = False
         self.start()
 
     # ---- talking to it

@@ -2,8 +2,8 @@
 
 Why hand-written: a generic client (ldap3 was used before) builds every request as an object tree and
 decodes every answer into dicts of dicts, which costs more Python time per lookup than slapd spends
-answering it.  qldap sends few PDUs (RFC 4511 §4.2 bind, §4.3 unbind, §4.5 search)
-and reads few (BindResponse, SearchResultEntry, SearchResultDone; references are
+answering it.  qldap sends few PDUs (RFC 4511 §4.2 bind, §4.3 unbind, §4.5 search, §4.14 StartTLS)
+and reads few (BindResponse, SearchResultEntry, SearchResultDone, ExtendedResponse; references are
 skipped), so a few byte-string concatenations do the job.  Filters are parsed by
 :mod:`qldap.directory.rfc4515` (the parser the embedded backend evaluates, too) and the tree is
 encoded here.  The constant part of a search (base, scope, limits, the attribute list) is encoded once
@@ -79,6 +79,15 @@ def bind_request(msgid: int, name: str, password: str, version: int = 3) -> byte
     """A simple BindRequest (empty name and password = anonymous)."""
     body = integer(version) + octets(name) + octets(password, 0x80)
     return message(msgid, tlv(BIND_REQUEST, body))
+
+
+START_TLS_OID = "1.3.6.1.4.1.1466.20037"
+EXTENDED_REQUEST = 0x77
+
+
+def start_tls_request(msgid: int) -> bytes:
+    """The StartTLS ExtendedRequest (RFC 4511 §4.14): requestName only, no value."""
+    return message(msgid, tlv(EXTENDED_REQUEST, octets(START_TLS_OID, 0x80)))
 
 
 def unbind_request(msgid: int) -> bytes:

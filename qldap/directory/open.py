@@ -30,8 +30,10 @@ OBSOLETE_CLIENT_NOTICE = (
 )
 
 
-def make_searcher(config: LdapConfig, ctl: ControlDir) -> Searcher:
+def make_searcher(config: LdapConfig, ctl: ControlDir, log: Callable[[str], None] | None = None) -> Searcher:
     """The backend for *config*: the wire LDAP client when servers are configured, else the LDIF file.
+
+    *log* receives the client's warnings (a server skipped, and why: refused, TLS verification …).
 
     Raises:
         ConfigError: no ``ldapserver`` and no ``ROOT/directory.ldif``, or unusable TLS files.
@@ -39,7 +41,7 @@ def make_searcher(config: LdapConfig, ctl: ControlDir) -> Searcher:
     if config.servers:
         from qldap.directory.wire import WireSearcher
 
-        return WireSearcher(config)
+        return WireSearcher(config, log=log)
     embedded = ctl.root / EMBEDDED_NAME
     if embedded.is_file():
         from qldap.directory.ldif import LdifSearcher
@@ -60,7 +62,8 @@ def open_directory(
 
     The result cache is on only when ``control/ldapcachettl`` is positive.  *observer* receives a
     :class:`qldap.directory.observe.SearchEvent` per backend operation (metrics); *log* receives
-    start-up notices (an obsolete ``ldapclient`` file).
+    start-up notices (an obsolete ``ldapclient`` file) and the LDAP client's warnings (a server skipped
+    and why, e.g. a failed TLS certificate verification).
 
     Raises:
         ConfigError: bad LDAP control files, or neither ldapserver nor directory.ldif.
@@ -71,7 +74,7 @@ def open_directory(
     if log is not None and ctl.exists(OBSOLETE_CLIENT_FILE):
         log(OBSOLETE_CLIENT_NOTICE)
     cache = ResultCache(cfg.cache_ttl) if cfg.cache_ttl > 0 else None
-    searcher = make_searcher(cfg, ctl)
+    searcher = make_searcher(cfg, ctl, log)
     if observer is None and recorder().enabled:  # the daemon's metrics endpoint (docs/operations.md)
         observer = recorder().directory_event
     if observer is not None:

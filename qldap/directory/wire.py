@@ -15,18 +15,23 @@ the only LDAP client (the ldap3 adapter and ``control/ldapclient`` were removed)
   a malformed answer or a connection lost on a fresh connection → LookupFailed.  A pooled
   connection found dead (idle close, slapd restart) is dropped and the search retried once.
 * Pool: up to ``pool_size`` idle bound connections, each used by one thread at a time.
+* Transport (:mod:`qldap.directory.transport`): ``host:port``/``ldap://``, ``ldaps://`` and
+  ``ldapi://`` lines; ``ldapstarttls`` upgrades the ``ldap://`` ones.  A TLS failure skips the
+  server like a refused connection, and its reason is logged (when a *log* is given) as
+  ``warning: LDAP server ADDRESS: TLS certificate verification failed: …``, at most once a minute
+  per server and reason.
 """
 
 from __future__ import annotations
 
-import socket
+import ssl
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from qldap.directory import ber
+from qldap.directory import ber, transport
 from qldap.directory.base import Scope
-from qldap.directory.config import LdapConfig, ServerAddress
+from qldap.directory.config import LdapConfig, Scheme, ServerAddress
 from qldap.directory.entry import Entry
 from qldap.directory.errors import (
     BadCredentials,
@@ -46,6 +51,7 @@ _SCOPES = {Scope.BASE: ber.SCOPE_BASE, Scope.SUBTREE: ber.SCOPE_SUBTREE}
 _MAX_ID = 2**31 - 1
 _CHUNK = 65536
 DEFAULT_POOL = 8
+_RELOG_SECONDS = 60.0  # the same failure of the same server is logged at most once a minute
 
 
 class ConnectionLost(Exception):
@@ -53,16 +59,51 @@ class ConnectionLost(Exception):
 
 
 class WireConnection:
-    """One TCP connection to one server; not thread-safe (the pool hands it to one thread at a time)."""
+    """One connection to one server; not thread-safe (the pool hands it to one thread at a time).
 
-    def __init__(self, address: ServerAddress, timeout: float) -> None:
+    With *start_tls* (and a ``ldap://`` server) the connection is upgraded before anything else is
+    sent; a refusal or a failed handshake raises TlsFailure and the socket is closed.
+    """
+
+    def __init__(
+        self,
+        address: ServerAddress,
+        timeout: float,
+        tls: ssl.SSLContext | None = None,
+        *,
+        start_tls: bool = False,
+    ) -> None:
         self.address = address
         self.timeout = timeout
-        self._sock = socket.create_connection((address.host, address.port), timeout=timeout)
-        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock = transport.connect(address, timeout, tls)
         self._buf = b""
         self._pos = 0
         self._next_id = 0
+        if start_tls and tls is not None and address.scheme is Scheme.LDAP:
+            try:
+                self._start_tls(tls)
+            except BaseException:
+                self._sock.close()
+                raise
+
+    def _start_tls(self, tls: ssl.SSLContext) -> None:
+        """RFC 4511 §4.14: ask, and on success (0) run the handshake on the same socket."""
+        msgid = self._id()
+        self._send(ber.start_tls_request(msgid))
+        try:
+            msg = self._receive(msgid, time.monotonic() + self.timeout)
+        except TimeoutError:
+            raise transport.TlsFailure("StartTLS failed: no answer within ldaptimeout")
+        except (ConnectionLost, ber.BerError, OSError) as exc:
+            raise transport.TlsFailure(f"StartTLS failed: {exc}")
+        if msg.op != ber.EXTENDED_RESPONSE:
+            raise transport.TlsFailure(f"StartTLS failed: unexpected operation {msg.op:#x}")
+        result = ber.decode_result(msg)
+        if result.code != _SUCCESS:
+            raise transport.TlsFailure(f"StartTLS refused: result {result.code} {result.message}".rstrip())
+        if self._pos != len(self._buf):
+            raise transport.TlsFailure("StartTLS failed: data after the answer, before the handshake")
+        self._sock = transport.wrap(self._sock, tls, self.address.host)
 
     def _id(self) -> int:
         self._next_id = self._next_id % _MAX_ID + 1
@@ -147,13 +188,32 @@ class WireConnection:
 class WireSearcher:
     """A Searcher talking LDAPv3 itself to the servers of an LdapConfig, bound as login/password."""
 
-    def __init__(self, config: LdapConfig, *, pool_size: int = DEFAULT_POOL) -> None:
+    def __init__(
+        self, config: LdapConfig, *, pool_size: int = DEFAULT_POOL, log: Callable[[str], None] | None = None
+    ) -> None:
+        """Raises ConfigError when a TLS control file cannot be used (checked once, here)."""
         if not config.servers:
             raise ValueError("WireSearcher needs at least one server")
         self.config = config
         self.pool_size = pool_size
+        self.log = log
+        self._tls = transport.tls_context(config.tls) if config.tls.needed_by(config.servers) else None
         self._lock = threading.Lock()
         self._idle: list[WireConnection] = []
+        self._logged: dict[ServerAddress, tuple[str, float]] = {}
+
+    def _problem(self, problems: list[str], address: ServerAddress, text: str) -> None:
+        """Record why *address* was skipped; log it when new for that server or once a minute."""
+        problems.append(f"{address}: {text}")
+        if self.log is None:
+            return
+        now = time.monotonic()
+        with self._lock:
+            last = self._logged.get(address)
+            if last is not None and last[0] == text and now - last[1] < _RELOG_SECONDS:
+                return
+            self._logged[address] = (text, now)
+        self.log(f"warning: LDAP server {address}: {text}")
 
     # -- connections ----------------------------------------------------------------------------------
 
@@ -177,15 +237,26 @@ class WireSearcher:
     ) -> WireConnection | None:
         for version in (3, 2):
             try:
-                conn = WireConnection(address, self.config.timeout)
+                conn = WireConnection(
+                    address, self.config.timeout, self._tls, start_tls=self.config.tls.start_tls
+                )
+            except transport.TlsFailure as exc:
+                self._problem(problems, address, str(exc))
+                return None
             except OSError as exc:
-                problems.append(f"{address}: {exc}")
+                self._problem(problems, address, f"unable to connect: {exc.strerror or exc}")
                 return None
             try:
                 result = conn.bind(user, password if user else "", version)
             except (OSError, ConnectionLost, ber.BerError) as exc:
                 conn.close()
-                problems.append(f"{address}: bind: {exc}")
+                if isinstance(conn._sock, ssl.SSLSocket) and isinstance(exc, ConnectionLost):
+                    # TLS 1.3: a refused client certificate shows only now, as a closed connection
+                    self._problem(problems, address, f"bind: TLS connection ended after the handshake "
+                                  f"({exc}); does the server require a client certificate? "
+                                  "(control/ldaptlscert)")
+                    return None
+                self._problem(problems, address, f"bind: {exc}")
                 return None
             if result.code == _SUCCESS:
                 return conn

@@ -31,20 +31,25 @@ class InitOptions:
 
 
 def ldap_server_line(uri: str) -> str:
-    """Turn ``ldap://host:port/`` (or a bare ``host[:port]``) into a control/ldapserver line.
+    """Turn ``ldap://host:port/`` (or a bare ``host[:port]``) into a control/ldapserver line;
+    ``ldaps://host[:port]`` and ``ldapi://PATH`` are kept as URIs (qldap-control(5), LDAP SERVERS).
 
     Raises:
-        ConfigError: the URI is not ldap:// or names no host.
+        ConfigError: the URI is not ldap://, ldaps:// or ldapi://, or names no host.
     """
     if "://" not in uri:
         return uri.strip()
-    parts = urlsplit(uri)
-    if parts.scheme.lower() != "ldap" or not parts.hostname:
-        raise ConfigError(f"unsupported LDAP URI {uri!r}: use ldap://host[:port]")
+    parts = urlsplit(uri.strip())
+    scheme = parts.scheme.lower()
+    if scheme == "ldapi":
+        return f"ldapi://{parts.netloc}"
+    if scheme not in ("ldap", "ldaps") or not parts.hostname:
+        raise ConfigError(f"unsupported LDAP URI {uri!r}: use ldap://, ldaps://host[:port] or ldapi://")
     host = parts.hostname
     if ":" in host:
         host = f"[{host}]"
-    return f"{host}:{parts.port}" if parts.port else host
+    hostport = f"{host}:{parts.port}" if parts.port else host
+    return hostport if scheme == "ldap" else f"ldaps://{hostport}"
 
 
 def delivery_ids() -> DemoIds:
