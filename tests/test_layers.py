@@ -36,9 +36,10 @@ ALLOWED: dict[str, frozenset[str]] = {
     "auth": frozenset({"control", "directory", "passwords"}),
     "group": frozenset({"control", "directory", "queue"}),
     "local": frozenset({"control", "directory", "queue", "group", "remote"}),
-    "inject": frozenset({"control", "queue"}),
-    "smtpd": frozenset({"control", "directory", "queue", "pbs", "passwords", "auth"}),
-    "send": frozenset({"control", "queue", "local", "remote"}),
+    "mailauth": frozenset({"control"}),
+    "inject": frozenset({"control", "queue", "mailauth"}),
+    "smtpd": frozenset({"control", "directory", "queue", "pbs", "passwords", "auth", "mailauth"}),
+    "send": frozenset({"control", "queue", "local", "remote", "mailauth"}),
     "pop3": frozenset({"control", "directory", "auth", "pbs", "local", "passwords"}),
     "setup": frozenset({"control", "queue", "passwords"}),
     "supervise": frozenset({"control", "cli"}),
@@ -48,6 +49,7 @@ ALLOWED: dict[str, frozenset[str]] = {
 THIRD_PARTY_HOMES = {
     "ldap3": frozenset(),  # no longer a dependency: qldap's own client is qldap.directory.wire
     "prometheus_client": frozenset({"qldap.metrics"}),
+    "dkim": frozenset({"qldap.mailauth.dkimsign", "qldap.mailauth.dkimverify", "qldap.mailauth.keys"}),
 }
 """A third-party library that only one seam module may import (docs/architecture.md, "one seam")."""
 
