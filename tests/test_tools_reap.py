@@ -58,3 +58,29 @@ def test_no_script_kills_by_name_or_pattern() -> None:
                 offenders.append(f"{path.relative_to(REPO)}:{n}: {line.strip()}")
     assert not offenders
     assert os.access(REPO / "tools" / "reap.py", os.R_OK)
+
+
+_ORPHAN_THEN_KILL = """
+import os, signal, subprocess, sys, time
+sh = subprocess.run(["sh", "-c", "setsid sleep 63 >/dev/null 2>&1 & echo $!"],
+                    stdout=subprocess.PIPE, text=True)
+pid = int(sh.stdout)  # its parent sh has exited: the sleep now belongs to the subreaper
+os.kill(pid, signal.SIGTERM)
+for _ in range(400):
+    if not os.path.exists(f"/proc/{pid}"):
+        sys.exit(0)  # reaped while this command still runs
+    time.sleep(0.05)
+sys.exit(1)
+"""
+
+
+def test_reap_collects_adopted_children_while_the_command_runs() -> None:
+    """A daemon a test killed must vanish during the run, not linger as a zombie until the run ends.
+
+    A zombie still answers kill(pid, 0) and killpg(pgid, 0), so a test checking that the stop command it
+    printed worked would see the daemon as alive (the red CI of test_setup_demo's --keep case).
+    """
+    reap = [sys.executable, str(REPO / "tools" / "reap.py")]
+    proc = subprocess.run([*reap, sys.executable, "-c", _ORPHAN_THEN_KILL], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr

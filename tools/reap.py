@@ -51,6 +51,19 @@ def reap_zombies() -> None:
             return
 
 
+def wait_reaping(pid: int) -> int:
+    """Wait for COMMAND while collecting every other child that ends meanwhile; returns its exit code.
+
+    Why: a daemon re-parented here and then killed (a test stopping what it started) is a zombie until
+    its parent waits for it, and a zombie still answers kill(pid, 0) — so a plain wait for COMMAND alone
+    would make every "is it gone?" check inside the run see the daemon as alive.
+    """
+    while True:
+        got, status = os.waitpid(-1, 0)
+        if got == pid:
+            return os.waitstatus_to_exitcode(status)
+
+
 def stop_leftovers() -> list[int]:
     """SIGTERM, then SIGKILL, every remaining descendant; returns the PIDs that were left."""
     left: list[int] = []
@@ -81,10 +94,11 @@ def main(argv: list[str]) -> int:
         print("reap.py: warning: cannot become a child subreaper; leftovers are not tracked", file=sys.stderr)
     proc = subprocess.Popen(argv)
     try:
-        rc = proc.wait()
+        rc = wait_reaping(proc.pid)
     except KeyboardInterrupt:
         proc.send_signal(signal.SIGINT)
-        rc = proc.wait()
+        rc = wait_reaping(proc.pid)
+    proc.returncode = rc  # already collected by wait_reaping; Popen must not wait for it again
     left = stop_leftovers()
     if left:
         print(f"reap.py: warning: stopped processes left behind by the run: {' '.join(map(str, left))}",
