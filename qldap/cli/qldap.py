@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("up", help="run every daemon of ROOT/services.yaml under one supervisor (qldap up DIR)")
     sub.add_parser("stats", help="summarise the queue manager's log (qmailanalog style)")
+    sub.add_parser("dkim", help="DKIM keys: keygen DOMAIN SELECTOR, records (qldap dkim --help)")
     for name in DAEMONS:
         sub.add_parser(name, help=f"run the {name} daemon alone (qldap {name} --help)")
 
@@ -73,7 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
 #: Daemon subcommands: `qldap NAME ARGS…` runs ``qldap.cli.NAME.main(ARGS)`` (each module owns its options).
 DAEMONS = ("smtpd", "send", "pop3d", "pbsdbd", "qmqpd")
 #: Other subcommands implemented in their own modules: name → (module, function).
-DELEGATED = {"up": ("qldap.supervise", "up_main"), "stats": ("qldap.cli.stats", "stats_main")}
+DELEGATED = {
+    "up": ("qldap.supervise", "up_main"),
+    "stats": ("qldap.cli.stats", "stats_main"),
+    "dkim": ("qldap.cli.dkim", "dkim_main"),
+}
 
 
 def die_with_supervisor() -> None:

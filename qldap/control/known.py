@@ -118,6 +118,11 @@ ENTRIES: tuple[ControlFile, ...] = (
                 "README.md"),
     ControlFile("qmail-smtpd.cdb", Kind.CDB, None, "tcprules output of the C system; qldap reads the text "
                 "rules instead", f"{_S} §7", obsolete=True),
+    # -- mail authentication --------------------------------------------------------------------
+    ControlFile("dkimkeys", Kind.LIST, None, "DKIM signing keys: domain:selector:rsa|ed25519:keyfile "
+                "(.domain = subdomains; relative keyfile = below control/)", "qldap-dkim(8)"),
+    ControlFile("dkimstrict", Kind.BOOLEAN, False, "1 defers a message whose signing fails instead of "
+                "sending it unsigned", "qldap-dkim(8)"),
     # -- queue, bounces, scheduling ---------------------------------------------------------------
     ControlFile("concurrencylocal", Kind.INTEGER, 10, "simultaneous local deliveries, 0 = hold",
                 f"{_Q} §4.1"),
