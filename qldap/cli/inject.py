@@ -5,6 +5,10 @@ and queues it in-process with :func:`qldap.queue.inject.inject`, or hands it to 
 ``QMAILQUEUE`` when that is set; ``-n`` prints it instead.  A refusal is reported as
 ``qmail-inject: fatal: <text>`` with exit 100 (permanent, ``D``) or 111 (temporary, ``Z``).
 
+A message queued by either is DKIM-signed first when control/dkimkeys has a key for its From:
+domain (qldap-dkim(8)); a signing failure sends it unsigned with a warning, or exits 111 under
+control/dkimstrict.
+
 sendmail translates its command line into a qmail-inject one (``-t`` → ``-H``, else ``-a``; ``-f`` and
 ``-F`` also shape the From: line) and runs it in this process, so its errors carry qmail-inject's
 prefix as with the C programs.  ``-bp`` (or the name ``mailq``) runs qmail-qread's code and ``-bs`` the
@@ -18,6 +22,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 
@@ -42,6 +47,7 @@ from qldap.inject.options import (
     parse_sendmail,
     smtpd_environ,
 )
+from qldap.mailauth.dkimsign import DkimSigner
 from qldap.queue.codes import QueueError, QueueExit, failure_for
 from qldap.queue.envelope import Envelope, check_address
 from qldap.queue.external import queue_program, run_queue_program
@@ -115,6 +121,20 @@ def queue_message(root: Path, prepared: Prepared, environ: Mapping[str, str]) ->
         raise exc.failure() from exc
 
 
+def dkim_sign(root: Path, prepared: Prepared) -> Prepared:
+    """*prepared* with its DKIM-Signature lines in front, when control/dkimkeys signs its domain.
+
+    Raises:
+        TemporaryFailure: signing failed and control/dkimstrict asks to defer (exit 111).
+    """
+    result = DkimSigner(ControlDir(root)).sign(prepared.message, prepared.sender)
+    if result.error is not None:
+        if result.defer:
+            raise TemporaryFailure(f"unable to sign the message: {result.error}")
+        sys.stderr.write(f"{PROG}: warning: dkim: {result.error}; sent unsigned\n")
+    return replace(prepared, message=result.header + prepared.message) if result.signed else prepared
+
+
 def submit(opts: InjectOptions, environ: Mapping[str, str]) -> int:
     """Read stdin, complete it and queue it (or print it with ``-n``); the exit code.
 
@@ -131,7 +151,7 @@ def submit(opts: InjectOptions, environ: Mapping[str, str]) -> int:
         out.write(prepared.message)
         out.flush()
         return ExitCode.OK
-    queue_message(root, prepared, environ)
+    queue_message(root, dkim_sign(root, prepared), environ)
     return ExitCode.OK
 
 
