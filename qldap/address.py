@@ -4,7 +4,7 @@ Why one parser: the relay check, the badmailfrom/badrcptto lists, the verifier a
 must all see the *same* address.  A second parser that disagreed about quoting or source routes is how
 ``<"victim@elsewhere"@example.org>`` slips past a relay check, so every component imports this one.
 
-The rules (smtpd.md §2.1) follow qmail-smtpd's ``addrparse``: the path is the text after the first
+The rules (qmail-smtpd(8), ADDRESSES) follow qmail-smtpd's ``addrparse``: the path is the text after the first
 ``<`` up to the first ``>`` outside quotes (or, without ``<``, after the first ``:`` up to the first
 unquoted space); a source route ``@a,@b:`` is dropped; quotes and backslashes are removed; a
 ``[d.d.d.d]`` domain naming one of our own addresses becomes ``localiphost``.  The domain is the text

@@ -1,7 +1,7 @@
 """The one log writer every daemon uses: ``prog: text`` lines on stderr, levelled, timestamped, redacted.
 
-Why a shared helper instead of :mod:`logging`: the line shapes are a contract (queue.md §9,
-smtpd.md §7 — qmailanalog-style tools parse them), so nothing may add level names, module paths or
+Why a shared helper instead of :mod:`logging`: the line shapes are a contract (qmail-send(8), LOG,
+qmail-smtpd(8) LOG — qmailanalog-style tools parse them), so nothing may add level names, module paths or
 multi-line tracebacks; a line is written whole with one ``write`` so lines of concurrent tasks never
 interleave; and the two rules that keep logs safe live here once: free text is escaped the way
 qmail-send escapes it (:func:`escape`), and :func:`redact` removes passwords, AUTH data and

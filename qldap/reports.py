@@ -47,7 +47,7 @@ class Letter(Enum):
 
 
 class Action(Enum):
-    """What the manager does with a recipient after a report (§4.1)."""
+    """What the manager does with a recipient after a report (qmail-send(8), SCHEDULING)."""
 
     MARK_DONE = "mark"  # K
     BOUNCE = "bounce"  # D: paragraph to bounce/N, then mark
@@ -99,7 +99,8 @@ def _fixed(record: str) -> Report:
 
 
 def truncate(report: Report) -> Report:
-    """Cut a report so that letter + text fit in :data:`REPORT_LIMIT` bytes (manager rule, §4.4)."""
+    """Cut a report so that letter + text fit in :data:`REPORT_LIMIT` bytes (manager rule, qmail-send(8),
+    SCHEDULING)."""
     raw = to_bytes(report.text)
     if len(raw) + 1 <= REPORT_LIMIT:
         return report
@@ -107,7 +108,8 @@ def truncate(report: Report) -> Report:
 
 
 def when_dying(report: Report, last_pass: bool) -> Report:
-    """On the last pass (§4.2) a ``Z`` becomes a ``D`` with the "too long" line appended."""
+    """On the last pass (qmail-send(8), SCHEDULING) a ``Z`` becomes a ``D`` with the "too long" line
+    appended."""
     if not last_pass or report.letter is not Letter.TEMPORARY:
         return report
     text = report.text if report.text == "" or report.text.endswith("\n") else report.text + "\n"
@@ -118,7 +120,7 @@ def when_dying(report: Report, last_pass: bool) -> Report:
 
 
 def local_report(exit_code: int | None, output: str) -> Report:
-    """The local spawner's report from the agent's exit status and output (delivery.md §8).
+    """The local spawner's report from the agent's exit status and output (qmail-local(8), RESULTS).
 
     *exit_code* None means the agent was killed by a signal.
     """
@@ -137,7 +139,7 @@ _RANK_LETTER = {1: Letter.SUCCESS, 0: Letter.TEMPORARY, -1: Letter.PERMANENT}
 
 
 def fold_remote_output(output: bytes) -> Report:
-    """Fold ``qmail-remote``'s output for one recipient into one report (§6.1).
+    """Fold ``qmail-remote``'s output for one recipient into one report (qmail-send(8), REMOTE DELIVERY).
 
     The output is NUL-terminated records: the recipient's ``r``/``h``/``s`` record, then the
     message's ``K``/``Z``/``D`` record (or only the message record when the dialogue ended early).
@@ -162,7 +164,7 @@ def fold_remote_output(output: bytes) -> Report:
 
 
 def remote_report(exit_code: int | None, output: bytes) -> Report:
-    """The remote spawner's report from ``qmail-remote``'s exit status and output (§4.4).
+    """The remote spawner's report from ``qmail-remote``'s exit status and output (qmail-send(8), SCHEDULING).
 
     *exit_code* None means it was killed by a signal.
     """
@@ -180,7 +182,7 @@ def no_host_name_report() -> Report:
     return _fixed(NO_HOST_NAME)
 
 
-# -- manager log lines (§9) -----------------------------------------------------------------------
+# -- manager log lines (qmail-send(8), LOG) ------------------------------------------------------
 
 
 def log_safe(text: str) -> str:

@@ -1,4 +1,4 @@
-"""The RFC 5321 path parser (smtpd.md §2.1) and the RFC 821 quoting used by the SMTP client."""
+"""The RFC 5321 path parser (qmail-smtpd(8), ADDRESSES) and the RFC 821 quoting used by the SMTP client."""
 
 from __future__ import annotations
 

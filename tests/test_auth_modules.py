@@ -1,4 +1,4 @@
-"""auth_pop as a real process against the real slapd: services.md §6 checks 12–23 and 45."""
+"""auth_pop as a real process against the real slapd (auth_pop(8)): logins, states, errors."""
 
 from __future__ import annotations
 

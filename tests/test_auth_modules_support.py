@@ -149,7 +149,7 @@ def make_home(homes: Path, name: str = "joe") -> Path:
 
 def joe_ldif(home: Path | str | None, *, uid: str = "joe", store: str | None = "./Maildir/",
              password: str = SSHA_SECRET, extra: str = "", rdn_parent: str = "{base}") -> str:
-    """The §6 fixture entry (ids are UID/GID); *extra* is appended LDIF lines."""
+    """The auth_pop(8) fixture entry (ids are UID/GID); *extra* is appended LDIF lines."""
     lines = [f"dn: uid={uid},{rdn_parent}", "objectClass: inetOrgPerson", "objectClass: qmailUser",
              f"uid: {uid}", f"cn: {uid}", f"sn: {uid}", f"mail: {uid}@example.com",
              f"qmailUID: {UID}", f"qmailGID: {GID}", f"userPassword: {password}"]

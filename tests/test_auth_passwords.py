@@ -1,4 +1,5 @@
-"""Password schemes of services.md §1.2: acceptance checks 1–6, modern schemes, malformed data, backends."""
+"""Password schemes of auth_pop(8), THE CHECK: acceptance checks 1–6, modern schemes, malformed data,
+backends."""
 
 from __future__ import annotations
 

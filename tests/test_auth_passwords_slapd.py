@@ -86,7 +86,7 @@ def test_slapd_binds_with_our_digest_values(ldap_base: LdapBase, name: str, args
 
 
 def test_slapd_binds_with_acceptance_check_values(ldap_base: LdapBase) -> None:
-    """The fixed values of services.md §6 checks 1-3 and 6, as slapd reads them."""
+    """The fixed password values of the scheme tests, as slapd reads them."""
     values = [
         "{SSHA}+RFhsab2AfzZ0VfEdyknXtUT06RhYmNk",
         "{sha}5en6G6MezRroT3XKqkdPOmY/BfQ=",

@@ -1,4 +1,5 @@
-"""qmail-inject and sendmail as real programs queueing into a real queue (queue.md §8; checks 11, 51, 52)."""
+"""qmail-inject and sendmail as real programs queueing into a real queue (qmail-inject(1); checks 11, 51,
+52)."""
 
 from __future__ import annotations
 

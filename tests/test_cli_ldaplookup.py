@@ -1,5 +1,5 @@
 """qmail-ldaplookup end to end as a subprocess against slapd and the embedded directory
-(services.md §5.1, §6 check 55)."""
+(qmail-ldaplookup(8))."""
 
 from __future__ import annotations
 

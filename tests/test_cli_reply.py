@@ -1,4 +1,5 @@
-"""qmail-reply as a `.qmail` program: one reply per sender and text, none to robots (delivery.md §7.9)."""
+"""qmail-reply as a `.qmail` program: one reply per sender and text, none to robots (qmail-local(8),
+AUTO-REPLY)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""qmail-verify against the real slapd: services.md §6 check 57 and the exit codes of §5.4."""
+"""qmail-verify against the real slapd: its answers and the exit codes of qmail-verify(8)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Locals, rcpthosts and address lists per smtpd.md §3.1/§3.2 and queue.md §3, on real files."""
+"""Locals, rcpthosts and address lists per qmail-smtpd(8) CONTROL FILES and ACCEPTED DOMAINS and
+qmail-send(8), PREPROCESSING, on real files."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from tests.conftest import QRoot
 
 @pytest.fixture
 def smtpd_root(qroot: QRoot) -> QRoot:
-    """The fixture of smtpd.md §8."""
+    """The fixture of qmail-smtpd(8)."""
     qroot.control("me", "mx.example.org")
     qroot.control("locals", "example.org\nmx.example.org")
     qroot.control("rcpthosts", "example.org\n.example.net\nbackup.test")
@@ -46,7 +47,7 @@ def test_domain_suffixes() -> None:
     assert list(domain_suffixes("")) == []
 
 
-# -- smtpd.md §8 acceptance checks 8, 9, 13, 16, 17, 19, 33 on the pure decision -----------------
+# -- qmail-smtpd(8) acceptance checks 8, 9, 13, 16, 17, 19, 33 on the pure decision --------------
 
 
 def test_check_8_listed_domains_and_subdomains(ctl: ControlDir) -> None:
@@ -135,7 +136,7 @@ def test_corrupt_rcpthosts_cdb_is_a_temporary_error(ctl: ControlDir) -> None:
         ok(ctl, "u@elsewhere.test", nolocal=True)
 
 
-# -- locals / locals.cdb (queue.md §3 step 3, acceptance 19) ------------------------------------
+# -- locals / locals.cdb (qmail-send(8) PREPROCESSING step 3, acceptance 19) ---------------------
 
 
 def test_queue_check_19_locals_cdb_replaces_locals(smtpd_root: QRoot, ctl: ControlDir) -> None:
@@ -189,7 +190,7 @@ def test_changes_are_seen_and_snapshots_notice_them(smtpd_root: QRoot, ctl: Cont
     assert ctl.snapshot(LOCALS_FILES + RCPTHOSTS_FILES) != before
 
 
-# -- address lists (smtpd.md §3.1, acceptance 20, 26, 27, 34) ----------------------------------
+# -- address lists (qmail-smtpd(8), CONTROL FILES, acceptance 20, 26, 27, 34) --------------------
 
 
 def test_check_20_badmailfrom_forms() -> None:

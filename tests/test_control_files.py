@@ -61,7 +61,7 @@ def test_integer_leading_digits(qroot: QRoot, ctl: ControlDir, text: str, expect
 
 @pytest.mark.parametrize("text", ["junk", "-5", " 7", "", "\n12"])
 def test_integer_without_leading_digits_keeps_default(qroot: QRoot, ctl: ControlDir, text: str) -> None:
-    # services.md conventions: "Integer files: leading digits; no digits = absent" (control_readint).
+    # qldap-control(5) conventions: "Integer files: leading digits; no digits = absent" (control_readint).
     qroot.control("timeoutsmtpd", text.encode())
     assert ctl.integer("timeoutsmtpd", 120) == 120
 

@@ -1,4 +1,4 @@
-"""delivery.md §9 checks 6–35 end to end: an entry in the real slapd → ``LocalSpawner`` → files and report.
+"""qmail-local(8) checks 6–35 end to end: an entry in the real slapd → ``LocalSpawner`` → files and report.
 
 Each test loads its entries into a fresh subtree of the shared slapd, delivers one queued message through
 ``LocalSpawner(root, inject)`` with the real queue injector, and asserts the exact report text and what

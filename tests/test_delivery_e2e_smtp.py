@@ -1,4 +1,4 @@
-"""delivery.md through the real daemons: SMTP in (`qldap smtpd`), queue, `qldap send`, LDAP, Maildirs out.
+"""qmail-local(8) through the real daemons: SMTP in (`qldap smtpd`), queue, `qldap send`, LDAP, Maildirs out.
 
 One `qldap up` site with several LDAP users; every outcome is observed in a Maildir: plain and
 alternate-address delivery (checks 5, 6), catchall (10), forward with copy (36), auto-reply (56), and

@@ -1,4 +1,4 @@
-"""LdapConfig from control files (delivery.md §1) and the backend choice of open_directory."""
+"""LdapConfig from control files (qldap-control(5), LDAP) and the backend choice of open_directory."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Filters and candidate order: delivery.md §3.2–3.5 and §9 checks 1–4, 7–11, 13; services §6 check 19."""
+"""Filters and candidate order: qmail-local(8), LOOKUP, and the login filter of auth_pop(8)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every lookup rule against the real slapd (delivery.md §3, §9 checks 1–4, 7–13, 68; services §6 18–20).
+"""Every lookup rule against the real slapd (qmail-local(8), LOOKUP; logins of auth_pop(8)).
 
 The Directory runs over a Recording wrapper around the real WireSearcher: it records each filter that
 reached slapd, so the exact search list is asserted, not assumed.

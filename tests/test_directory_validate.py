@@ -1,4 +1,5 @@
-"""Validation of directory values (delivery.md §5, §4.2–4.4; checks 21, 24–26, 29–30, 34–35, 44)."""
+"""Validation of directory values (qmail-local(8), QMAILUSER ATTRIBUTES; checks 21, 24–26, 29–30, 34–35,
+44)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The pure decisions of qmail-group / qmail-secretary (services.md §4): addresses, routes, checks."""
+"""The pure decisions of qmail-group / qmail-secretary (qmail-group(8)): addresses, routes, checks."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """qmailGroup lists end to end against the real slapd: LocalSpawner → qmail-group → the queue.
 
-Covers services.md §6 checks 46–54 and delivery.md check 67.  Every test delivers through the normal
+Covers qmail-group(8) and qmail-secretary(8),
+and that a group entry gets no Maildir copy.  Every test delivers through the normal
 ``LocalSpawner.deliver`` (no hand-written .qmail); when the tests run as root the group work happens
 in a child under the group's uid, with injections served by the parent through the seam.
 """

@@ -1,4 +1,4 @@
-"""qmail-inject's header completion and envelope, as a pure function (queue.md §8)."""
+"""qmail-inject's header completion and envelope, as a pure function (qmail-inject(1))."""
 
 from __future__ import annotations
 

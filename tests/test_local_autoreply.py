@@ -1,4 +1,4 @@
-"""Auto-reply decisions and composition, quota warnings, the reply database (delivery.md §7.8–7.9)."""
+"""Auto-reply decisions and composition, quota warnings, the reply database (qmail-local(8), AUTO-REPLY)."""
 
 from __future__ import annotations
 

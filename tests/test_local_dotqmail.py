@@ -1,4 +1,4 @@
-"""`.qmail` parsing and the file search chain (delivery.md §7.5)."""
+"""`.qmail` parsing and the file search chain (qmail-local(8), .QMAIL FILES)."""
 
 from __future__ import annotations
 

@@ -52,7 +52,7 @@ def test_recount_uses_size_in_name_skips_trash_and_dotfiles(tmp_path: Path) -> N
 
 
 def test_over_quota_bounces_with_exact_text_and_no_file(tmp_path: Path) -> None:
-    # delivery.md §9 check 53: limit 10000S, recounted usage 9500, 1000-byte message
+    # qmail-local(8) check 53: limit 10000S, recounted usage 9500, 1000-byte message
     md = tmp_path / "Maildir"
     ensure_maildir(md)
     _msg(md, "cur", "1.a.h,S=9500:2,S", 1)

@@ -1,4 +1,5 @@
-"""delivery.md §4: a matched entry → delivery plan, checks in the spec's order (pure)."""
+"""qmail-local(8), QMAILUSER ATTRIBUTES: a matched entry → delivery plan, checks in the spec's order
+(pure)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""qmail-users: qmail-newu's cdb format and the users/cdb step of local delivery (delivery.md §6)."""
+"""qmail-users: qmail-newu's cdb format and the users/cdb step of local delivery (qmail-local(8), NO
+ENTRY)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """qmail-qstat and qmail-qread on real queues: injected with the real injector, preprocessed by hand
-per the formats of queue.md §2.3."""
+per the formats of qldap-queue(5), Records."""
 
 from __future__ import annotations
 

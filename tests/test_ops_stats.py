@@ -1,4 +1,4 @@
-"""`qldap stats` on a sample manager log in the line shapes of queue.md §9."""
+"""`qldap stats` on a sample manager log in the line shapes of qmail-send(8), LOG."""
 
 from __future__ import annotations
 

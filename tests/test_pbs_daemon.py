@@ -1,4 +1,4 @@
-"""pbsdbd as a real process on a loopback UDP port: services.md §6 checks 38–40 and 44."""
+"""pbsdbd as a real process on a loopback UDP port (pbsdbd(8)): add, query, expiry and reload."""
 
 from __future__ import annotations
 

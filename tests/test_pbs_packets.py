@@ -1,4 +1,5 @@
-"""POP-before-SMTP datagrams: the exact bytes of §3.2, checks 37–39 at the packet level, robustness."""
+"""POP-before-SMTP datagrams: the exact bytes of pbsdbd(8), PACKETS, checks 37–39 at the packet level,
+robustness."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""``qmail-queue`` as a real program: message on fd 0, envelope on fd 1 through pipes (§10 checks 1–5)."""
+"""``qmail-queue`` as a real program: message on fd 0, envelope on fd 1 through pipes (qmail-send(8) checks
+1–5)."""
 
 from __future__ import annotations
 

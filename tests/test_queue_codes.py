@@ -1,4 +1,5 @@
-"""Exit code → caller text (queue.md §2.8, smtpd.md §2.4): the whole table, 82 and signals."""
+"""Exit code → caller text (qmail-queue(8), EXIT STATUS, qmail-smtpd(8), DATA): the whole table, 82 and
+signals."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The Received header and X-RBL lines (smtpd.md §2.4, §3.3; acceptance 40, 41, 50)."""
+"""The Received header and X-RBL lines (qmail-smtpd(8), DATA and RBL AND SIGNATURES; acceptance 40, 41,
+50)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The state table of queue.md §2.4 walked over all 128 combinations of present files."""
+"""The state table of qldap-queue(5) States walked over all 128 combinations of present files."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Cluster forwarding at the transport level: queue.md §10 checks 49 and 50, delivery.md §4.5 texts.
+"""Cluster forwarding at the transport level: qmail-send(8) checks 49 and 50, qmail-local(8) QMAILUSER
+ATTRIBUTES texts.
 
 Two members on loopback: mx1 forwards, mx2 runs the QMQP server with a real queue.  What mx2
 queued is read back from ``queue/todo`` and ``queue/mess``.

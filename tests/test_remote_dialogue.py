@@ -1,4 +1,5 @@
-"""The sans-I/O SMTP client (queue.md §6.4) driven by scripted server transcripts; checks 37, 39–45."""
+"""The sans-I/O SMTP client (qmail-send(8), REMOTE DELIVERY) driven by scripted server transcripts; checks 37,
+39–45."""
 
 from __future__ import annotations
 

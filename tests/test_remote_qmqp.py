@@ -2,7 +2,7 @@
 
 Checks the netstring codec, that a submission ends in ``queue/todo/N`` with the QMQP Received line,
 the server's replies (``Kok <time> qp <qp>``, NUL addresses, size limit, queue failure) and the
-client's caller texts for every way a submission can end (queue.md §2.8, §7).
+client's caller texts for every way a submission can end (qmail-queue(8), EXIT STATUS and qmail-qmqpd(8)).
 """
 
 from __future__ import annotations

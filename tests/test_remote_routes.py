@@ -1,4 +1,5 @@
-"""smtproutes and MX choice from DNS answers given as data (queue.md §6.2); checks 36, 37, 38, 47."""
+"""smtproutes and MX choice from DNS answers given as data (qmail-send(8), REMOTE DELIVERY); checks 36, 37,
+38, 47."""
 
 from __future__ import annotations
 

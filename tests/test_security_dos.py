@@ -84,7 +84,7 @@ class Smtpd:
 
 
 def smtp_root(root: QRoot, host: str, port: int, base: str) -> QRoot:
-    """The smtpd.md §8 fixture controls, pointed at the test's LDAP subtree."""
+    """The qmail-smtpd(8) fixture controls, pointed at the test's LDAP subtree."""
     root.control("me", "mx.example.org")
     root.control("locals", "example.org\nmx.example.org")
     root.control("rcpthosts", "example.org\n.example.net\nbackup.test")

@@ -122,8 +122,8 @@ def test_auth_login_injection_never_authenticates(start: Start, root: QRoot) -> 
 
 
 def test_auth_brute_force_failures_are_delayed(start: Start) -> None:
-    """Five wrong passwords on one connection: each reply comes ≥ 1 s after its request (smtpd.md §5),
-    and the 4 s pause after a failure delays the next answer too."""
+    """Five wrong passwords on one connection: each reply comes ≥ 1 s after its request (qmail-smtpd(8), SMTP
+    AUTH), and the 4 s pause after a failure delays the next answer too."""
     c = connect(start({"SMTPAUTH": ""}))
     waits = []
     for i in range(5):

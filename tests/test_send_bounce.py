@@ -1,4 +1,4 @@
-"""Bounce paragraphs and the QSBMF message (queue.md §5); checks 28–35 at the composition level."""
+"""Bounce paragraphs and the QSBMF message (qmail-send(8), BOUNCES); checks 28–35 at the composition level."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from tests.conftest import QRoot
 NOW = calendar.timegm((2022, 3, 6, 16, 59, 46))
 MESS = b"Received: (qmail 4242 invoked by uid 1000); 6 Mar 2022 16:59:40 -0000\nSubject: test\n\nbody line\n"
 
-# §5.2 verbatim, with the "rest of the queued message" filled in by MESS.
+# qmail-send(8) BOUNCES verbatim, with the "rest of the queued message" filled in by MESS.
 SPEC_BOUNCE = (
     b"Date: 6 Mar 2022 16:59:46 -0000\n"
     b"From: MAILER-DAEMON@mx.example.com\n"

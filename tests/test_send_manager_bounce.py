@@ -1,4 +1,4 @@
-"""Reports, marks and bounces at manager level (queue.md §4.1, §5; checks 14, 28–35).
+"""Reports, marks and bounces at manager level (qmail-send(8), SCHEDULING and BOUNCES; checks 14, 28–35).
 
 Each bounce is checked as it is *delivered*: the manager injects it with the real injector, then
 preprocesses and delivers it like any message, so the test spawner sees its envelope and bytes.
@@ -46,7 +46,8 @@ def _deliver_all(root: Path, sp: TestSpawners, sender: str, rcpts: list[str], bo
 
 
 def test_rcpt_550_bounce_is_qsbmf_to_the_sender(tmp_path: Path) -> None:
-    """Check 29: empty envelope sender, to the original sender, text as §5.2 (dates aside)."""
+    """Check 29: empty envelope sender, to the original sender, text as qmail-send(8) BOUNCES (dates
+    aside)."""
     root = tmp_path / "q"
     make_root(root)
     sp = TestSpawners(

@@ -1,4 +1,5 @@
-"""Crashes of the manager (queue.md §2.7; checks 9 and 10) and a kill -9 soak with real deliveries.
+"""Crashes of the manager (qldap-queue(5), Crash behaviour; checks 9 and 10) and a kill -9 soak with real
+deliveries.
 
 The crashes are real process deaths: a child Python runs the real Manager with a hook that calls
 ``os._exit`` at the named point (nothing of the manager's own cleanup runs, as with ``kill -9``), or

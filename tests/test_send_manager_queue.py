@@ -1,4 +1,5 @@
-"""What the manager finds on disk at start (queue.md §2.6 restart, §2.7 cleanups) and HUP trouble."""
+"""What the manager finds on disk at start (qmail-send(8) restart, qldap-queue(5) Crash behaviour cleanups)
+and HUP trouble."""
 
 from __future__ import annotations
 

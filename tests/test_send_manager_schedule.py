@@ -1,7 +1,7 @@
-"""Scheduling (queue.md §4): retry times, queue lifetime, concurrency, holds, ALRM, clean stop.
+"""Scheduling (qmail-send(8), SCHEDULING): retry times, queue lifetime, concurrency, holds, ALRM, clean stop.
 
 The manager runs in-process on a real queue; only the spawners and (for hours of schedule) the clock
-are test doubles.  Checks 22–27 of §10.
+are test doubles.  Checks 22–27 of qmail-send(8).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Helpers for the queue-manager tests: test spawners, a settable clock, a manager in-process or as a process.
 
 The in-process manager is the real :class:`~qldap.send.manager.Manager` on a real queue with the real
-trigger FIFO and the real injector for bounces; only the two spawners (and, where §4 timing is tested,
-the clock) are test doubles.  :class:`ManagerProcess` runs the real ``qldap send`` program.
+trigger FIFO and the real injector for bounces; only the two spawners (and, where qmail-send(8) SCHEDULING
+timing is tested, the clock) are test doubles.  :class:`ManagerProcess` runs the real ``qldap send`` program.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Recipient rewriting (queue.md §3): the spec's table and checks 14–18, 35 at the pure level."""
+"""Recipient rewriting (qmail-send(8), PREPROCESSING): the spec's table and checks 14–18, 35 at the pure
+level."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""K/Z/D reports and manager log lines (queue.md §4.4, §6.1, §9; delivery.md §8)."""
+"""K/Z/D reports and manager log lines (qmail-send(8), SCHEDULING and REMOTE DELIVERY and LOG; qmail-local(8),
+RESULTS)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""MAIL/RCPT/DATA verdicts in spec order (smtpd.md §2.2–2.4, §3, §6) on real control files.
+"""MAIL/RCPT/DATA verdicts in spec order (qmail-smtpd(8), MAIL CHECKS and DATA and CONTROL FILES and ADDRESS
+VERIFICATION) on real control files.
 
 The configuration comes from a real qmail root (the ``qroot`` fixture) through ``SmtpdConfig.load``
 with the real ``Locals``/``RcptHosts``; lookups are answered by feeding ``Facts`` back, as the glue does.
@@ -394,7 +395,7 @@ def test_data_end_order(root: QRoot) -> None:
     assert data_end_verdict(load(root), DataEnd(10, 0, False), True) is None  # REJECTEXEC unset
 
 
-# -- configuration (§1, §3, §4) ---------------------------------------------------------------------
+# -- configuration (qmail-smtpd(8), SESSION START and CONTROL FILES and ENVIRONMENT) -------------
 def test_config_defaults_and_limits(root: QRoot) -> None:
     root.control("smtpclustercookie", "c" * 40)
     root.control("timeoutsmtpd", "0")

@@ -1,4 +1,5 @@
-"""The sans-I/O SMTP reader: command lines, DATA transparency, limits, hop counting (smtpd.md §1, §2.4)."""
+"""The sans-I/O SMTP reader: command lines, DATA transparency, limits, hop counting (qmail-smtpd(8), SESSION
+START and DATA)."""
 
 from __future__ import annotations
 

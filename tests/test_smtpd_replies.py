@@ -1,4 +1,5 @@
-"""Reply texts and the queue hand-off mapping (smtpd.md §1, §2, §2.4, §5; acceptance 1–4, 39, 46, 47)."""
+"""Reply texts and the queue hand-off mapping (qmail-smtpd(8), SESSION START and COMMANDS and DATA and SMTP
+AUTH; acceptance 1–4, 39, 46, 47)."""
 
 from __future__ import annotations
 
@@ -97,7 +98,7 @@ def test_queued_reply() -> None:
     ],
 )
 def test_queue_mapping(code: int, fd4: bytes, reply: str) -> None:
-    """smtpd.md §2.4: the queue's caller text (queue.codes, shared with every caller) → the reply."""
+    """qmail-smtpd(8), DATA: the queue's caller text (queue.codes, shared with every caller) → the reply."""
     assert r.queue_reply(caller_text(code, fd4)).render() == reply + "\r\n"
 
 

@@ -1,6 +1,6 @@
 """DATA over real sockets into the real queue: Received line, transparency, limits, QMAILQUEUE programs.
 
-Acceptance checks 38–40, 42–46 of smtpd.md §8, a 20 MB message (spooled to disk, queued intact) and a
+Acceptance checks 38–40, 42–46 of qmail-smtpd(8), a 20 MB message (spooled to disk, queued intact) and a
 message over databytes.  Queued messages are read back from ``queue/todo/N`` (parse_todo) and
 ``queue/mess/S/N``; the in-process injector writes its own ``Received: (qmail …)`` line first.
 """

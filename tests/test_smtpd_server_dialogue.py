@@ -1,6 +1,6 @@
 """The SMTP daemon over real sockets: session start, rules, pipelining, timeouts, TLS, DNS checks, relaying.
 
-Acceptance checks of smtpd.md §8 that need I/O (1, 11, 41, 49, 50, 51, 53, 54, 55, 56), the open-relay
+Acceptance checks of qmail-smtpd(8) that need I/O (1, 11, 41, 49, 50, 51, 53, 54, 55, 56), the open-relay
 battery, the connection limit and the command-line limit.  The daemon runs in-process on 127.0.0.1;
 clients connect from 127.0.0.2/127.0.0.3; DNS answers come from the daemon's resolver seam.
 """
@@ -64,7 +64,7 @@ def connect(st: ServerThread, source: str = CLIENT) -> Client:
 
 
 def test_greeting_and_helo(root: QRoot, start: Start) -> None:
-    """Acceptance 1, and the session log lines of §7 at LOGLEVEL 2 (no command lines)."""
+    """Acceptance 1, and the session log lines of qmail-smtpd(8) LOG at LOGLEVEL 2 (no command lines)."""
     st = start({"LOGLEVEL": "2"})
     c = Client(st.addr, CLIENT)
     assert c.reply() == "220 mx.example.org ESMTP\r\n"
@@ -92,8 +92,9 @@ def test_greeting_variables(root: QRoot, start: Start) -> None:
 
 
 def test_unreadable_controls(root: QRoot, start: Start) -> None:
-    """§1: a broken control file answers ``421 unable to read controls (#4.3.0)`` and closes, at the
-    start of a session (no ``me``) or when a check needs it mid-session (a corrupt locals.cdb)."""
+    """qmail-smtpd(8), SESSION START: a broken control file answers ``421 unable to read controls (#4.3.0)``
+    and closes, at the start of a session (no ``me``) or when a check needs it mid-session (a corrupt
+    locals.cdb)."""
     st = start()
     c = connect(st)
     c.cmd("MAIL FROM:<x@remote.test>")
@@ -182,7 +183,8 @@ def test_timeout(root: QRoot, start: Start) -> None:
 
 
 def test_command_line_too_long(root: QRoot, start: Start) -> None:
-    """§1 decision: a command line over 16384 octets → ``500 Text line too long.`` and close."""
+    """qmail-smtpd(8), SESSION START: a command line over 16384 octets → ``500 Text line too long.``
+    and close."""
     c = connect(start())
     c.send(b"NOOP " + b"x" * 16379 + b"\r\n")
     assert c.reply() == "250 ok\r\n"  # 16384 octets before CRLF: exactly at the limit is fine
@@ -332,7 +334,8 @@ def test_starttls(root: QRoot, start: Start, certificate: Path) -> None:
 
 
 def test_starttls_bad_certificate(root: QRoot, start: Start) -> None:
-    """§2.5: a certificate file that cannot be used → 454, the session goes on in clear."""
+    """qmail-smtpd(8), COMMANDS: a certificate file that cannot be used → 454, the session goes on in
+    clear."""
     root.control("smtpcert", "not a certificate")
     c = connect(start())
     assert c.cmd("STARTTLS") == "454 TLS not available: unable to initialize ctx (#4.3.0)\r\n"

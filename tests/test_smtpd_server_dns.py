@@ -2,7 +2,8 @@
 
 The server answers from a table with dnspython's message codec: names with records, NXDOMAIN for
 unknown names, NOERROR/no data for a known name without the asked type, SERVFAIL for "broken" names
-and silence for "silent" names — the outcomes smtpd.md §1, §2.2 step 12 and §3.3 tell apart.
+and silence for "silent" names — the outcomes qmail-smtpd(8) SESSION START and MAIL CHECKS step 12 and
+qmail-smtpd(8) RBL AND SIGNATURES tell apart.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ def test_rbl(resolver: DnsResolver) -> None:
     ],
 )
 def test_return_mx(resolver: DnsResolver, domain: str, expected: MxAnswer) -> None:
-    """The return-MX rules of smtpd.md §2.2 step 12 against real DNS answers."""
+    """The return-MX rules of qmail-smtpd(8) MAIL CHECKS step 12 against real DNS answers."""
     assert asyncio.run(resolver.mx(domain)) is expected
 
 

@@ -1,4 +1,5 @@
-"""The SMTP daemon against the real slapd: AUTH (smtpd.md §5) and RCPTCHECK/SENDERCHECK (§6).
+"""The SMTP daemon against the real slapd: AUTH (qmail-smtpd(8), SMTP AUTH) and RCPTCHECK/SENDERCHECK
+(qmail-smtpd(8), ADDRESS VERIFICATION).
 
 Acceptance checks 29–36 over real sockets: the daemon runs in-process on a loopback port, the client
 connects from 127.0.0.2 (PTR ``client.test`` through the DNS seam), and the directory is a fresh
@@ -141,9 +142,9 @@ def test_auth_login_then_already_authenticated(root: QRoot, start: Start) -> Non
 
 
 def test_auth_failures_pause_and_answer_535(root: QRoot, start: Start) -> None:
-    """Acceptance 31 and §5's table: wrong password (compared or, with ldaprebind, bound), unknown
-    user, disabled/noaccess accounts → 535, each at least 1 s after the request; the connection stays
-    usable after the 4 s pause."""
+    """Acceptance 31 and qmail-smtpd(8) SMTP AUTH's table: wrong password (compared or, with ldaprebind,
+    bound), unknown user, disabled/noaccess accounts → 535, each at least 1 s after the request; the
+    connection stays usable after the 4 s pause."""
     compare = start({"SMTPAUTH": ""})
     root.control("ldaprebind", "1")
     rebind = start({"SMTPAUTH": ""})

@@ -1,4 +1,5 @@
-"""The session state machine driven by real reader events (smtpd.md §1, §2, §4, §5; acceptance checks).
+"""The session state machine driven by real reader events (qmail-smtpd(8), SESSION START and COMMANDS and
+ENVIRONMENT and SMTP AUTH; acceptance checks).
 
 A tiny driver plays the glue: it feeds client bytes to the real ``SmtpReader``, hands commands to the
 ``Session``, answers lookups from a table, collects the message chunks and renders every reply.

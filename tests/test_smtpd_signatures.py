@@ -1,4 +1,5 @@
-"""REJECTEXEC signature scan (smtpd.md §3.3): first body lines of the message and of every MIME part."""
+"""REJECTEXEC signature scan (qmail-smtpd(8), RBL AND SIGNATURES): first body lines of the message and of
+every MIME part."""
 
 from __future__ import annotations
 

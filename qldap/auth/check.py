@@ -2,15 +2,16 @@
 
 One function, :func:`check_login`, answers for auth_pop, auth_imap, the Dovecot checkpassword
 wrapper and the POP3 daemon; :func:`smtp_verdict` is auth_smtp's reduced form (LDAP only, status and
-password only).  The order is services.md §1 with its **Decision**: the password is verified before
+password only).  The order is that of auth_pop(8), THE CHECK: the password is verified before
 accountStatus or any record field is looked at, so an unauthenticated client learns nothing about an
-account's state; then accountStatus (exit 4), then the cluster question (§1.6: the session belongs
-on another mailHost), then the record → HOME/MAILDIR/quota/uid/gid of §1.3 (exit 25 on a bad value).
+account's state; then accountStatus (exit 4), then the cluster question (auth_pop(8): the session belongs
+on another mailHost), then the record → HOME/MAILDIR/quota/uid/gid of auth_pop(8) ENVIRONMENT (exit 25 on a
+bad value).
 
-"No such user" in LDAP falls back to the system passwd/shadow (§1.5) when ``ldaplocaldelivery`` is
-on; a wrong LDAP password never does.  The passwd source is a seam (:class:`PasswdSource`) so the
-daemon and the modules share the lookup; the default reads the system databases (``spwd`` when
-importable, else ``/etc/shadow``).
+"No such user" in LDAP falls back to the system passwd/shadow (auth_pop(8), THE CHECK) when
+``ldaplocaldelivery`` is on; a wrong LDAP password never does.  The passwd source is a seam
+(:class:`PasswdSource`) so the daemon and the modules share the lookup; the default reads the system databases
+(``spwd`` when importable, else ``/etc/shadow``).
 
 APOP (RFC 1939) works only with cleartext passwords (``control/cleartextpasswd``): the "password"
 is then the hex MD5 of timestamp ‖ stored password, tried after the ordinary comparison failed.
@@ -76,7 +77,7 @@ class Credentials:
         return ",".join(parts) or None
 
     def environment(self) -> dict[str, str | None]:
-        """The §1.3 variables: a value to set, or None to remove an inherited one."""
+        """The auth_pop(8) ENVIRONMENT variables: a value to set, or None to remove an inherited one."""
         return {
             "USER": self.login,
             "AUTHENTICATED": self.login,
@@ -89,7 +90,7 @@ class Credentials:
 
 @dataclass(frozen=True, slots=True)
 class Forward:
-    """The password is right but the mailbox lives on *mail_host* (cluster forwarding, §1.6)."""
+    """The password is right but the mailbox lives on *mail_host* (cluster forwarding, auth_pop(8))."""
 
     login: str
     mail_host: str
@@ -109,7 +110,7 @@ LoginResult = Credentials | Forward | Refused
 
 @dataclass(frozen=True, slots=True)
 class PasswdAccount:
-    """A system account as §1.5 uses it; *hash* is the shadow (or passwd) password field."""
+    """A system account as auth_pop(8) THE CHECK uses it; *hash* is the shadow (or passwd) password field."""
 
     name: str
     uid: int
@@ -157,7 +158,8 @@ def system_passwd(name: str) -> PasswdAccount | None:
 
 
 def dot_qmail_maildir(home: str) -> str | None:
-    """§1.5: the first line of ``~/.qmail`` starting with ``.`` or ``/`` and ending with ``/``."""
+    """auth_pop(8), THE CHECK: the first line of ``~/.qmail`` starting with ``.`` or ``/`` and ending with
+    ``/``."""
     try:
         text = Path(home, ".qmail").read_text("utf-8", "surrogateescape")
     except OSError:
@@ -190,7 +192,7 @@ def _unavailable(exc: DirectoryUnavailable) -> Refused:
 
 
 def derive(user: QmailUser, login: str, config: LdapConfig) -> Credentials | Refused:
-    """§1.3: HOME, MAILDIR, quotas and ids from a checked entry; any bad value → 25."""
+    """auth_pop(8), ENVIRONMENT: HOME, MAILDIR, quotas and ids from a checked entry; any bad value → 25."""
     try:
         home, maildir = _paths(user, config)
         uid = resolve_id(user.qmail_uid, config.ldap_uid, "qmailUID")
@@ -247,7 +249,7 @@ def check_login(
     cleartext: bool = False,
     passwd: PasswdSource = system_passwd,
 ) -> LoginResult:
-    """Check one login (services.md §1.1–§1.6); never raises for a directory or record problem.
+    """Check one login (auth_pop(8)); never raises for a directory or record problem.
 
     Empty password → 3 without asking the directory.  NotFound → passwd fallback when
     ``ldaplocaldelivery`` is on, else 3.  Several entries → 111; LDAP unreachable → 2.
@@ -293,7 +295,7 @@ def check_login(
 def smtp_verdict(
     directory: Directory, login: str, password: str, *, cleartext: bool = False
 ) -> SmtpAuthVerdict:
-    """auth_smtp's answer (§1.8): only LDAP, only accountStatus and password are consulted."""
+    """auth_smtp's answer (auth_smtp(8)): only LDAP, only accountStatus and password are consulted."""
     if not password:
         return SmtpAuthVerdict.REJECT
     result = directory.find_login(login)

@@ -24,7 +24,7 @@ IMAP_LIMIT = 1023
 
 
 class AuthExit(IntEnum):
-    """Exit statuses of ``auth_pop``/``auth_imap`` (services.md §1.1); qmail-popup maps them to replies."""
+    """Exit statuses of ``auth_pop``/``auth_imap`` (auth_pop(8)); qmail-popup maps them to replies."""
 
     OK = 0
     CONFIG = 1
@@ -120,7 +120,7 @@ def parse_imap(data: bytes) -> ImapCredentials | Fd3Rejected:
 
 
 class SmtpAuthVerdict(Enum):
-    """What ``auth_smtp`` answers (services.md §1.8): the stdout letter, or exit 111 without output."""
+    """What ``auth_smtp`` answers (auth_smtp(8)): the stdout letter, or exit 111 without output."""
 
     ACCEPT = "K"  # K LOGIN \0, exit 0 → 235
     REJECT = "D"  # wrong/empty password, unknown user → 535

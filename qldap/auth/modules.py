@@ -1,11 +1,11 @@
 """The descriptor-3 login programs after the check: become the user, prepare HOME, exec the subprogram.
 
-auth_pop and auth_imap (services.md §1.1, §1.4) share everything after :func:`qldap.auth.check`:
-drop privileges to the mailbox owner, put the §1.3 variables into the environment, run the ``-d``
-pbs tool (§3.6), enter HOME (creating it with ``control/dirmaker`` when missing), optionally create
-the Maildir (``control/automaildirmake``, targets ending in ``/`` only), then exec the subprogram
+auth_pop and auth_imap (auth_pop(8)) share everything after :func:`qldap.auth.check`:
+drop privileges to the mailbox owner, put the auth_pop(8) ENVIRONMENT variables into the environment, run the
+``-d`` pbs tool (auth_pop(8)), enter HOME (creating it with ``control/dirmaker`` when missing), optionally
+create the Maildir (``control/automaildirmake``, targets ending in ``/`` only), then exec the subprogram
 with descriptors 0/1/2 unchanged and descriptor 3 closed.  A :class:`~qldap.auth.check.Forward`
-result instead proxies the session to the user's mailHost (§1.6): log in there with the same
+result instead proxies the session to the user's mailHost (auth_pop(8)): log in there with the same
 credentials and relay bytes both ways until the backend closes.
 
 Why the order privilege drop → pbs tool → HOME: the dirmaker, the Maildir creation and the pbs tool
@@ -92,7 +92,7 @@ def authenticate(ctl: ControlDir, login: str, password: str, timestamp: str = ""
 
 
 def apply_environment(environ: MutableMapping[str, str], creds: Credentials) -> None:
-    """Set the §1.3 variables in *environ*, removing those that must be unset."""
+    """Set the auth_pop(8) ENVIRONMENT variables in *environ*, removing those that must be unset."""
     for name, value in creds.environment().items():
         if value is None:
             environ.pop(name, None)
@@ -101,7 +101,7 @@ def apply_environment(environ: MutableMapping[str, str], creds: Credentials) -> 
 
 
 def drop_privileges(uid: int, gid: int) -> AuthExit | None:
-    """§1.4: as root become uid:gid (groups = {gid}); already uid → unchanged; anything else → 111."""
+    """auth_pop(8): as root become uid:gid (groups = {gid}); already uid → unchanged; anything else → 111."""
     if os.getuid() == 0:
         if uid == 0:
             return AuthExit.TEMPORARY
@@ -131,7 +131,8 @@ def become_daemon_user() -> None:
 
 
 def run_pbs_tool(tool: str | None, environ: MutableMapping[str, str], log: Log) -> None:
-    """§3.6: run *tool* with the login environment, stdin/stdout on /dev/null, fd 3 closed; never fatal."""
+    """auth_pop(8): run *tool* with the login environment, stdin/stdout on /dev/null, fd 3 closed; never
+    fatal."""
     if not tool or "NOPBS" in environ:
         return
     try:
@@ -253,7 +254,7 @@ def start_local(
     environ: MutableMapping[str, str],
     log: Log,
 ) -> AuthExit:
-    """§1.1 after a successful local check: drop privileges, environment, pbs tool, HOME, exec.
+    """auth_pop(8) after a successful local check: drop privileges, environment, pbs tool, HOME, exec.
 
     Returns the exit code when a step fails; on success the process is replaced.
     """
@@ -272,7 +273,7 @@ def start_local(
     return failure
 
 
-# -- cluster forwarding (§1.6) ---------------------------------------------------------------------
+# -- cluster forwarding (auth_pop(8)) ------------------------------------------------------------
 
 
 class Service(enum.Enum):
@@ -384,7 +385,7 @@ def start_forward(
     fd_in: int = 0,
     fd_out: int = 1,
 ) -> AuthExit:
-    """§1.6: as the daemon user run the pbs tool, connect to the mailHost, log in and relay; exit 0."""
+    """auth_pop(8): as the daemon user run the pbs tool, connect to the mailHost, log in and relay; exit 0."""
     try:
         become_daemon_user()
     except OSError:

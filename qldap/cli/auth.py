@@ -1,8 +1,8 @@
 """Console entry points of the login modules: auth_pop, auth_imap, auth_smtp and auth_checkpassword.
 
-* ``auth_pop [-d pbstool] subprogram [args...]`` — qmail-popup's checkpassword (services.md §1.1).
-* ``auth_imap [-d pbstool] next [args...]`` — courier-imap's authentication chain (§1.7).
-* ``auth_smtp`` — the SMTP AUTH checker: record on stdin, ``K``/``D``/``Z`` on stdout (§1.8).
+* ``auth_pop [-d pbstool] subprogram [args...]`` — qmail-popup's checkpassword (auth_pop(8)).
+* ``auth_imap [-d pbstool] next [args...]`` — courier-imap's authentication chain (auth_imap(8)).
+* ``auth_smtp`` — the SMTP AUTH checker: record on stdin, ``K``/``D``/``Z`` on stdout (auth_smtp(8)).
 * ``auth_checkpassword [-d pbstool] reply-program`` — Dovecot's checkpassword passdb (docs/imap-dovecot.md).
 
 Why a separate Dovecot wrapper: Dovecot's checkpassword record is ``LOGIN\\0PASSWORD\\0`` (the

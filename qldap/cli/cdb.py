@@ -1,4 +1,4 @@
-"""``qmail-cdb file.cdb file.tmp``: compile a domain list on stdin into a cdb (services.md §5.3).
+"""``qmail-cdb file.cdb file.tmp``: compile a domain list on stdin into a cdb (qmail-cdb(8)).
 
 Each stdin line is ASCII-lowercased and stripped of trailing spaces, tabs and LF (a CR stays, as in
 the C tool); empty lines and lines starting with ``#`` are skipped; every other line becomes a key

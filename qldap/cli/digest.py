@@ -1,4 +1,4 @@
-"""``digest``: make userPassword values for an admin, or check a password against one (services.md §5.2).
+"""``digest``: make userPassword values for an admin, or check a password against one (digest(1)).
 
 Two modes. Making (the default, also selected by ``-c``): print ``{SCHEME}value`` for every scheme of
 the original tool in its fixed order, or only for ``-t type``; a scheme the salt or crypt template

@@ -1,4 +1,5 @@
-"""``qmail-inject`` and ``sendmail``/``mailq``/``newaliases``: queue a locally written message (queue.md §8).
+"""``qmail-inject`` and ``sendmail``/``mailq``/``newaliases``: queue a locally written message
+(qmail-inject(1)).
 
 qmail-inject reads the message on stdin, completes its header (:func:`qldap.inject.headers.prepare`)
 and queues it in-process with :func:`qldap.queue.inject.inject`, or hands it to the program named by
@@ -100,7 +101,8 @@ def queue_message(root: Path, prepared: Prepared, environ: Mapping[str, str]) ->
     """Queue *prepared* under *root*, through ``QMAILQUEUE``'s program when that is set.
 
     Raises:
-        PermanentFailure, TemporaryFailure: the queue's refusal with its caller text (queue.md §2.8).
+        PermanentFailure, TemporaryFailure: the queue's refusal with its caller text (qmail-queue(8), EXIT
+        STATUS).
     """
     envelope = Envelope(prepared.sender, prepared.recipients)
     try:

@@ -1,4 +1,4 @@
-"""qmail-ldaplookup: show how the directory answers a uid, mail or filter query (services.md §5.1).
+"""qmail-ldaplookup: show how the directory answers a uid, mail or filter query (qmail-ldaplookup(8)).
 
 Why it prints values "as local delivery interprets them" and not raw: the tool exists to debug
 deliveries, so it applies the same defaults and checks (ldapuid, quota defaults, dot-mode, store

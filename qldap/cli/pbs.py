@@ -1,4 +1,4 @@
-"""Console entry points ``pbsadd`` and ``pbscheck`` (services.md §3.4, §3.5).
+"""Console entry points ``pbsadd`` and ``pbscheck`` (pbsadd(8) and pbscheck(8)).
 
 ``pbsadd [subprogram args...]`` — after a POP login: send one Add for ``$TCPREMOTEIP`` to every
 server, then exec the subprogram (or exit 0).  Fatal errors go to stderr, exit 1, and the

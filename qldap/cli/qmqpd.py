@@ -1,6 +1,6 @@
 """``qldap qmqpd --root DIR --listen HOST:PORT``: the QMQP server cluster members forward mail to.
 
-qmail-qmqpd accepts from any peer without relay checks (queue.md §7), so listen only on the cluster's
+qmail-qmqpd accepts from any peer without relay checks (qmail-qmqpd(8)), so listen only on the cluster's
 private network.  Prints ``qldap qmqpd: listening on HOST:PORT`` per listener once its signal handlers
 exist; SIGTERM/SIGINT stop it (exit 0); SIGHUP is accepted and changes nothing (the controls it uses,
 ``me`` and ``databytes``, are read at start).

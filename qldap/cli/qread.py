@@ -1,6 +1,6 @@
 """``qmail-qread``: list every preprocessed message with its sender and each recipient's state.
 
-Format (queue.md §8): per ``info`` entry ``D Mon YYYY HH:MM:SS GMT  #N  SIZE  <sender> `` (plus
+Format (qmail-qread(8)): per ``info`` entry ``D Mon YYYY HH:MM:SS GMT  #N  SIZE  <sender> `` (plus
 `` bouncing`` when ``bounce/N`` exists; the date is the ``info`` mtime, i.e. the message's birth;
 SIZE is the ``mess`` file's size), then ``\\tlocal\\tADDR`` / ``\\tremote\\tADDR`` per recipient,
 prefixed by ``  done`` once delivered or bounced.  Bytes outside 32–126 in the first line and in

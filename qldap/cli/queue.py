@@ -1,8 +1,8 @@
 """``qmail-queue``: the injector program — message on fd 0, envelope on fd 1, the exit code is the answer.
 
 It is the queue itself, so it ignores ``QMAILQUEUE`` (that variable tells *callers* what to run
-instead of it).  No output: callers map the code to a text (queue.md §2.8).  Like the C program it
-arms a 24-hour alarm whose expiry exits 52 *without* cleaning up (the 36-hour cleanup relies on no
+instead of it).  No output: callers map the code to a text (qmail-queue(8), EXIT STATUS).  Like the C program
+it arms a 24-hour alarm whose expiry exits 52 *without* cleaning up (the 36-hour cleanup relies on no
 injector living longer than that), and dies by default on SIGINT/SIGTERM, leaving S2/S3 files for
 that cleanup.  The generic ``_run`` wrapper is not used because this program's contract differs: an
 unexpected exception must be exit 81 (``qq internal bug``), not 111, and nothing goes to stdout.

@@ -1,4 +1,5 @@
-"""`qmail-reply [-f textfile] [-j junkfile] [maildir]`: the auto-responder for `.qmail` files (§7.9).
+"""`qmail-reply [-f textfile] [-j junkfile] [maildir]`: the auto-responder for `.qmail` files (qmail-local(8),
+AUTO-REPLY).
 
 Run by the delivery agent as a program, with the message on stdin and SENDER, RECIPIENT, DTLINE (and
 QMAILREPLYTEXT for LDAP-driven replies) in the environment.  The reply goes to SENDER with the null

@@ -2,7 +2,7 @@
 
 Only one manager may run per queue: it holds a non-blocking exclusive lock on ``lock/sendmutex`` for
 its whole life (a second one logs ``alert: cannot start: qmail-send is already running`` and exits
-111).  Log lines (queue.md §9) go to stderr, one ``write`` per line so concurrent threads never
+111).  Log lines (qmail-send(8), LOG) go to stderr, one ``write`` per line so concurrent threads never
 interleave; ``qldap send: ready`` follows once the queue is being served.
 
 Remote delivery is found lazily (``qldap.remote.deliver.deliver_remote``); without it remote
@@ -46,7 +46,7 @@ from qldap.send.state import RemoteDelivery, ReportLike, reloader
 
 PROG = "qldap send"
 ALREADY_RUNNING = "qmail-send is already running"
-BOUNCE_HOW = "for bounce"  # the bounce's Received line (queue.md §5.2), whoever runs the manager
+BOUNCE_HOW = "for bounce"  # the bounce's Received line (qmail-send(8), BOUNCES), whoever runs the manager
 REMOTE_MISSING = Report(Letter.TEMPORARY, "Remote delivery is not available on this host. (#4.3.0)\n")
 
 

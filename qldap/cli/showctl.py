@@ -1,6 +1,6 @@
 """``qmail-showctl``: every control file with its value or default and meaning, then what looks wrong.
 
-Output (services.md §5.5): a few build facts, then per known control file a block starting
+Output (qmail-showctl(8)): a few build facts, then per known control file a block starting
 ``NAME: VALUE``, ``NAME: (Default.) DEFAULT`` or ``NAME: Oops! Trouble reading this file.``, list and
 text files with one indented line per entry, and ``  # MEANING`` from the registry
 (:mod:`qldap.control.known`); the POP-before-SMTP files use qmail-ldap's phrases (``PBS cachesize is

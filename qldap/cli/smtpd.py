@@ -5,7 +5,7 @@
 The session environment's service defaults are this process's environment overridden by ``--env``
 items (``qldap up`` passes services.yaml's ``env`` as the environment).  When every listener is
 bound, one line ``qldap smtpd: listening on HOST:PORT`` per listener goes to stderr (port 0 shows the
-port chosen), then the session log lines of smtpd.md §7 (``LOGLEVEL`` per session, ``LOGTIMESTAMPS``
+port chosen), then the session log lines of qmail-smtpd(8) LOG (``LOGLEVEL`` per session, ``LOGTIMESTAMPS``
 as every daemon, passwords never written).  SIGHUP reloads controls, rules and
 directory settings; SIGTERM/SIGINT stop cleanly (exit 0).  A listener that cannot be bound is
 ``qldap smtpd: fatal: …`` and exit 111.

@@ -1,4 +1,4 @@
-"""``qldap stats [FILE…]``: qmailanalog-style summary of the queue manager's log (queue.md §9).
+"""``qldap stats [FILE…]``: qmailanalog-style summary of the queue manager's log (qmail-send(8), LOG).
 
 Reads log lines from the files (or stdin), each optionally prefixed by a TAI64N (``@4000…``) or ISO
 timestamp and by the writer's ``PROG: `` tag, and counts what qmailanalog's ``zoverall``,

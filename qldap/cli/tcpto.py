@@ -1,7 +1,7 @@
 """``qmail-tcpto`` and ``qmail-tcpok``: show and clear remote delivery's remembered connect timeouts.
 
 ``qmail-tcpto`` prints ``<ip> timed out <s> seconds ago; # recent timeouts: <n>`` for every address
-with at least one recent timeout (queue.md §6.3); ``qmail-tcpok`` zeroes the table so that every
+with at least one recent timeout (qmail-tcpto(8)); ``qmail-tcpok`` zeroes the table so that every
 address is tried again at once.  Both take ``[--root DIR]`` (default ``$QLDAP_ROOT`` or
 ``/var/qmail``) and exit 111 when the table cannot be read or written.
 """

@@ -1,4 +1,4 @@
-"""`qmail-verify`: the address verifier co-process (services.md §5.4).
+"""`qmail-verify`: the address verifier co-process (qmail-verify(8)).
 
 Reads NUL-terminated addresses on stdin and answers each on stdout: ``K`` (exists, also noaccess),
 ``D<text>\\0`` (no such address, disabled, no host part) or ``Z<text>\\0`` (temporary: an LDAP error

@@ -1,8 +1,9 @@
 """Decide which domains and addresses the control files name: locals, rcpthosts, address lists.
 
-Used per SMTP RCPT (smtpd.md §3.1, §3.2) and per recipient by the queue preprocessor (queue.md §3
-step 3), so every question costs at most one ``stat`` per file involved: text lists come from the
-signature-keyed cache of :class:`~qldap.control.files.ControlDir`, cdb files from its shared
+Used per SMTP RCPT (qmail-smtpd(8), CONTROL FILES and ACCEPTED DOMAINS) and per recipient by the queue
+preprocessor (qmail-send(8), PREPROCESSING step 3), so every question costs at most one ``stat`` per file
+involved: text lists come from the signature-keyed cache of :class:`~qldap.control.files.ControlDir`, cdb
+files from its shared
 :class:`~qldap.control.cdb.CdbReader`s, both re-read only after the file changed.
 
 Why errors are never "no": an unreadable ``locals.cdb`` or ``rcpthosts.cdb`` raises
@@ -50,7 +51,7 @@ def _domain_of(address: str) -> str | None:
 def domain_suffixes(domain: str) -> Iterator[str]:
     """The domain, then each suffix that starts at a dot: ``a.b.c``, ``.b.c``, ``.c``.
 
-    An empty domain yields nothing (smtpd.md §3.2: ``example.com`` matches only itself,
+    An empty domain yields nothing (qmail-smtpd(8), ACCEPTED DOMAINS: ``example.com`` matches only itself,
     ``.example.com`` only subdomains).
     """
     for i, ch in enumerate(domain):
@@ -97,7 +98,7 @@ class RcptHosts:
         self._ctl = ctl
 
     def accepts(self, domain: str) -> bool:
-        """True when *domain* or one of its dot-suffixes is listed (smtpd.md §3.2 step 2).
+        """True when *domain* or one of its dot-suffixes is listed (qmail-smtpd(8) ACCEPTED DOMAINS step 2).
 
         ``rcpthosts.cdb``, when present, replaces both other files; otherwise ``rcpthosts`` then
         ``morercpthosts.cdb``.  Nothing present means nothing accepted: never an open relay.
@@ -123,7 +124,7 @@ def _any_in_cdb(cdb: Cdb, keys: Iterable[str]) -> bool:
 
 
 def acceptable_rcpt_domain(ctl: ControlDir, address: str, *, nolocal: bool) -> bool:
-    """smtpd.md §3.2: may SMTP accept *address* without relay permission?
+    """qmail-smtpd(8), ACCEPTED DOMAINS: may SMTP accept *address* without relay permission?
 
     No ``@`` → acceptable (``envnoathost`` will complete it).  Otherwise the domain after the last
     ``@`` must be local (unless *nolocal*, the NOLOCAL variable) or accepted by ``rcpthosts``.
@@ -163,7 +164,8 @@ class AddressList:
         return bool(self.entries)
 
     def matches(self, address: str, *, allow_user_form: bool = True) -> bool:
-        """smtpd.md §3.1: the whole address, ``@domain`` (from the last ``@``) or ``user@`` is listed.
+        """qmail-smtpd(8), CONTROL FILES: the whole address, ``@domain`` (from the last ``@``) or ``user@`` is
+        listed.
 
         *allow_user_form* False drops the ``user@`` form (``relaymailfrom``).
         """
@@ -192,7 +194,7 @@ def catchall_forms(address: str, *, dash_ext: bool) -> list[str]:
 
     ``aaaa-bbbb-cccc@d`` with *dash_ext* → ``aaaa-bbbb-catchall@d``, ``aaaa-catchall@d``,
     ``catchall@d``; without → ``catchall@d``.  Only the first :data:`DASH_EXT_LEVELS` dashes count
-    and empty prefixes are skipped (delivery.md §3.3).  No ``@`` → no forms.
+    and empty prefixes are skipped (qmail-local(8), LOOKUP).  No ``@`` → no forms.
     """
     parsed = Address.parse(address)
     if not parsed.has_at:
@@ -211,7 +213,7 @@ def catchall_forms(address: str, *, dash_ext: bool) -> list[str]:
 def address_in_list(
     address: str, entries: AddressList | Iterable[str], *, allow_user_form: bool = True
 ) -> bool:
-    """smtpd.md §3.1 as a function: is *address* listed in *entries* (any case)?
+    """qmail-smtpd(8) CONTROL FILES as a function: is *address* listed in *entries* (any case)?
 
     Pass an :class:`AddressList` to avoid re-lowering the entries on every call.
     """
@@ -220,6 +222,7 @@ def address_in_list(
 
 
 def good_mail_addr(address: str, entries: AddressList | Iterable[str], *, dash_ext: bool = False) -> bool:
-    """The ``goodmailaddr`` variant of :func:`address_in_list` (catch-all forms, smtpd.md §3.1)."""
+    """The ``goodmailaddr`` variant of :func:`address_in_list` (catch-all forms, qmail-smtpd(8), CONTROL
+    FILES)."""
     lst = entries if isinstance(entries, AddressList) else AddressList.of(entries)
     return lst.matches_good(address, dash_ext=dash_ext)

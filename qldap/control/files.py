@@ -217,7 +217,7 @@ class ControlDir:
         """Integer file: the leading decimal digits of the first line, as qmail's ``control_readint``.
 
         Absent → *default*; an empty file or a first line not starting with a digit (``junk``, ``-5``,
-        `` 7``) also keeps *default* ("no digits = absent", services.md conventions); digits followed
+        `` 7``) also keeps *default* ("no digits = absent", qldap-control(5) conventions); digits followed
         by junk count (``12abc`` → 12).
         """
 

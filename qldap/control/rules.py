@@ -1,12 +1,13 @@
 """Per-client-IP rules (tcprules format): parse the text file, pick the rule for a connection.
 
-Replaces tcpserver's ``-x qmail-smtpd.cdb`` (smtpd.md §7).  Each line is ``address:instructions``;
-instructions are ``allow`` or ``deny`` followed by ``,VAR="value"`` items, where any character
-repeated around the value may stand in for ``"``.  Addresses: an IP (``1.2.3.4``), a prefix ending in
+Replaces tcpserver's ``-x qmail-smtpd.cdb`` (qmail-smtpd(8), CLIENT RULES).  Each line is
+``address:instructions``; instructions are ``allow`` or ``deny`` followed by ``,VAR="value"`` items, where any
+character repeated around the value may stand in for ``"``.  Addresses: an IP (``1.2.3.4``), a prefix ending
+in
 ``.`` (``10.``) or for IPv6 in ``:``, ranges (``1.2.3.4-9``, ``10.2-3.``), CIDR (``10.0.0.0/8``), a
 host (``=mx.example.com``), a host suffix (``=.example.com``), any known host (``=``), everything
 (empty), each optionally prefixed by ``<info>@``.  The most specific rule wins, in the order
-(1)–(8) of §7; CIDR entries rank among the dotted prefixes by prefix length.
+(1)–(8) of qmail-smtpd(8), CLIENT RULES; CIDR entries rank among the dotted prefixes by prefix length.
 
 Why an unparsable file is an error and not "allow all": the file usually *denies* someone or grants
 RELAYCLIENT to someone; silently ignoring a typo would open or close the relay by accident.
@@ -167,7 +168,8 @@ def canonical_ip(ip: str) -> str:
 
 
 def match(rules: Rules, ip: str, host: str | None = None, info: str | None = None) -> Rule | None:
-    """The rule for a client, most specific first (smtpd.md §7 order (1)–(8)); None = no rule."""
+    """The rule for a client, most specific first (qmail-smtpd(8) CLIENT RULES order (1)–(8)); None = no
+    rule."""
     ip = canonical_ip(ip)
     host = host.lower() if host else None
     exact = rules.exact
@@ -235,7 +237,7 @@ def _textual_prefixes(ip: str) -> list[tuple[int, str]]:
 
 
 class RulesFile:
-    """A rules file re-parsed whenever its stat signature changes (smtpd.md §7 decision)."""
+    """A rules file re-parsed whenever its stat signature changes (qmail-smtpd(8), CLIENT RULES)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)

@@ -1,7 +1,7 @@
 """The one seam to a directory backend (Searcher) and the typed results of every lookup.
 
 Why a result union instead of ``QmailUser | None``: "no such address" bounces while "LDAP could not be
-asked" must defer; the two may never share a value (STYLE.md §6).  ``Found`` keeps the raw Entry and
+asked" must defer; the two may never share a value.  ``Found`` keeps the raw Entry and
 builds the record on demand, so a record-level failure (several values in a single-valued attribute)
 is raised where the consumer handles permanent failures, in its own order of checks.
 """
@@ -105,7 +105,7 @@ class Unavailable:
 
 @dataclass(frozen=True, slots=True)
 class Trash:
-    """The recipient's local part is empty: accept and discard, no lookup (delivery.md §3.1)."""
+    """The recipient's local part is empty: accept and discard, no lookup (qmail-local(8), LOOKUP)."""
 
 
 LookupResult = Found | NotFound | Ambiguous | Unavailable | Trash

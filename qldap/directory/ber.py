@@ -2,7 +2,7 @@
 
 Why hand-written: a generic client (ldap3 was used before) builds every request as an object tree and
 decodes every answer into dicts of dicts, which costs more Python time per lookup than slapd spends
-answering it.  qldap sends few PDUs (RFC 4511 §4.2 bind, §4.3 unbind, §4.5 search, §4.14 StartTLS)
+answering it.  qldap sends few PDUs (RFC 4511 sections 4.2 bind, 4.3 unbind, 4.5 search, 4.14 StartTLS)
 and reads few (BindResponse, SearchResultEntry, SearchResultDone, ExtendedResponse; references are
 skipped), so a few byte-string concatenations do the job.  Filters are parsed by
 :mod:`qldap.directory.rfc4515` (the parser the embedded backend evaluates, too) and the tree is
@@ -23,7 +23,7 @@ from types import MappingProxyType
 from qldap.directory import rfc4515
 from qldap.directory.entry import Entry
 
-# protocolOp tags (RFC 4511 §4.2–4.5, APPLICATION class)
+# protocolOp tags (RFC 4511 section 4.2–4.5, APPLICATION class)
 BIND_REQUEST = 0x60
 BIND_RESPONSE = 0x61
 UNBIND_REQUEST = 0x42
@@ -86,7 +86,7 @@ EXTENDED_REQUEST = 0x77
 
 
 def start_tls_request(msgid: int) -> bytes:
-    """The StartTLS ExtendedRequest (RFC 4511 §4.14): requestName only, no value."""
+    """The StartTLS ExtendedRequest (RFC 4511 section 4.14): requestName only, no value."""
     return message(msgid, tlv(EXTENDED_REQUEST, octets(START_TLS_OID, 0x80)))
 
 
@@ -127,7 +127,7 @@ def _raw(value: str) -> bytes:
 
 
 def encode_node(node: rfc4515.Node) -> bytes:
-    """The BER Filter (RFC 4511 §4.5.1.7) of a parsed filter tree; attribute descriptions as written."""
+    """The BER Filter (RFC 4511 section 4.5.1.7) of a parsed filter tree, attribute names as written."""
     if isinstance(node, rfc4515.Compare):
         return tlv(_OPS[node.op], octets(node.desc) + tlv(0x04, _raw(node.value)))
     if isinstance(node, rfc4515.And | rfc4515.Or):

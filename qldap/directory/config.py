@@ -1,4 +1,5 @@
-"""LdapConfig: the LDAP control files read once into a frozen record (delivery.md §1, services.md).
+"""LdapConfig: the LDAP control files read once into a frozen record (qldap-control(5), LDAP,
+qldap-control(5)).
 
 Why strict here: a wrong ``ldapuid`` or a relative ``ldapmessagestore`` would otherwise surface as
 odd deliveries much later; reading them at start-up turns them into a ConfigError (deliveries
@@ -100,7 +101,7 @@ class TlsSettings:
     Certificate and host-name verification are always on: ``ca_file`` (``ldaptlscacert``) names the
     CA certificates to trust, else the system's store is used; ``cert_file``/``key_file``
     (``ldaptlscert``/``ldaptlskey``) are the optional client certificate; ``start_tls``
-    (``ldapstarttls``) upgrades every ``ldap://``/``host:port`` server with StartTLS (RFC 4511 §4.14)
+    (``ldapstarttls``) upgrades every ``ldap://``/``host:port`` server with StartTLS (RFC 4511 section 4.14)
     before the bind, and a server that refuses is skipped like an unreachable one.
     """
 
@@ -141,7 +142,7 @@ def _port(text: str, line: str) -> int:
 def _id(ctl: ControlDir, name: str) -> int | None:
     value = ctl.integer(name, 0)
     if value == 0:
-        return None  # 0 / absent = no default (services.md: "if non-zero")
+        return None  # 0 / absent = no default (qldap-control(5): "if non-zero")
     if not 100 <= value <= 65535:
         raise ConfigError(f"control/{name}: {value} is outside 100-65535")
     return value

@@ -45,7 +45,7 @@ class Entry:
         """The one value of a single-valued attribute, None when absent.
 
         Raises:
-            NotUnique: the attribute holds several values (delivery.md §4).
+            NotUnique: the attribute holds several values (qmail-local(8), QMAILUSER ATTRIBUTES).
         """
         vals = self.attributes.get(name.lower())
         if vals is None:

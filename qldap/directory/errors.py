@@ -14,9 +14,9 @@
     ├── MissingAttribute                a mandatory value is absent LDAP attribute is not given but ...
     └── AddressWithoutHost              recipient without "@"       Sorry, address must include host name. ...
 
-Why the texts are fixed per class: they are what users see in bounces and logs (delivery.md §2, §3.4,
-§5), including the odd trailing dot of the "Temporary failure" text.  The offending attribute or server
-detail is kept in ``detail`` for logs and never changes the reported text.
+Why the texts are fixed per class: they are what users see in bounces and logs (qmail-local(8), LOOKUP and
+QMAILUSER ATTRIBUTES), including the odd trailing dot of the "Temporary failure" text.  The offending
+attribute or server detail is kept in ``detail`` for logs and never changes the reported text.
 """
 
 from __future__ import annotations
@@ -90,7 +90,8 @@ class NotUnique(_FixedPermanent):
 
 
 class IllegalValue(_FixedPermanent):
-    """A directory value failed its validation check (delivery.md §5); ``detail`` names it."""
+    """A directory value failed its validation check (qmail-local(8), QMAILUSER ATTRIBUTES); ``detail`` names
+    it."""
 
     TEXT = TEXT_ILLEGAL
 

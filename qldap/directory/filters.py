@@ -1,10 +1,10 @@
 """Search filters and the recipient candidate order: RFC 4515 escaping, mail/uid filters, catch-alls.
 
-Pure functions only, so the exact strings of delivery.md §3.2–3.5, services.md §1 and smtpd.md §5/§6
-are tested without a server.  Why every recipient byte is escaped here and nowhere else: the address
-comes from the SMTP client, and an unescaped ``*`` or ``)`` would let it match (or enumerate) other
-accounts; the ``-catchall``/``catchall`` literal and ``ldapobjectclass`` (trusted, may be compound)
-are inserted verbatim.
+Pure functions only, so the exact strings of qmail-local(8), LOOKUP, auth_pop(8) and qmail-smtpd(8), SMTP AUTH
+and ADDRESS VERIFICATION are tested without a server.  Why every recipient byte is escaped here and nowhere
+else: the address comes from the SMTP client, and an unescaped ``*`` or ``)`` would let it match (or
+enumerate) other accounts; the ``-catchall``/``catchall`` literal and ``ldapobjectclass`` (trusted, may be
+compound) are inserted verbatim.
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ def uid_filter(login: str, objectclass: str = "") -> str:
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """One address tried for a recipient, with the dash and extension a match on it yields (§3.5).
+    """One address tried for a recipient, with the dash and extension a match on it yields (qmail-local(8),
+    LOOKUP).
 
     ``address`` is the plain (unescaped) address searched; ``escaped`` the same with the recipient's
     bytes escaped and the catch-all literal kept, ready for :func:`mail_filter_escaped`.
@@ -102,7 +103,7 @@ def real_domain(domain: str, aliasdomains: Mapping[str, str]) -> str:
 
 
 def candidates(local: str, domain: str, *, dash_ext: bool = True) -> tuple[Candidate, ...]:
-    """The addresses searched for ``local@domain`` in order (delivery.md §3.3).
+    """The addresses searched for ``local@domain`` in order (qmail-local(8), LOOKUP).
 
     Full address; then, with dash extensions, the prefix before the j-th ``-`` plus ``-catchall``
     for j = min(dashes, 4) … 1 (empty prefixes skipped); finally ``catchall@domain``.

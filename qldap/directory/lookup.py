@@ -51,7 +51,7 @@ class Directory:
         return candidates(local, domain, dash_ext=self.config.dash_ext)
 
     def find_recipient(self, address: str) -> LookupResult:
-        """Resolve a recipient as delivery.md §3: the first candidate with one entry wins.
+        """Resolve a recipient as qmail-local(8), LOOKUP: the first candidate with one entry wins.
 
         Empty local part → Trash (no search).  Several entries for one candidate → Ambiguous and the
         loop stops; an error stops it too (Unavailable), later candidates are never tried.
@@ -91,7 +91,7 @@ class Directory:
     # -- logins and passwords ------------------------------------------------------------------------
 
     def find_login(self, login: str) -> LookupResult:
-        """The entry whose ``uid`` is *login* (services.md §1, smtpd.md §5): exactly one required.
+        """The entry whose ``uid`` is *login* (auth_pop(8), qmail-smtpd(8), SMTP AUTH): exactly one required.
 
         userPassword is fetched unless ``ldaprebind`` is on.  Never matches on ``mail``.
         """

@@ -44,7 +44,7 @@ _INTEGER_SYNTAX = re.compile(r"-?[1-9][0-9]*|0")
 
 
 def _as_int(value: str) -> int | None:
-    """INTEGER syntax (RFC 4517 §3.3.16): no leading zeros or blanks; anything else is Undefined."""
+    """INTEGER syntax (RFC 4517 section 3.3.16): no leading zeros or blanks; anything else is Undefined."""
     return int(value) if _INTEGER_SYNTAX.fullmatch(value) else None
 
 

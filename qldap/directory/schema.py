@@ -53,7 +53,8 @@ CATCHALL: Final = "catchall"
 BREAK: Final = "-"
 DASH_EXT_LEVELS: Final = 4
 
-#: Attributes that hold one value; several values make the entry unusable (delivery.md §4).
+#: Attributes that hold one value; several values make the entry unusable (qmail-local(8), QMAILUSER
+#: ATTRIBUTES).
 SINGLE_VALUED: Final = frozenset(
     name.lower()
     for name in (
@@ -63,7 +64,7 @@ SINGLE_VALUED: Final = frozenset(
     )
 )  # fmt: skip
 
-#: What a recipient or login lookup asks for (delivery.md §3.2 plus mail/aliases for the tools).
+#: What a recipient or login lookup asks for (qmail-local(8) LOOKUP plus mail/aliases for the tools).
 USER_ATTRIBUTES: Final = (
     MAIL, MAIL_ALTERNATE, UID, QMAIL_UID, QMAIL_GID, ACCOUNT_STATUS, MAIL_HOST, MAIL_STORE,
     HOME_DIRECTORY, QUOTA_SIZE, QUOTA_COUNT, SIZE_MAX, FORWARDS, PROGRAM, DELIVERY_MODE, REPLY_TEXT,
@@ -104,7 +105,7 @@ class AccountStatus(enum.Enum):
 
     @property
     def may_login(self) -> bool:
-        """False for noaccess, disabled and deleted (services.md §1.2)."""
+        """False for noaccess, disabled and deleted (auth_pop(8), THE CHECK)."""
         return self in (AccountStatus.ACTIVE, AccountStatus.UNDEFINED)
 
 

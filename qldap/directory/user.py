@@ -1,8 +1,8 @@
 """QmailUser and QmailGroup: frozen records of every schema attribute, built once from an Entry.
 
 Why values stay unvalidated strings here: local delivery must run its checks in the spec's order
-(accountStatus before numbers, paths, ids — delivery.md §4), so building a record only enforces the
-"one value" rule of single-valued attributes; the checks themselves are the pure functions of
+(accountStatus before numbers, paths, ids — qmail-local(8), QMAILUSER ATTRIBUTES), so building a record only
+enforces the "one value" rule of single-valued attributes; the checks themselves are the pure functions of
 :mod:`qldap.directory.validate`, applied by whoever needs the value.
 """
 
@@ -17,7 +17,8 @@ from qldap.directory.schema import AccountStatus
 
 @dataclass(frozen=True, slots=True)
 class QmailUser:
-    """A qmailUser entry (delivery.md §4, services.md §1.2); absent single values are None."""
+    """A qmailUser entry (qmail-local(8), QMAILUSER ATTRIBUTES, auth_pop(8), THE CHECK); absent single values
+    are None."""
 
     dn: str
     mail: str | None
@@ -93,7 +94,7 @@ class QmailUser:
 
 @dataclass(frozen=True, slots=True)
 class QmailGroup:
-    """A qmailGroup entry (services.md §4.1); flags and texts unvalidated, lists as given."""
+    """A qmailGroup entry (qmail-group(8)); flags and texts unvalidated, lists as given."""
 
     dn: str
     mail: str | None

@@ -1,8 +1,8 @@
 """Validation of directory values in the spec's terms: user, path, program and forward checks, ids, numbers.
 
-Why pure functions apart from the records: the directory is not trusted (delivery.md §5 — a value may
-carry shell metacharacters, ``..`` components or header-injecting newlines), and each consumer runs
-the checks it needs in its own order (local delivery checks accountStatus first, auth checks the
+Why pure functions apart from the records: the directory is not trusted (qmail-local(8) QMAILUSER ATTRIBUTES —
+a value may carry shell metacharacters, ``..`` components or header-injecting newlines), and each consumer
+runs the checks it needs in its own order (local delivery checks accountStatus first, auth checks the
 password first).  Every failure raises the exact qmail-ldap permanent failure; ``detail`` names the
 attribute for the log.
 """
@@ -134,7 +134,8 @@ def parse_dot_mode(value: str, attribute: str = "qmailDotMode") -> DotMode:
 
 @dataclass(frozen=True, slots=True)
 class DeliveryModes:
-    """The deliveryMode values as switches (delivery.md §4.4); ``words`` is QMAILMODE's content."""
+    """The deliveryMode values as switches (qmail-local(8), QMAILUSER ATTRIBUTES); ``words`` is QMAILMODE's
+    content."""
 
     words: tuple[str, ...] = ()
     nolocal: bool = False

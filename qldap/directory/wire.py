@@ -87,7 +87,7 @@ class WireConnection:
                 raise
 
     def _start_tls(self, tls: ssl.SSLContext) -> None:
-        """RFC 4511 §4.14: ask, and on success (0) run the handshake on the same socket."""
+        """RFC 4511 section 4.14: ask, and on success (0) run the handshake on the same socket."""
         msgid = self._id()
         self._send(ber.start_tls_request(msgid))
         try:

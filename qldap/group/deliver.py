@@ -1,4 +1,4 @@
-"""qmail-group: deliver one message addressed to a qmailGroup entry (services.md §4.1).
+"""qmail-group: deliver one message addressed to a qmailGroup entry (qmail-group(8)).
 
 The message is checked for the list's own ``Delivered-To`` line, the group entry is read with the
 group credentials, and the address decides: a new posting (membersonly check, then the secretary if

@@ -1,4 +1,4 @@
-"""Pure decisions of qmail-group and qmail-secretary: addresses, routes, checks, texts (services.md §4).
+"""Pure decisions of qmail-group and qmail-secretary: addresses, routes, checks, texts (qmail-group(8)).
 
 Nothing here reads LDAP, files or the clock: the caller hands in the recipient's parts, the message's
 header block and the group's flags, and gets back a decision or a :class:`PermanentFailure` /
@@ -128,7 +128,7 @@ class Route(enum.Enum):
 
 
 def route(addr: GroupAddress, *, moderated: bool, has_bounce_admins: bool) -> Route:
-    """The route of services.md §4.1's dispatch table (action names compared case-insensitively).
+    """The route of qmail-group(8)'s dispatch table (action names compared case-insensitively).
 
     Raises:
         PermanentFailure: any other address (``Sorry, no mailbox here by that name. (#5.1.1)``).

@@ -365,7 +365,7 @@ class Secretary:
         p.check_headers(message.head(), self.cfg.dt_line)
 
     def handle(self, local: str, host: str, sender: str, message: MessageFile) -> Outcome:
-        """Act on one message to ``LOCAL@HOST`` from SENDER (services.md §4.2's table).
+        """Act on one message to ``LOCAL@HOST`` from SENDER (qmail-secretary(8)'s table).
 
         Raises:
             PermanentFailure: a failed check, a bad address, no moderators when needed, a missing

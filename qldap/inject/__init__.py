@@ -1,1 +1,1 @@
-"""qmail-inject and sendmail: complete a locally submitted message's header and queue it (queue.md §8)."""
+"""qmail-inject and sendmail: complete a locally submitted message's header and queue it (qmail-inject(1))."""

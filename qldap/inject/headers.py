@@ -1,6 +1,6 @@
 """qmail-inject's header completion: a message and its settings in, the queued bytes and envelope out.
 
-:func:`prepare` is sans-I/O (queue.md §8).  It splits the header from the body the way qmail does (a
+:func:`prepare` is sans-I/O (qmail-inject(1)).  It splits the header from the body the way qmail does (a
 line that is not a header field ends the header; a blank line is then inserted), rewrites every
 address header (To, Cc, Bcc, From, Sender, Reply-To … and their Resent- forms), drops ``Bcc``,
 ``Resent-Bcc``, ``Return-Path`` and ``Content-Length``, adds ``Date``, ``Message-ID``, ``From`` and

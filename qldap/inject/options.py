@@ -1,6 +1,6 @@
 """Command lines and environment of ``qmail-inject`` and ``sendmail``, read once into frozen records.
 
-Everything here is pure: argv lists and environment mappings in, records out (queue.md §8).  The
+Everything here is pure: argv lists and environment mappings in, records out (qmail-inject(1)).  The
 option scanner follows qmail's ``getopt``: options end at the first non-option word, at ``-`` or after
 ``--``; an option argument is either glued (``-fjoe``) or the next word (``-f joe``).  It is a
 generator so that ``sendmail -bp`` acts as soon as it is seen, as the C program did, even when a later
@@ -252,7 +252,7 @@ def _first(environ: Mapping[str, str], *names: str) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class InjectEnv:
-    """What qmail-inject takes from its environment (queue.md §8).
+    """What qmail-inject takes from its environment (qmail-inject(1)).
 
     ``user``/``host``/``fullname`` build a missing From:; ``return_user``/``return_host`` the default
     envelope sender.  The flags are the ``QMAILINJECT`` letters; ``followup`` the lower-cased

@@ -1,8 +1,8 @@
 """The delivery agent (qmail-local's role): execute one recipient's plan against the message.
 
 Builds the instruction list from the LDAP plan and the `.qmail` file as the dot-mode says
-(delivery.md §7.4), then writes maildirs/mboxes, runs programs and finally injects forwards, returning
-qmail-local's success text (``did F+W+P``) or raising the failure to report.
+(qmail-local(8), DOT-MODES), then writes maildirs/mboxes, runs programs and finally injects forwards,
+returning qmail-local's success text (``did F+W+P``) or raising the failure to report.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class Tally:
 
 
 def check_home(home: str) -> None:
-    """delivery.md §7.1: HOME must exist, not be other-writable, not be sticky.
+    """qmail-local(8), DELIVERY: HOME must exist, not be other-writable, not be sticky.
 
     Raises:
         TemporaryFailure: with qmail-local's texts.
@@ -132,7 +132,7 @@ def instructions_for(
     exists: Callable[[str], bool],
     read: Callable[[str], dotqmail.DotQmail | None],
 ) -> tuple[list[Instruction], str, str | None]:
-    """The instruction list, NEWSENDER and DEFAULT for *plan* (delivery.md §7.4–7.5).
+    """The instruction list, NEWSENDER and DEFAULT for *plan* (qmail-local(8), DOT-MODES and .QMAIL FILES).
 
     Raises:
         PermanentFailure: ``dotonly`` with a dash and no matching `.qmail` file.

@@ -2,7 +2,7 @@
 
 Pure composition plus the small reply database.  Why so many "don't reply" rules: an auto-responder
 that answers lists, bounces or other robots creates mail loops and backscatter; the rules of
-delivery.md §7.9 are the accumulated defence and are kept exactly.
+qmail-local(8) AUTO-REPLY are the accumulated defence and are kept exactly.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def _header(headers: list[tuple[str, str]], name: str) -> str | None:
 
 
 def is_robot_sender(sender: str, junk: Iterable[str] = ()) -> bool:
-    """True when the sender looks automated (delivery.md §7.9 name rules, plus junk-file lines)."""
+    """True when the sender looks automated (qmail-local(8) AUTO-REPLY name rules, plus junk-file lines)."""
     if not sender or sender == "#@[]":
         return True
     s = sender.lower()
@@ -131,7 +131,7 @@ def build_header(fields: list[tuple[str, str]], rules: list[FieldRule]) -> list[
 
 
 def reply_rules(sender: str, recipient: str) -> list[FieldRule]:
-    """The field table of delivery.md §7.9."""
+    """The field table of qmail-local(8), AUTO-REPLY."""
     return [
         FieldRule("From", False, recipient),
         FieldRule("To", True, sender),
@@ -165,7 +165,7 @@ def compose_reply(
 def compose_quota_warning(
     text: str, *, user: str, host: str, recipient: str, dtline: str, me: str, now: float | None = None
 ) -> bytes:
-    """The quota warning of delivery.md §7.8 (stored straight into the mailbox)."""
+    """The quota warning of qmail-local(8) AUTO-REPLY (stored straight into the mailbox)."""
     t = time.time() if now is None else now
     fields, body = split_text(text)
     rules = [

@@ -1,4 +1,4 @@
-"""The lines qmail-local adds and the environment it gives programs (delivery.md §7.2–7.3).
+"""The lines qmail-local adds and the environment it gives programs (qmail-local(8), DELIVERY).
 
 Pure: a frozen `Recipient` in, strings and an environment mapping out.
 """
@@ -58,7 +58,7 @@ def _host_n(host: str, n: int) -> str:
 
 
 def program_env(r: Recipient, *, default: str | None = None, now: float | None = None) -> dict[str, str]:
-    """The variables of delivery.md §7.3 for a program run for recipient *r*."""
+    """The variables of qmail-local(8) DELIVERY for a program run for recipient *r*."""
     env = {
         "SENDER": r.sender,
         "NEWSENDER": r.sender if r.newsender is None else r.newsender,

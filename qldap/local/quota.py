@@ -230,7 +230,7 @@ def check_quota(
     now: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
 ) -> QuotaCheck:
-    """Check an incoming message of *size* bytes against *quota* (Maildir++ rules of delivery.md §7.7).
+    """Check an incoming message of *size* bytes against *quota* (Maildir++ rules of qmail-local(8), QUOTA).
 
     Raises:
         PermanentFailure: over quota even after a recount (the caller sends the warning first).

@@ -1,8 +1,10 @@
-"""Turn a directory answer for one recipient into a delivery plan (delivery.md §4), purely.
+"""Turn a directory answer for one recipient into a delivery plan (qmail-local(8), QMAILUSER ATTRIBUTES),
+purely.
 
 Why pure: the order of checks is the contract (accountStatus before numbers, cluster before paths,
 identity after store), every failure has a fixed text, and none of it needs I/O once the entry is in
-hand — so the whole of §4 is one function tested with records, and the agent only executes the plan.
+hand — so the whole of qmail-local(8) QMAILUSER ATTRIBUTES is one function tested with records, and the agent
+only executes the plan.
 """
 
 from __future__ import annotations
@@ -61,10 +63,12 @@ class Plan:
     group_dn: str | None = None
     forward_only: bool = False
     warnings: tuple[str, ...] = ()
-    from_ldap: bool = True  # False: users/passwd/alias fallback, which gets none of §4.3's variables
+    from_ldap: bool = True  # False: users/passwd/alias fallback, which gets none of the
+    # variables of qmail-local(8), QMAILUSER ATTRIBUTES
 
     def env(self) -> dict[str, str]:
-        """The variables of delivery.md §4.3 (absent ones are simply not in the mapping)."""
+        """The variables of qmail-local(8) QMAILUSER ATTRIBUTES (absent ones are simply not in the
+        mapping)."""
         if not self.from_ldap:
             return {}
         out: dict[str, str] = {"QMAILDOTMODE": self.dot_mode.value}
@@ -132,7 +136,8 @@ def plan_ldap(
     message_size: int,
     alias_home: str | None,
 ) -> Plan | ClusterRelay:
-    """Apply delivery.md §4 steps 1–7 to a matched entry; *local* is the recipient's local part.
+    """Apply qmail-local(8) QMAILUSER ATTRIBUTES steps 1–7 to a matched entry; *local* is the recipient's
+    local part.
 
     Raises:
         PermanentFailure: status disabled/deleted, illegal or missing values, message too big, several
@@ -162,7 +167,8 @@ def plan_ldap(
     if config.cluster and user.mail_host and not config.is_this_host(user.mail_host):
         return ClusterRelay(user.mail_host)
 
-    # forwards and programs are validated whenever present (§5: nothing runs on an illegal value)
+    # forwards and programs are validated whenever present (qmail-local(8), QMAILUSER ATTRIBUTES: nothing runs
+    # on an illegal value)
     forwards = tuple(check_forward(f) for f in user.forwards)
     programs = tuple(check_program(p) for p in user.programs)
     _no_trailing_backslash(forwards, "mailForwardingAddress")
@@ -171,7 +177,7 @@ def plan_ldap(
     _no_trailing_backslash(modes.words, "deliveryMode")
     warnings = tuple(f"Warning: undefined mail delivery mode: {w} (ignored)." for w in modes.unknown)
 
-    # 4. store and home (§4.1)
+    # 4. store and home (qmail-local(8), QMAILUSER ATTRIBUTES)
     home_dir, store = user.home_directory, user.message_store
     if home_dir is not None:
         if not home_dir.startswith("/"):

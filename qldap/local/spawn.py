@@ -1,7 +1,7 @@
 """Local delivery of one recipient (qmail-lspawn's role): look up, plan, run the agent, inject, report.
 
 Returns qmail's report letters — ``K`` delivered, ``Z`` deferred, ``D`` bounced — with the text.  The
-invariant of delivery.md §2 holds here: a directory or system problem is always ``Z``; ``D`` comes
+invariant of qmail-local(8) holds here: a directory or system problem is always ``Z``; ``D`` comes
 only from the data (the entry, the `.qmail` files, the message).
 """
 
@@ -86,7 +86,8 @@ def alias_account(root: Path) -> Account | None:
 
 
 def passwd_account(local: str) -> tuple[Account, str, str] | None:
-    """delivery.md §6 (b): the longest prefix of *local* naming a real account; (account, dash, ext)."""
+    """The system-account step (qmail-local(8), NO ENTRY): the longest prefix of *local* naming a real
+    account; (account, dash, ext)."""
     lower = local.lower()
     cuts = [len(lower)] + [i for i in range(len(lower) - 1, 0, -1) if lower[i] == "-"]
     for cut in cuts:
@@ -179,7 +180,8 @@ class LocalSpawner:
             result = plan_ldap(found, config, local=local, default_delivery=default, message_size=size,
                                alias_home=alias.home if alias else None)
             if isinstance(result, ClusterRelay):
-                # delivery.md §4.5: relay to the user's mailHost over QMQP (runs in a worker thread)
+                # qmail-local(8), QMAILUSER ATTRIBUTES: relay to the user's mailHost over QMQP (runs in a
+                # worker thread)
                 return asyncio.run(cluster_forward(self.ctl, result.mail_host, sender, recipient, message))
             plan = result
             if plan.uid is None or plan.gid is None:
@@ -189,7 +191,8 @@ class LocalSpawner:
             else:
                 acct = Account(plan.user, plan.uid, plan.gid, plan.home)
         self._make_home(plan, acct)
-        if plan.group_dn is not None:  # delivery.md §4 step 6: group expansion, no maildir copy
+        if plan.group_dn is not None:  # qmail-local(8) QMAILUSER ATTRIBUTES step 6: group expansion, no
+        # maildir copy
             with MessageFile.open(message) as mf:
                 return self._run_group(plan, plan.group_dn, local, host, sender, mf, acct)
         r = Recipient(local, host, acct.name if plan.forward_only else plan.user, plan.home, sender=sender)
@@ -200,7 +203,8 @@ class LocalSpawner:
     def _fallback(
         self, local: str, config: LdapConfig, default: str, alias: Account | None
     ) -> tuple[Plan, Account]:
-        """delivery.md §6: passwd (with ``ldaplocaldelivery``), else the alias user's `.qmail` files."""
+        """qmail-local(8), NO ENTRY: passwd (with ``ldaplocaldelivery``), else the alias user's `.qmail`
+        files."""
         if config.local_delivery:
             try:
                 cdb = self.users.current()
@@ -227,7 +231,8 @@ class LocalSpawner:
         )  # fmt: skip
 
     def _make_home(self, plan: Plan, acct: Account) -> None:
-        """delivery.md §4.6: run ``dirmaker`` (as the user) when HOME does not exist yet."""
+        """qmail-local(8), HOME DIRECTORY MAKER: run ``dirmaker`` (as the user) when HOME does not exist
+        yet."""
         if not plan.from_ldap or os.path.lexists(plan.home):
             return
         maker = self.ctl.line("dirmaker")

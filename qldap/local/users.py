@@ -75,7 +75,8 @@ def _assignment(data: bytes, rest: str | None) -> Assignment:
 
 
 def lookup(cdb: Cdb, local: str) -> Assignment | None:
-    """delivery.md §6 (a): an exact ``=`` assignment for *local* wins, else the longest ``+`` prefix.
+    """The users/cdb step (qmail-local(8), NO ENTRY): an exact ``=`` assignment for *local* wins,
+    else the longest ``+`` prefix.
 
     A wildcard's extension is its ``pre`` field plus the rest of *local* after the prefix.
 

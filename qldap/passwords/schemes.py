@@ -1,4 +1,4 @@
-"""Check and make userPassword values in every scheme qmail-ldap and OpenLDAP use (services.md §1.2).
+"""Check and make userPassword values in every scheme qmail-ldap and OpenLDAP use (auth_pop(8), THE CHECK).
 
 Stored forms: ``{SCHEME}REST`` with the scheme name case-insensitive, or a bare crypt(3) string, or
 (only when the operator enables it) cleartext. Salted digests keep the salt as every decoded byte after

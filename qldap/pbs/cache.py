@@ -125,7 +125,7 @@ class DatagramOutcome:
 
 
 def handle_datagram(cache: PbsCache, data: bytes, secret: bytes) -> DatagramOutcome:
-    """Apply one received datagram to *cache* (services.md §3.3)."""
+    """Apply one received datagram to *cache* (pbsdbd(8))."""
     packet = parse(data)
     if isinstance(packet, Rejected):
         return DatagramOutcome(warning=packet.value)

@@ -5,7 +5,7 @@ in-process by the daemons — the POP3 daemon awaits :func:`pbs_add` after a log
 awaits :func:`pbs_check` when a client connects and merges the returned variables into the
 session's environment (``RELAYCLIENT`` present = may relay).
 
-Query order (services.md §3.5): first server number (time XOR pid) mod n, one second to answer; on
+Query order (pbscheck(8)): first server number (time XOR pid) mod n, one second to answer; on
 each timeout servers 0, 1, …, n−1 in turn, one second each; worst case n+1 seconds.  Only a
 Response for the asked address counts; anything else is ignored while waiting.  Socket errors mean
 "no relaying", never a failure of the SMTP session.

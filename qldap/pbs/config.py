@@ -1,4 +1,5 @@
-"""Read the POP-before-SMTP control files once into a frozen :class:`PbsConfig` (services.md §3.1).
+"""Read the POP-before-SMTP control files once into a frozen :class:`PbsConfig` (qldap-control(5),
+POP-BEFORE-SMTP).
 
 Why a role: pbsdbd reads ``pbsip pbsport pbssecret pbscachesize pbstimeout``, the clients (pbsadd,
 pbscheck) read ``pbsservers pbsport pbssecret pbsenv``; a broken file one side never reads must not

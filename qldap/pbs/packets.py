@@ -1,4 +1,4 @@
-"""The POP-before-SMTP UDP datagrams (services.md §3.2): pure encode and decode, nothing else.
+"""The POP-before-SMTP UDP datagrams (pbsdbd(8), PACKETS): pure encode and decode, nothing else.
 
 Layouts (all lengths one byte, the whole datagram at most 1024 bytes):
 

@@ -1,6 +1,6 @@
 """qmail-pop3d's view of one Maildir: the message list, sizes, UIDs, streamed retrieval, deletes at QUIT.
 
-Rules (services.md §2.2): ``new/`` and ``cur/`` are listed, dot names skipped; a message's time is the
+Rules (qmail-pop3d(8), SESSION): ``new/`` and ``cur/`` are listed, dot names skipped; a message's time is the
 leading number of its name when non-zero and followed by ``.``, else its mtime; messages dated now or
 later are not listed (a delivery still in progress must not shift the numbering); the order is by
 time, ties by path.  The size is the number after the first ``,S=`` in the name, else the stat size:

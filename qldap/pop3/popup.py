@@ -3,7 +3,7 @@
 Bytes from the client go in through :meth:`Popup.receive`; out come effects: :class:`Reply` bytes,
 one :class:`Authenticate` carrying the descriptor-3 record for the login module, :class:`StartTls`,
 :class:`Close`.  The glue runs the login module (a process or an in-process check), then calls
-:meth:`Popup.auth_done` with its exit status, which yields the §1.1 reply text.
+:meth:`Popup.auth_done` with its exit status, which yields the auth_pop(8) reply text.
 
 Why one attempt per connection: qmail-popup handed the connection to the login chain after the first
 PASS and exited with it, so a client cannot guess passwords over one connection; kept.
@@ -32,7 +32,7 @@ ERR_USAGE = b"-ERR usage: popup hostname subprogram\r\n"
 STLS_OK = b"+OK Begin TLS negotiation\r\n"
 SASL_CONTINUE = b"+ \r\n"
 
-#: qmail-popup's reply for each exit status of the login module (services.md §1.1).
+#: qmail-popup's reply for each exit status of the login module (auth_pop(8)).
 EXIT_REPLIES: dict[int, bytes] = {
     AuthExit.CONFIG: b"-ERR error in server configuration\r\n",
     AuthExit.UNREACHABLE: b"-ERR unable to contact authorization server\r\n",

@@ -55,7 +55,7 @@ from qldap.pop3.session import Pop3Session, SessionInfo, Transfer, open_session
 from qldap.pop3.session import Refused as SessionRefused
 
 TIMEOUT = 1200.0
-CONNECT_TIMEOUT = 30.0  # seconds to reach a cluster backend (services.md §1.6)
+CONNECT_TIMEOUT = 30.0  # seconds to reach a cluster backend (auth_pop(8))
 Log = Callable[[str], None]
 
 
@@ -315,7 +315,7 @@ class Pop3Server:
 
     async def _forward(self, conn: _Conn, transport: asyncio.ReadTransport, fwd: Forward, password: str,
                        pending: bytes) -> AuthExit | None:
-        """services.md §1.6: log in at the user's mailHost and relay both ways; None when it ran.
+        """auth_pop(8): log in at the user's mailHost and relay both ways; None when it ran.
 
         The backend's answer to ``pass`` reaches the client through the relay, as in the pipeline form.
         """

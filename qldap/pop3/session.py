@@ -3,7 +3,7 @@
 Client bytes go in through :meth:`Pop3Session.receive`; out come :class:`Reply` bytes,
 :class:`Transfer` (a message stream the glue writes chunk by chunk, honouring back-pressure) and
 :class:`Close`.  The maildrop does the file work; this module owns the command table, the
-message-number rules and the exact replies of services.md §2.2, plus the ``POP3_LOGLEVEL`` lines.
+message-number rules and the exact replies of qmail-pop3d(8), SESSION, plus the ``POP3_LOGLEVEL`` lines.
 
 Why QUIT is the only path to :meth:`Maildrop.commit`: an EOF, a timeout or an error ends the session
 through :meth:`Pop3Session.end`, which logs and changes nothing on disk (RFC 1939's UPDATE state).

@@ -1,4 +1,4 @@
-"""Remove what crashed injections and interrupted eliminations left behind (queue.md §2.7).
+"""Remove what crashed injections and interrupted eliminations left behind (qldap-queue(5), Crash behaviour).
 
 A ``mess/S/N`` with neither ``info/S/N`` nor ``todo/N`` is either being injected (S2/S3) or left over
 by a crash.  The two cannot be told apart by looking, only by age: an injector never lives longer

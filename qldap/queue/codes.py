@@ -1,4 +1,5 @@
-"""The injector's exit codes and the ``D…``/``Z…`` text every caller turns them into (queue.md §2.8).
+"""The injector's exit codes and the ``D…``/``Z…`` text every caller turns them into (qmail-queue(8), EXIT
+STATUS).
 
 Why a separate module: the codes are a contract with *external* queue programs (``QMAILQUEUE``,
 qmail-qmqpc, virus scanners) as much as with our own injector, and smtpd, qmail-inject, bounces and

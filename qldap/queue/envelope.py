@@ -1,6 +1,6 @@
 """The envelope and its four on-disk shapes: injector fd 1, ``todo``/``intd``, ``info``, channel files.
 
-Formats (queue.md §2.3), all NUL-terminated one-letter records (:mod:`qldap.records`):
+Formats (qldap-queue(5), Records), all NUL-terminated one-letter records (:mod:`qldap.records`):
 
 * injector input: ``F<sender>\\0`` ``T<rcpt>\\0``… then one extra ``\\0``;
 * ``todo/N`` (= ``intd/N``): ``u<uid>\\0p<pid>\\0F<sender>\\0T<rcpt>\\0``… (no final extra NUL);
@@ -141,7 +141,7 @@ def read_input(read: Callable[[int], bytes]) -> Envelope:
 
 
 def bigbrother_copies(envelope: Envelope, watch: Mapping[str, str]) -> tuple[str, ...]:
-    """The extra recipients ``control/bigbrother`` adds for *envelope* (queue.md §2.9).
+    """The extra recipients ``control/bigbrother`` adds for *envelope* (qmail-queue(8)).
 
     For the sender, then each recipient: the whole address (case-insensitive), else ``@domain``;
     a hit with a non-empty value adds that copy address once for this envelope address.

@@ -3,7 +3,8 @@
 Callers (smtpd, qmail-inject, bounces) use this when ``QMAILQUEUE`` names a program that replaces
 ``qmail-queue`` — typically a content filter that queues with the real injector afterwards.  The
 result is the program's exit code (or the signal that killed it) turned into the caller text of
-queue.md §2.8 by :mod:`qldap.queue.codes`; exit 82 lets the program say its own ``D…``/``Z…`` text.
+qmail-queue(8) EXIT STATUS by :mod:`qldap.queue.codes`; exit 82 lets the program say its own ``D…``/``Z…``
+text.
 
 Why ``posix_spawn``: the child needs descriptors renumbered (0, 1 and 4) and the caller is a threaded
 daemon, where ``fork`` + ``preexec_fn`` is unsafe.  Python 3.11's ``posix_spawn`` cannot change

@@ -1,6 +1,6 @@
 """The in-process injector: one message from nothing (S1) to durably queued in ``todo`` (S4).
 
-Steps and exit codes follow qmail-queue (queue.md §2.5): a ``pid/`` scratch file created exclusively
+Steps and exit codes follow qmail-queue (qmail-queue(8)): a ``pid/`` scratch file created exclusively
 gives the message number (its inode), hard-linked to ``mess/S/N`` (S2); the ``Received:`` line and the
 message are written and fsynced; ``intd/N`` is created exclusively with the envelope (S3), fsynced, and
 hard-linked to ``todo/N`` (S4: accepted).  Any failure removes what this call created and raises
@@ -400,7 +400,7 @@ def _write_intd(
 class Injector:
     """A daemon's long-lived injector: one queue, a shared :class:`DirSyncer`, ``qp`` numbers, a pool.
 
-    ``qp`` numbers come from a per-process counter (smtpd.md: "a unique numeric id from the queue
+    ``qp`` numbers come from a per-process counter (qmail-smtpd(8): "a unique numeric id from the queue
     layer"); they also name the ``pid/`` scratch file, where a clash with another process only costs a
     retry with the next sequence number.
     """

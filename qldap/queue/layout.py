@@ -1,4 +1,4 @@
-"""Where every queue file lives, who owns it, and :func:`create_queue` to make the tree (queue.md §2.1).
+"""Where every queue file lives, who owns it, and :func:`create_queue` to make the tree (qldap-queue(5)).
 
 Ownership policy (:func:`resolve_ids`): when the process runs as root and the qmail users (``alias``,
 ``qmaild``, ``qmailq``, ``qmails``, ``qmailr``) and group ``qmail`` all exist, the tree gets qmail's
@@ -100,7 +100,7 @@ class Spec:
     mode: int
 
 
-# queue.md §2.1 (and qmail's install table for the directories it does not list)
+# qldap-queue(5) (and qmail's install table for the directories it does not list)
 DIR_SPECS: dict[str, Spec] = {
     "": Spec(Role.QMAILQ, 0o750),
     "pid": Spec(Role.QMAILQ, 0o700),

@@ -48,7 +48,7 @@ def received_header(
     recipient: str,
     when: datetime,
 ) -> str:
-    """The Received header of smtpd.md §2.4, ending in LF.
+    """The Received header of qmail-smtpd(8), DATA, ending in LF.
 
     Args:
         remote_host: TCPREMOTEHOST, None when unknown (written ``unknown``).

@@ -1,4 +1,5 @@
-"""Which state (S1–S5, queue.md §2.4) a message number is in, judged only by which of its files exist.
+"""Which state (S1–S5, qldap-queue(5), States) a message number is in, judged only by which of its files
+exist.
 
 The classification is a pure function over the set of present parts, so the whole table can be
 walked by tests, and the same function serves the manager at restart and the crash tests.  Sets that
@@ -40,7 +41,7 @@ class State(Enum):
 
 
 def classify(parts: Iterable[Part]) -> State:
-    """The state for the set of *parts* present (queue.md §2.4, ``?`` columns may be either)."""
+    """The state for the set of *parts* present (qldap-queue(5), States, ``?`` columns may be either)."""
     present = frozenset(parts)
     if not present:
         return State.S1

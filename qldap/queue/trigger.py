@@ -1,4 +1,5 @@
-"""The ``lock/trigger`` FIFO: the injector pulls it, the manager waits on it (queue.md §2.7).
+"""The ``lock/trigger`` FIFO: the injector pulls it, the manager waits on it (qldap-queue(5), Crash
+behaviour).
 
 Pulling is best effort by design: it opens the FIFO non-blocking for writing and writes one byte; with
 no reader (manager down, ``ENXIO``) or a full pipe the byte is simply lost, because the manager scans

@@ -1,9 +1,9 @@
 """Cluster forwarding (qmail-forward's role): relay one recipient's message to its ``mailHost`` over QMQP.
 
 When ``ldapcluster`` is on and a recipient's ``mailHost`` is another cluster member, local delivery
-hands the message here instead of storing it (delivery.md §4.5, queue.md §7): the envelope stays as
-it is, the line ``Delivered-To: CLUSTERHOST <me> <recipient>`` is put in front, and the message is
-submitted with that single recipient to the member's QMQP server (port 628, from ``qmqpcip``).
+hands the message here instead of storing it (qmail-local(8), QMAILUSER ATTRIBUTES, qmail-qmqpd(8)): the
+envelope stays as it is, the line ``Delivered-To: CLUSTERHOST <me> <recipient>`` is put in front, and the
+message is submitted with that single recipient to the member's QMQP server (port 628, from ``qmqpcip``).
 
 Why the line: it is the cluster's loop breaker.  Two members that disagree about where a mailbox
 lives would pass a message back and forth for ever; the second time a member sees its own line for

@@ -9,7 +9,8 @@ per write), upgrade to TLS when the dialogue asks, and close.
 
 Why the result goes through qmail-remote's wire form: the manager's report for a remote recipient
 is defined as the *folding* of qmail-remote's NUL-terminated ``r/h/s`` + ``K/Z/D`` records
-(queue.md §6.1), so the outcome is encoded exactly as qmail-remote would print it and folded by
+(qmail-send(8), REMOTE DELIVERY), so the outcome is encoded exactly as qmail-remote would print it and folded
+by
 :func:`~qldap.reports.fold_remote_output` — one rule, no second formatter to drift.
 
 "Me" for the self-MX rule is ``0.0.0.0`` plus this host's *interface* addresses (as qmail's
@@ -119,7 +120,8 @@ def interface_addresses(fib_trie: str = FIB_TRIE, if_inet6: str = IF_INET6) -> f
 
 
 def client_tls_context(ctl: ControlDir) -> ssl.SSLContext:
-    """The client context: no certificate, name or date checks (§6.4); ``remotecert`` offered if set.
+    """The client context: no certificate, name or date checks (qmail-send(8), REMOTE DELIVERY);
+    ``remotecert`` offered if set.
 
     ``tlsremoteciphers`` other than ``compat`` is an OpenSSL cipher list.
 
@@ -275,7 +277,8 @@ async def find_targets(
     rng: random.Random,
     port: int = DEFAULT_PORT,
 ) -> tuple[Target, ...]:
-    """The addresses to try for *domain* (§6.2): the relay's, or the MX choice with the self-MX rule.
+    """The addresses to try for *domain* (qmail-send(8), REMOTE DELIVERY): the relay's, or the MX choice with
+    the self-MX rule.
 
     Raises:
         DeliveryFailure: a DNS or self-MX failure carrying qmail-remote's text.

@@ -1,4 +1,5 @@
-"""Sans-I/O SMTP client for one connection of remote delivery (§6.4): server bytes in, actions out.
+"""Sans-I/O SMTP client for one connection of remote delivery (qmail-send(8), REMOTE DELIVERY): server bytes
+in, actions out.
 
 Why sans-I/O: every outcome of qmail-remote is a byte-exact text that users grep for (``… does not
 like recipient.``, ``Possible duplicate!``), and the decision which reply leads where is a table;
@@ -137,7 +138,7 @@ class RemoteOutcome:
 
 
 def no_connection() -> RemoteOutcome:
-    """The outcome when no address connected or every one asked for the next (§6.3)."""
+    """The outcome when no address connected or every one asked for the next (qmail-tcpto(8))."""
     return RemoteOutcome((), MessageReport("Z", NO_CONNECTION))
 
 
@@ -243,7 +244,8 @@ class SmtpDialogue:
         return actions
 
     def connection_lost(self, why: str = "") -> list[Action]:
-        """The connection closed or a reply timed out: ``Z … connection died`` (§6.4)."""
+        """The connection closed or a reply timed out: ``Z … connection died`` (qmail-send(8), REMOTE
+        DELIVERY)."""
         if self._state is _State.DONE:
             return []
         dup = "Possible duplicate! " if self._critical else ""

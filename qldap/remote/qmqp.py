@@ -3,7 +3,7 @@
 QMQP is qmail's cluster transport: one request, a netstring holding the message netstring, the
 sender netstring and one netstring per recipient; one reply, a netstring whose first ``K``/``Z``/``D``
 decides.  The result is expressed as qmail-qmqpc's exit code turned into the caller text of
-queue.md §2.8 (:func:`~qldap.queue.codes.caller_text`): ``""`` accepted, ``D…`` refused for good
+qmail-queue(8) EXIT STATUS (:func:`~qldap.queue.codes.caller_text`): ``""`` accepted, ``D…`` refused for good
 (31, also for a host that does not exist), ``Z…`` try later (71 refused for now or DNS trouble,
 72/73 connect timed out/refused, 74 the dialogue broke).
 
@@ -226,7 +226,8 @@ async def qmqp_send(
     settings: QmqpSettings | None = None,
     resolver: Resolver | None = None,
 ) -> str:
-    """Submit *message* via QMQP; the caller text: ``""`` accepted, else ``D…``/``Z…`` (queue.md §2.8).
+    """Submit *message* via QMQP; the caller text: ``""`` accepted, else ``D…``/``Z…`` (qmail-queue(8), EXIT
+    STATUS).
 
     *target* is a host name (its first A record; NXDOMAIN → 31, DNS trouble → 71) or an IP, or a
     sequence of IPs (``qmqpservers``) tried in order until one connects.  A message file that cannot

@@ -1,7 +1,7 @@
 """QMQP server (qmail-qmqpd's role): queue what cluster peers submit, with a Received line, answer K/Z/D.
 
 A QMQP server trusts its network position instead of checking relaying: it accepts any envelope
-from any peer (queue.md §7), so it must only listen where cluster members can reach it.  Each
+from any peer (qmail-qmqpd(8)), so it must only listen where cluster members can reach it.  Each
 connection carries one request — a netstring of the message, sender and recipient netstrings — and
 gets one netstring reply: ``Kok <time> qp <qp>`` once the message is durably queued, the queue's
 caller text (``D…``/``Z…``) when injection failed, ``Dsorry, I can't accept addresses like that

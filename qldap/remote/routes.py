@@ -1,4 +1,5 @@
-"""Where a remote message goes: ``smtproutes`` lookup and MX/address choice from DNS answers (§6.2).
+"""Where a remote message goes: ``smtproutes`` lookup and MX/address choice from DNS answers (qmail-send(8),
+REMOTE DELIVERY).
 
 Why DNS answers come in as data: the choice (preference order, random order among equals, the A
 fallback, the self-MX rule and the exact failure texts) is policy that must be testable without a
@@ -60,7 +61,8 @@ MX_ROUTE = Route()
 
 
 def parse_route(value: str) -> Route:
-    """Parse an ``smtproutes`` value ``relay[:port][ user password]``; empty relay = MX (§6.2).
+    """Parse an ``smtproutes`` value ``relay[:port][ user password]``; empty relay = MX (qmail-send(8), REMOTE
+    DELIVERY).
 
     Only the text before the first space is ``host[:port]``; the rest is ``user password`` (the
     password is everything after the user's first space).  A port without digits means 25.

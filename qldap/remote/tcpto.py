@@ -1,4 +1,5 @@
-"""The ``lock/tcpto`` table of remembered connect timeouts (§6.3): a pure model plus locked file access.
+"""The ``lock/tcpto`` table of remembered connect timeouts (qmail-tcpto(8)): a pure model plus locked file
+access.
 
 Why remember timeouts: a dead MX costs every delivery ``timeoutconnect`` seconds, so after two
 timeouts (at least 120 s apart) an address is skipped for (60 + pid mod 32)·64 s — 64 to 97 minutes,

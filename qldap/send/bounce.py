@@ -1,4 +1,5 @@
-"""Bounce composition (§5): failure paragraphs and the QSBMF bounce message, byte for byte.
+"""Bounce composition (qmail-send(8), BOUNCES): failure paragraphs and the QSBMF bounce message, byte for
+byte.
 
 Why a plan rather than finished bytes: the copy of the failed message can be large, so
 :func:`plan_bounce` returns the envelope and every byte that precedes the copy, plus how much of
@@ -31,7 +32,7 @@ _SEPARATOR_DOUBLE = "--- Below this line is the original bounce.\n\n"
 
 
 def bounce_paragraph(recipient: str, report_text: str) -> str:
-    """One failure paragraph for ``bounce/N`` (§5.1).
+    """One failure paragraph for ``bounce/N`` (qmail-send(8), BOUNCES).
 
     ``<recipient>:`` (newlines in the address → ``_``), the report (newline added if missing; a
     newline directly after another becomes ``/`` except at the very end), then an empty line.
@@ -77,7 +78,7 @@ class BouncePlan:
 
 
 def plan_bounce(cfg: SendConfig, sender: str, paragraphs: str, now: float) -> BouncePlan | Discard:
-    """The bounce for a message from *sender* whose ``bounce/N`` holds *paragraphs* (§5.2, §5.3).
+    """The bounce for a message from *sender* whose ``bounce/N`` holds *paragraphs* (qmail-send(8), BOUNCES).
 
     Normal bounce: empty envelope sender, to the original sender (VERP reduced). Double bounce
     (empty sender): from ``#@[]`` to ``doublebounceto@doublebouncehost``. Triple (sender ``#@[]``):

@@ -2,7 +2,7 @@
 
 Every function here is blocking and touches only the files of one message number, so the manager can
 run many of them at once on a thread pool while its event loop keeps scheduling.  Order and fsyncs
-follow queue.md §2.6 exactly, because they are what makes a crash at any instant harmless:
+follow qmail-send(8) exactly, because they are what makes a crash at any instant harmless:
 
 * preprocessing writes and fsyncs ``info`` and every channel file (and their directory entries)
   before ``intd`` and then ``todo`` go, so until ``todo/N`` is gone a crash simply redoes it from
@@ -370,7 +370,7 @@ def eliminate(
     log: Log,
     now: float,
 ) -> bool:
-    """Elimination (§2.6): send the bounce if ``bounce/N`` exists, then :func:`remove`.
+    """Elimination (qmail-send(8)): send the bounce if ``bounce/N`` exists, then :func:`remove`.
 
     Returns False when it must be tried again later (``bounce/N`` unreadable, injection failed);
     nothing has been removed then.  A failed unlink of ``bounce/N`` after a successful injection is

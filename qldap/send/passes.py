@@ -1,4 +1,5 @@
-"""Delivery passes over one channel file: one delivery per not-done recipient, then the marks (§4.1).
+"""Delivery passes over one channel file: one delivery per not-done recipient, then the marks (qmail-send(8),
+SCHEDULING).
 
 A pass is the unit the scheduler starts.  It reads the channel file, fixes the pass's facts at its
 start (the next retry time, whether this is the last pass of an old message), and starts one
@@ -158,7 +159,8 @@ class Passes:
                 raw = await loop.run_in_executor(self._local_pool, self._local, rcpt, sender, mess)
             else:
                 raw = await self._remote(cfg, sender, rcpt, mess)
-        except Exception:  # a spawner bug is that spawner crashing (§4.4 texts): defer, never lose mail
+        except Exception:  # a spawner bug is that spawner crashing (qmail-send(8) SCHEDULING texts): defer,
+        # never lose mail
             crashed = reports.LOCAL_CRASHED if channel is Channel.LOCAL else reports.REMOTE_CRASHED
             return Report.parse(crashed)
         return to_report(raw)

@@ -1,4 +1,4 @@
-"""Recipient rewriting at preprocessing time (§3): which channel, which address.
+"""Recipient rewriting at preprocessing time (qmail-send(8), PREPROCESSING): which channel, which address.
 
 Why a pure function: the rewrite runs once per recipient when a message leaves ``todo/`` and its
 result is written into the ``local``/``remote`` channel files; the manager's file handling wraps
@@ -66,7 +66,7 @@ def virtual_prepend(address: str, virtualdomains: Mapping[str, str]) -> str | No
 
 
 def rewrite_recipient(recipient: str, cfg: SendConfig) -> Rewritten:
-    """Channel and address for one envelope recipient (§3 steps 1–5).
+    """Channel and address for one envelope recipient (qmail-send(8) PREPROCESSING steps 1–5).
 
     Raises:
         ConfigError, TemporaryFailure: whatever the locals check raises (unreadable ``locals.cdb``);

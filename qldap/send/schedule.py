@@ -1,4 +1,5 @@
-"""Retry times, the queue-lifetime rule and per-delivery VERP senders (§4.1, §4.2), as arithmetic.
+"""Retry times, the queue-lifetime rule and per-delivery VERP senders (qmail-send(8), SCHEDULING), as
+arithmetic.
 
 Why square roots: qmail spaces attempts quadratically from the message's birth B,
 ``next = B + (isqrt(t − B) + c)²`` with c = 10 (local) or 20 (remote), so attempt k falls near
@@ -59,7 +60,7 @@ def is_verp(sender: str) -> bool:
 
 
 def verp_sender(sender: str, recipient: str) -> str:
-    """The envelope sender for one delivery (§4.1).
+    """The envelope sender for one delivery (qmail-send(8), SCHEDULING).
 
     ``pre@host-@[]`` with recipient ``local@domain`` becomes ``prelocal=domain@host``; any other
     sender is used as is.

@@ -1,6 +1,6 @@
 """The manager's in-memory bookkeeping: which channel of which message is due when, and free job slots.
 
-Why pure: queue.md §4 is arithmetic over times (birth, pass start, next attempt) and counts (busy
+Why pure: qmail-send(8) SCHEDULING is arithmetic over times (birth, pass start, next attempt) and counts (busy
 slots per channel).  Keeping it free of files and of asyncio's clock lets tests walk retry schedules
 of hours with an injected clock, and lets the event loop ask one question per wake-up: "what is due
 now, and may I start it?"  The on-disk truth stays in the queue (channel-file mtimes at a clean stop,
@@ -222,7 +222,8 @@ def to_report(raw: ReportLike) -> Report | None:
 
 
 def reloader(ctl_reader: Callable[[], SendConfig]) -> Reloader:
-    """A :data:`Reloader` taking the HUP-reloadable values (§3) from a fresh read, keeping the rest."""
+    """A :data:`Reloader` taking the HUP-reloadable values (qmail-send(8), PREPROCESSING) from a fresh read,
+    keeping the rest."""
 
     def reload(old: SendConfig) -> SendConfig:
         new = ctl_reader()

@@ -55,7 +55,7 @@ def ldap_server_line(uri: str) -> str:
 def delivery_ids() -> DemoIds:
     """The ids demo mailboxes belong to: the invoking user, or ``nobody`` when that user is root.
 
-    Deliveries never run as root (delivery.md §4.2), and qmailUID must be 100–65535.
+    Deliveries never run as root (qmail-local(8), QMAILUSER ATTRIBUTES), and qmailUID must be 100–65535.
     """
     uid, gid = os.getuid(), os.getgid()
     if 100 <= uid <= 65535 and 100 <= gid <= 65535:

@@ -1,4 +1,5 @@
-"""SMTP AUTH credential check (smtpd.md §5): login + password → OK, FAILURE (535) or TEMPORARY (454).
+"""SMTP AUTH credential check (qmail-smtpd(8), SMTP AUTH): login + password → OK, FAILURE (535) or TEMPORARY
+(454).
 
 The SASL dialogue (:mod:`qldap.smtpd.sasl`) and the replies with their 1 s / 4 s failure pauses
 (:meth:`qldap.smtpd.session.Session.auth_result`) live elsewhere; this module only answers "are these
@@ -7,7 +8,7 @@ by the Directory), then either compares ``userPassword`` or, with ``ldaprebind``
 :meth:`~qldap.directory.lookup.Directory.verify_password` decides which.
 
 Why accountStatus is checked before the password: a disabled, deleted or noaccess account must fail
-the same way as a wrong password (535, smtpd.md decision), and checking it first spends no rebind on
+the same way as a wrong password (535, qmail-smtpd(8), SMTP AUTH), and checking it first spends no rebind on
 an account that may not log in anyway.  Anything that prevents a sure answer — LDAP down or slow,
 several entries, a stored hash that cannot be decoded, no directory configured — is TEMPORARY, so a
 client retries later instead of being told its good password is wrong.

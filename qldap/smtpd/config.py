@@ -1,13 +1,14 @@
 """Read everything one SMTP session needs into a frozen SmtpdConfig: control files and environment.
 
-Built once per connection (smtpd.md §0: control edits apply to the next session) from a
+Built once per connection (qmail-smtpd(8): control edits apply to the next session) from a
 :class:`~qldap.control.files.ControlDir` and the session environment (service defaults, TCP facts and
 client-rule variables, already merged by the glue).  After that, policy code reads only this record,
 so it stays pure and testable without files.
 
-Environment conventions (§0): a variable is *set* when present, even if empty; numeric values take the
-leading digits, junk counts as 0.  The domain questions of §3.2 ("is this domain local?", "does
-rcpthosts accept it?") are passed in as callables — normally ``Locals(ctl).contains`` and
+Environment conventions (qmail-smtpd(8)): a variable is *set* when present, even if empty; numeric values take
+the leading digits, junk counts as 0.  The domain questions of qmail-smtpd(8) ACCEPTED DOMAINS ("is this
+domain local?", "does rcpthosts accept it?") are passed in as callables — normally ``Locals(ctl).contains``
+and
 ``RcptHosts(ctl).accepts`` — because they are cdb-backed and must stay lazy.
 """
 
@@ -57,7 +58,8 @@ class RblEntry:
 
 @dataclass(frozen=True, slots=True)
 class SmtpdEnv:
-    """The session environment variables of smtpd.md §4 and the TCP facts of §7, parsed once."""
+    """The session environment variables of qmail-smtpd(8) ENVIRONMENT and the TCP facts of qmail-smtpd(8),
+    CLIENT RULES, parsed once."""
 
     relayclient: str | None = None
     authorized: bool = False
@@ -225,7 +227,8 @@ class SmtpdConfig:
         rcpthosts_accepts: Callable[[str], bool] = _never,
         dash_ext: bool = False,
     ) -> SmtpdConfig:
-        """Read the control files of smtpd.md §3 and parse *environ* (§4).
+        """Read the control files of qmail-smtpd(8) CONTROL FILES and parse *environ* (qmail-smtpd(8),
+        ENVIRONMENT).
 
         Raises:
             ConfigError: ``me`` is missing, a control file is unreadable, or ``rbllist`` is bad while
@@ -278,7 +281,7 @@ class SmtpdConfig:
         return addr.has_at and self.is_local(ascii_lower(addr.domain))
 
     def acceptable(self, address: str) -> bool:
-        """smtpd.md §3.2: may *address* be a recipient without relay permission?
+        """qmail-smtpd(8), ACCEPTED DOMAINS: may *address* be a recipient without relay permission?
 
         Raises:
             ConfigError: the locals or rcpthosts files cannot be read.

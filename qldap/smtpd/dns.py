@@ -1,6 +1,7 @@
 """The smtpd's DNS questions: client PTR name, RBL A records, return-MX existence; one seam, two backends.
 
-Why a seam (STYLE.md §10): the session glue asks three narrow questions and only needs typed answers
+Why a seam (I/O behind one narrow interface, so tests swap the backend instead of patching): the
+session glue asks three narrow questions and only needs typed answers
 (:class:`~qldap.smtpd.policy.RblAnswer`, :class:`~qldap.smtpd.policy.MxAnswer`, a host name or None).
 :class:`DnsResolver` asks real name servers with dnspython's asyncio resolver and a timeout per
 question, so a dead name server costs one bounded pause and never blocks the event loop;
@@ -51,7 +52,7 @@ def clean_name(name: str) -> str:
 
 
 def mx_outcome(mx_hosts: Iterable[str] | None, host_addresses: Mapping[str, bool | None]) -> MxAnswer:
-    """Decide the return-MX check from what DNS said (pure; smtpd.md §2.2 step 12).
+    """Decide the return-MX check from what DNS said (pure; qmail-smtpd(8) MAIL CHECKS step 12).
 
     Args:
         mx_hosts: the MX exchanges of the domain (``.`` for a null MX); None when it has no MX.

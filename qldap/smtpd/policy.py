@@ -1,4 +1,5 @@
-"""Decide MAIL, RCPT and DATA in the order of smtpd.md §2.2–2.4: pure functions, first failure wins.
+"""Decide MAIL, RCPT and DATA in the order of qmail-smtpd(8), MAIL CHECKS and DATA: pure functions, first
+failure wins.
 
 Why verdicts may ask for a lookup instead of doing it: some checks need DNS (RBL, return MX) or the
 directory (SENDERCHECK, RCPTCHECK), and a lookup must only happen when every earlier check passed
@@ -146,7 +147,7 @@ class Verdict:
 
 # -- MAIL ---------------------------------------------------------------------------------------
 def mail_verdict(cfg: SmtpdConfig, client: Client, arg: str, facts: Facts = NO_FACTS) -> Verdict | Lookup:
-    """MAIL checks 1–13 of smtpd.md §2.2 for the argument *arg* (``FROM:<…> …``)."""
+    """MAIL checks 1–13 of qmail-smtpd(8) MAIL CHECKS for the argument *arg* (``FROM:<…> …``)."""
     env = cfg.env
     try:
         path = parse_path(arg, own_ips=cfg.own_ips, localiphost=cfg.localiphost)
@@ -285,7 +286,7 @@ class Transaction:
 def rcpt_verdict(
     cfg: SmtpdConfig, client: Client, txn: Transaction, arg: str, facts: Facts = NO_FACTS
 ) -> Verdict | Lookup:
-    """RCPT checks 1–9 of smtpd.md §2.3 for the argument *arg* (``TO:<…>``)."""
+    """RCPT checks 1–9 of qmail-smtpd(8) RCPT CHECKS for the argument *arg* (``TO:<…>``)."""
     env = cfg.env
     if txn.sender is None:
         return Verdict(replies.MAIL_FIRST)

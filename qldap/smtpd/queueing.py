@@ -1,6 +1,6 @@
 """Hand a received message to the queue: the in-process injector, or the program QMAILQUEUE names.
 
-smtpd.md §2.4 "Queue hand-off" and queue.md §2.5–2.8.  The glue collects the message in a
+qmail-smtpd(8) DATA "Queue hand-off" and qmail-queue(8), EXIT STATUS.  The glue collects the message in a
 :class:`MessageSpool` while DATA streams in, then :meth:`QueueHandoff.commit` queues it and returns a
 :class:`QueueOutcome`: queued (with ``qp``) or the ``D…``/``Z…`` caller text that
 :meth:`~qldap.smtpd.session.Session.queue_done` turns into ``554``/``451``.

@@ -6,15 +6,15 @@ bytes needed).  Events are handed out one at a time because the glue changes the
 between: after ``354`` it calls :meth:`begin_data`, after ``STARTTLS`` it calls
 :meth:`discard_buffered`.  Bytes a pipelining client sent behind a command simply wait in the buffer.
 
-Command lines (smtpd.md §1): a line ends at LF, one CR before it is dropped, NUL becomes LF (so it can
-never reach the NUL-separated queue envelope); a line over 16384 octets is :class:`TooLong`.
+Command lines (qmail-smtpd(8), SESSION START): a line ends at LF, one CR before it is dropped, NUL becomes LF
+(so it can never reach the NUL-separated queue envelope); a line over 16384 octets is :class:`TooLong`.
 
-DATA (§2.4) is the hot path, so the body is converted in bulk with ``bytes.find``/``replace``/``count``
-over all complete lines at once, never per line: CRLF → LF, a leading dot removed, a lone CR kept, the
-end at CRLF ``.`` CRLF (data start counts as after CRLF), any LF without CR → :class:`BareLF` (this
-blocks ``\\n.\\n`` smuggling).  Only the header (before the first empty line) is walked line by line,
-for the 10000-octet header line limit and the ``Received``/``Delivered`` hop count.  Converted bytes
-leave as :class:`DataChunk` events as soon as they are complete, so a 20 MB message is never held
+DATA (qmail-smtpd(8), DATA) is the hot path, so the body is converted in bulk with
+``bytes.find``/``replace``/``count`` over all complete lines at once, never per line: CRLF → LF, a leading dot
+removed, a lone CR kept, the end at CRLF ``.`` CRLF (data start counts as after CRLF), any LF without CR →
+:class:`BareLF` (this blocks ``\\n.\\n`` smuggling).  Only the header (before the first empty line) is walked
+line by line, for the 10000-octet header line limit and the ``Received``/``Delivered`` hop count.  Converted
+bytes leave as :class:`DataChunk` events as soon as they are complete, so a 20 MB message is never held
 twice; bytes beyond ``databytes`` are counted but dropped.
 """
 

@@ -1,4 +1,4 @@
-"""Every reply qmail-smtpd can send, with its exact code and text (smtpd.md); nothing is written inline.
+"""Every reply qmail-smtpd can send, with its exact code and text (qmail-smtpd(8)); nothing is written inline.
 
 Why constants and small builders instead of format strings at the call sites: the texts are part of
 the contract (clients, log parsers and the acceptance checks compare them byte for byte, down to the
@@ -49,7 +49,7 @@ def _r(code: int, *lines: str) -> Reply:
     return Reply(code, lines)
 
 
-# -- session start (§1) -------------------------------------------------------------------------
+# -- session start (qmail-smtpd(8), SESSION START) -----------------------------------------------
 UNABLE_TO_READ_CONTROLS = _r(421, "unable to read controls (#4.3.0)")
 NO_IP_ADDRESSES = _r(421, "unable to figure out my IP addresses (#4.3.0)")
 OUT_OF_MEMORY = _r(421, "out of memory (#4.3.0)")
@@ -91,7 +91,7 @@ def greeting_421(me: str, text: str) -> Reply:
     return _r(421, f"{me} {text or DEFAULT_421_GREETING}")
 
 
-# -- simple commands (§2) -----------------------------------------------------------------------
+# -- simple commands (qmail-smtpd(8), COMMANDS) --------------------------------------------------
 OK = _r(250, "ok")
 FLUSHED = _r(250, "flushed")
 VRFY = _r(252, "send some mail, i'll try my best")
@@ -122,7 +122,7 @@ def ehlo(
     auth: bool = False,
     cram_md5: bool = False,
 ) -> Reply:
-    """The multi-line EHLO reply in the order of smtpd.md §2 (SIZE only when databytes ≠ 0)."""
+    """The multi-line EHLO reply in the order of qmail-smtpd(8) COMMANDS (SIZE only when databytes ≠ 0)."""
     lines = [_with_greeting(me, smtpgreeting), "PIPELINING"]
     if databytes:
         lines.append(f"SIZE {databytes}")
@@ -134,7 +134,7 @@ def ehlo(
     return Reply(250, tuple(lines))
 
 
-# -- MAIL (§2.2) --------------------------------------------------------------------------------
+# -- MAIL (qmail-smtpd(8), MAIL CHECKS) ----------------------------------------------------------
 SYNTAX_ERROR = _r(555, "syntax error (#5.5.4)")
 AUTH_NEEDED = _r(530, "authentication needed")
 SIZE_EXCEEDED = _r(552, "sorry, that message size exceeds my databytes limit (#5.3.4)")
@@ -161,7 +161,7 @@ def rbl_rejected(ip: str, message: str) -> Reply:
     return _r(553, f"sorry, your mailserver [{ip}] is rejected by {message}")
 
 
-# -- RCPT (§2.3) and verification (§6) ----------------------------------------------------------
+# -- RCPT (qmail-smtpd(8), RCPT CHECKS) and verification (qmail-smtpd(8), ADDRESS VERIFICATION) ---
 MAIL_FIRST = _r(503, "MAIL first (#5.5.1)")
 RCPT_FIRST = _r(503, "RCPT first (#5.5.1)")
 BAD_RCPTTO = _r(553, "sorry, mail to that recipient is not accepted (#5.7.1)")
@@ -196,7 +196,7 @@ def verify_soft(text: str) -> Reply:
     return _r(451, text or VERIFY_TEMPFAIL_TEXT)
 
 
-# -- DATA (§2.4) --------------------------------------------------------------------------------
+# -- DATA (qmail-smtpd(8), DATA) -----------------------------------------------------------------
 QQT_FAILURE = _r(451, "qqt failure (#4.3.0)")
 GO_AHEAD = _r(354, "go ahead punk, make my day")
 BARE_LF = _r(451, "See http://pobox.com/~djb/docs/smtplf.html.")
@@ -218,12 +218,12 @@ def queue_reply(letter_text: str) -> Reply:
     return _r(451, letter_text)
 
 
-# -- STARTTLS (§2.5) ----------------------------------------------------------------------------
+# -- STARTTLS (qmail-smtpd(8), COMMANDS) ---------------------------------------------------------
 TLS_NO_PARAMETERS = _r(501, "Syntax error (no parameters allowed) (#5.5.4)")
 TLS_UNAVAILABLE = _r(454, "TLS not available: unable to initialize ctx (#4.3.0)")
 TLS_READY = _r(220, "ready for tls")
 
-# -- AUTH (§5) ----------------------------------------------------------------------------------
+# -- AUTH (qmail-smtpd(8), SMTP AUTH) ------------------------------------------------------------
 AUTH_ALREADY = _r(503, "you are already authenticated")
 AUTH_ENCRYPTION_REQUIRED = _r(538, "Encryption required for requested authentication mechanism")
 AUTH_UNSUPPORTED = _r(504, "authentication type not supported")

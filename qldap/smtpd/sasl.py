@@ -6,7 +6,7 @@ the tests drive it with plain strings.  Each mechanism yields a raw challenge (`
 receives the client's base64 line, and returns the credentials; checking them is someone else's job.
 
 :class:`SaslExchange` wraps one run and turns the two protocol failures into their replies: a line
-``*`` aborts at once (smtpd.md §5 decision), bad base64 or a missing part fails the exchange.
+``*`` aborts at once (qmail-smtpd(8), SMTP AUTH), bad base64 or a missing part fails the exchange.
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ Step = Challenge | Failed | LoginAttempt
 
 
 class SaslExchange:
-    """One run of a mechanism, with the failures turned into replies (smtpd.md §5)."""
+    """One run of a mechanism, with the failures turned into replies (qmail-smtpd(8), SMTP AUTH)."""
 
     def __init__(self, mechanism: Mechanism, initial: str | None) -> None:
         self._gen = mechanism(initial)

@@ -4,10 +4,10 @@ Everything SMTP decides lives in the sans-I/O core (:mod:`reader`, :mod:`session
 this module only moves bytes and answers the session's requests: DNS (:mod:`dns`), the verifier
 (:mod:`verify`), the credential check (:mod:`auth`), the queue (:mod:`queueing`) and TLS.
 
-Per connection, as tcpserver + qmail-smtpd did per process (smtpd.md §7): past ``max_sessions`` the
-client gets ``421`` at once; a PTR lookup with a short timeout gives TCPREMOTEHOST; the client rules
-pick allow/deny (deny, or an unparsable rules file, closes without a byte) and their variables; the
-session environment is service defaults < TCP facts < rule variables; controls are re-read (stat-checked)
+Per connection, as tcpserver + qmail-smtpd did per process (qmail-smtpd(8), CLIENT RULES): past
+``max_sessions`` the client gets ``421`` at once; a PTR lookup with a short timeout gives TCPREMOTEHOST; the
+client rules pick allow/deny (deny, or an unparsable rules file, closes without a byte) and their variables;
+the session environment is service defaults < TCP facts < rule variables; controls are re-read (stat-checked)
 into a frozen SmtpdConfig.  A broken control file answers ``421 unable to read controls (#4.3.0)``.
 
 Why an :class:`asyncio.Protocol` and not streams: the client's bytes go straight into the SmtpReader
@@ -92,7 +92,7 @@ class ServerOptions:
 
 
 def tls_context(cert: Path, ciphers: str) -> ssl.SSLContext:
-    """A server context from a PEM file holding the chain and the key (smtpd.md §2.5).
+    """A server context from a PEM file holding the chain and the key (qmail-smtpd(8), COMMANDS).
 
     Raises:
         OSError, ssl.SSLError: the file is unreadable or not a usable certificate and key.

@@ -6,8 +6,8 @@ Sans-I/O: the asyncio glue feeds reader events in and gets *actions* out — :cl
 each outcome back through a method (``queue_opened``, ``data_end``, ``queue_done``, ``tls_ready``,
 ``tls_started``, ``auth_result``).  The commands each phase accepts are the table :data:`ALLOWED`.
 
-Transaction rules (smtpd.md §2): HELO/EHLO, RSET, MAIL, DATA and STARTTLS end the open transaction;
-relay permission is re-derived at every MAIL from the session's initial RELAYCLIENT, AUTH and
+Transaction rules (qmail-smtpd(8), COMMANDS): HELO/EHLO, RSET, MAIL, DATA and STARTTLS end the open
+transaction; relay permission is re-derived at every MAIL from the session's initial RELAYCLIENT, AUTH and
 relaymailfrom, so RSET restores the initial value and relaymailfrom lasts one transaction.
 SMTP550DISCONNECT closes after a 5xx of the MAIL/RCPT/DATA checks (incl. 503 sequence errors), an
 AUTH failure or restricted mode, never after 500/502 or a queue failure.
@@ -72,7 +72,7 @@ _BUFFERED = frozenset({"MAIL", "RCPT", "RSET"})  # replies that may wait in the 
 
 
 class AuthResult(enum.Enum):
-    """The credential check's answer (smtpd.md §5 table)."""
+    """The credential check's answer (qmail-smtpd(8) SMTP AUTH table)."""
 
     OK = "ok"
     FAILURE = "failure"  # unknown user, wrong password, disabled account → 535

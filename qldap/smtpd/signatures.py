@@ -4,8 +4,8 @@ Why only first body lines: executables sent as mail attachments are recognised b
 base64 encoding (``TVqQAAMAAAAEAAAA//8AALgAAAAA`` for a Windows PE file), which is the first line of
 the part's body; comparing only those lines keeps the scan cheap.  The scanner is streaming (fed the
 converted DATA chunks) so a large message is not held in memory a second time.  MIME structure is
-followed through multipart boundaries and into ``message/rfc822`` parts (smtpd.md §3.3); a pattern
-matches when it is a prefix of the line, each ``*`` standing for any one character.
+followed through multipart boundaries and into ``message/rfc822`` parts (qmail-smtpd(8), RBL AND SIGNATURES);
+a pattern matches when it is a prefix of the line, each ``*`` standing for any one character.
 """
 
 from __future__ import annotations

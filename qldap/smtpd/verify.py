@@ -1,4 +1,5 @@
-"""RCPTCHECK/SENDERCHECK verification (smtpd.md §6): is this local address deliverable, per the directory?
+"""RCPTCHECK/SENDERCHECK verification (qmail-smtpd(8), ADDRESS VERIFICATION): is this local address
+deliverable, per the directory?
 
 Only addresses whose domain is local reach the verifier (the policy decides that, and goodmailaddr).
 The answer is the policy's :data:`~qldap.smtpd.policy.VerifyAnswer`:
