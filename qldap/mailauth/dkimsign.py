@@ -3,7 +3,7 @@
 The pieces, and why they are apart:
 
 * :func:`signing_domain` picks the domain whose keys sign: the ``From:`` header's domain, because
-  DMARC (RFC 7489 §3.1) judges a signature by its alignment with that domain; only a message
+  DMARC (RFC 7489 section 3.1) judges a signature by its alignment with that domain; only a message
   without a usable ``From:`` falls back to the envelope sender's domain.
 * :class:`DkimSigner` turns a message into the :class:`PrivateKey` records that must sign it
   (control/dkimkeys through a :class:`~qldap.mailauth.keys.KeyTable`, files through a
@@ -41,7 +41,7 @@ SIGNED_FIELDS: tuple[bytes, ...] = (
     b"list-unsubscribe", b"list-unsubscribe-post", b"list-subscribe", b"list-post", b"list-owner",
     b"list-archive",
 )  # fmt: skip
-"""Header fields signed when present (RFC 6376 §5.4.1's list, minus trace and volatile fields)."""
+"""Header fields signed when present (RFC 6376 section 5.4.1's list, minus trace and volatile fields)."""
 
 CANONICALIZATION = (b"relaxed", b"relaxed")
 HEADER_LIMIT = 1 << 18  # bytes of header looked at to find From: (a longer header is malformed anyway)
@@ -97,7 +97,8 @@ def signing_domain(message: bytes, envelope_sender: str) -> str | None:
 
 def fields_to_sign(fields: Sequence[tuple[bytes, bytes]]) -> tuple[bytes, ...]:
     """The ``h=`` list: every present field of :data:`SIGNED_FIELDS` as often as it occurs, and
-    ``from`` once more (over-signing, RFC 6376 §8.15: a second From: added later breaks the signature)."""
+    ``from`` once more (over-signing, RFC 6376 section 8.15: a second From: added later breaks the
+    signature)."""
     counts: dict[bytes, int] = {}
     for name, _value in fields:
         if name in SIGNED_FIELDS:

@@ -37,7 +37,7 @@ KEY_DIR = "dkim"  # ROOT/control/dkim/: where `qldap dkim keygen` writes keys by
 MIN_RSA_BITS = 1024  # RFC 8301: verifiers must not accept smaller keys
 MAX_RSA_BITS = 4096
 DEFAULT_RSA_BITS = 2048
-TXT_STRING_MAX = 255  # RFC 1035 §3.3: one <character-string>
+TXT_STRING_MAX = 255  # RFC 1035 section 3.3: one <character-string>
 
 _NAME = re.compile(r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*")
 _ED25519_PKCS8 = bytes.fromhex("302e020100300506032b657004220420")  # RFC 8410 PrivateKeyInfo + seed
@@ -298,7 +298,7 @@ def dns_record(domain: str, selector: str, algorithm: Algorithm, public: bytes) 
     """The zone-file line publishing *public*: ``SELECTOR._domainkey.DOMAIN. IN TXT "v=DKIM1; …"``.
 
     A value over 255 bytes (every RSA key of 2048 bits or more) is split into several strings on
-    the one line, which resolvers hand back concatenated (RFC 6376 §3.6.2.2).
+    the one line, which resolvers hand back concatenated (RFC 6376 section 3.6.2.2).
     """
     value = f"v=DKIM1; k={algorithm.value}; p={base64.b64encode(public).decode('ascii')}"
     strings = " ".join(f'"{s}"' for s in txt_strings(value))
