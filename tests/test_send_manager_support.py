@@ -21,6 +21,7 @@ from pathlib import Path
 
 from qldap.control.domains import Locals
 from qldap.control.files import ControlDir
+from qldap.mailauth.dkimsign import DkimSigner
 from qldap.queue.envelope import Envelope, parse_todo
 from qldap.queue.inject import QueuedMessage, inject
 from qldap.queue.layout import QueueLayout, create_queue, current_user_ids
@@ -29,6 +30,7 @@ from qldap.reports import Letter, Report
 from qldap.send.channels import CrashHook
 from qldap.send.config import SendConfig
 from qldap.send.manager import Manager
+from qldap.send.signing import signing_bounces
 from qldap.send.state import reloader
 
 ROOT_DIR = Path(__file__).resolve().parent.parent
@@ -158,11 +160,12 @@ async def running_manager(
         return inject(layout, b"".join(chunks), env, how="for bounce", uid=os.getuid(), pid=os.getpid(),
                       bigbrother={})  # fmt: skip
 
+    signed = signing_bounces(inject_bounce, DkimSigner(ControlDir(root)), lines.append)  # as `qldap send`
     kwargs: dict[str, object] = {"hook": hook}
     if clock is not None:
         kwargs["clock"] = clock
     manager = Manager(layout, config(root), local=spawners.local, remote=spawners.remote,
-                      inject_bounce=inject_bounce, log=lines.append,
+                      inject_bounce=signed, log=lines.append,
                       reload=reloader(lambda: config(root)), **kwargs)  # type: ignore[arg-type]  # fmt: skip
     trigger = TriggerReader(layout.trigger)
     task = asyncio.ensure_future(manager.run(trigger.wait))

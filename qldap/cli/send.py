@@ -33,6 +33,7 @@ from qldap.exitcodes import ExitCode
 from qldap.local import creds
 from qldap.local.spawn import LocalSpawner
 from qldap.logs import stamper
+from qldap.mailauth.dkimsign import DkimSigner
 from qldap.metrics import QueueFigures
 from qldap.queue.codes import QueueError
 from qldap.queue.envelope import Envelope
@@ -42,6 +43,7 @@ from qldap.queue.trigger import TriggerReader
 from qldap.reports import Letter, Report
 from qldap.send.config import SendConfig
 from qldap.send.manager import Manager, block_signals
+from qldap.send.signing import signing_bounces
 from qldap.send.state import RemoteDelivery, ReportLike, reloader
 
 PROG = "qldap send"
@@ -144,6 +146,8 @@ async def _serve(root: Path, layout: QueueLayout, log: StderrLog) -> int:
     def inject_bounce(chunks: Iterable[bytes], envelope: Envelope) -> QueuedMessage:
         return injector.inject(chunks, envelope, how=BOUNCE_HOW, uid=uid)
 
+    signed_bounce = signing_bounces(inject_bounce, DkimSigner(ctl), log)
+
     held: list[Manager] = []  # the endpoint may be scraped before the manager exists
     start_metrics(
         PROG, "send", os.environ, queue=lambda: held[0].queue_figures() if held else QueueFigures(0, None)
@@ -157,7 +161,7 @@ async def _serve(root: Path, layout: QueueLayout, log: StderrLog) -> int:
         return new
 
     manager = Manager(layout, cfg, local=spawner.deliver, remote=remote_delivery(root),
-                      inject_bounce=inject_bounce, log=log, reload=reload)  # fmt: skip
+                      inject_bounce=signed_bounce, log=log, reload=reload)  # fmt: skip
     held.append(manager)
     handlers = {
         signal.SIGHUP: manager.request_reload,
