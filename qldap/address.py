@@ -108,8 +108,8 @@ def parse_path(
         allow_empty: False for RCPT, where ``<>`` is a syntax error.
 
     Raises:
-        AddressSyntaxError: no path, a source route without ``:``, an empty RCPT path, or an address
-            longer than 899 characters.
+        AddressSyntaxError: no path, a source route without ``:``, an empty RCPT path, an address
+            holding CR, LF or NUL, or one longer than 899 characters.
     """
     lt = arg.find("<")
     if lt >= 0:
@@ -128,11 +128,22 @@ def parse_path(
         text = text[colon + 1 :]
     address, rest = _unquote(text, terminator)
     address = _map_own_ip(address, own_ips, localiphost)
+    if has_line_break(address):
+        raise AddressSyntaxError("CR, LF or NUL in the address")
     if len(address) > MAX_ADDRESS:
         raise AddressSyntaxError("address too long")
     if not address and not allow_empty:
         raise AddressSyntaxError("empty path")
     return PathArg(address, tuple(rest.split()))
+
+
+def has_line_break(address: str) -> bool:
+    """True when *address* holds CR, LF or NUL: it could split a log line, a header or an SMTP command.
+
+    qmail-smtpd accepted a CR inside a path; qldap refuses it (qmail-smtpd(8)), and the bounce
+    writer and the SMTP client check again for addresses that came in through another door.
+    """
+    return "\r" in address or "\n" in address or "\0" in address
 
 
 def _unquote(text: str, terminator: str) -> tuple[str, str]:

@@ -100,6 +100,31 @@ def escape(text: str | bytes) -> str:
     return raw.translate(_ESCAPE_TABLE).decode("ascii")
 
 
+def printable(text: str) -> str:
+    """A client-supplied string (address, login, command line) made safe for one log line.
+
+    Why not :func:`escape`: that rule also hides blanks and every non-ASCII octet, which turns an
+    SMTPUTF8 address into underscores.  Here only what could end or disguise a line is rewritten —
+    C0 controls (LF, CR, NUL …), DEL, the C1 range, U+2028/U+2029, and octets that were not UTF-8
+    (surrogate escapes) — as ``\\n``, ``\\r``, ``\\xNN`` or ``\\uNNNN``; a backslash is doubled so
+    the escaped form cannot be typed by the client.  A line can then never be split or forged.
+    """
+    if text.isprintable() and "\\" not in text:
+        return text
+    return text.translate(_PRINTABLE_TABLE)
+
+
+_PRINTABLE_TABLE: dict[int, str] = {
+    **{c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))},
+    0x0A: "\\n",
+    0x0D: "\\r",
+    0x5C: "\\\\",
+    0x2028: "\\u2028",
+    0x2029: "\\u2029",
+    **{c: f"\\x{c - 0xDC00:02x}" for c in range(0xDC80, 0xDD00)},  # undecodable octets
+}
+
+
 _ESCAPE_TABLE = bytes(
     ord("/") if b == 10 else ord("_") if b < 33 or b > 126 or b == ord("%") else b for b in range(256)
 )

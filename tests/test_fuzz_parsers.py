@@ -20,6 +20,7 @@ from qldap.address import (
     MAX_ADDRESS,
     AddressSyntaxError,
     canonical_ipv4,
+    has_line_break,
     parse_path,
     quote_address,
     split_address,
@@ -143,6 +144,7 @@ def test_quoting_any_address_round_trips(local: str, domain: str) -> None:
     quoted form parses back to the same address, so the relay check sees the domain our client sends."""
     assume(not domain.startswith("[") and not (local.startswith("@") and domain))
     address = f"{local}@{domain}"
+    assume(not has_line_break(address))  # refused outright (qmail-smtpd(8)): see test_security_log_forging
     parsed = parse_path(f"TO:<{quote_address(address)}>", allow_empty=False).address
     assert parsed == address
     assert split_address(parsed) == (local, domain)

@@ -31,9 +31,11 @@ __all__ = ["homes", "joe_home"]
 CLIENT = "127.0.0.2"
 NO_MAILBOX = "554 Sorry, no mailbox here by that name. (#5.1.1)\r\n"
 AUTH_FAILURE = "535 authentication failure\r\n"
+# a NUL ends an SMTP command line (qmail-smtpd(8)), so over SMTP only the texts without one reach LDAP
 INJECTIONS = ["*", "a*", "*e", "al*", "*)(uid=*", "*)(|(uid=*", "alice)(uid=*", "alice)(|(mail=*",
               "*)(mail=alice@example.org", "(", ")", "\\", "\\2a", "\\*", "alice\\", "al\\69ce", "*\0",
               "alice\0", "alice*)(objectClass=*"]
+SMTP_INJECTIONS = [text for text in INJECTIONS if "\0" not in text]
 
 Start = Callable[..., ServerThread]
 
@@ -75,7 +77,7 @@ def test_rcpt_injection_matches_nothing(start: Start, root: QRoot) -> None:
     c = connect(start({"RCPTCHECK": ""}))
     assert c.cmd("MAIL FROM:<x@remote.test>") == "250 ok\r\n"
     assert c.cmd("RCPT TO:<alice@example.org>") == "250 ok\r\n"  # the literal address does match
-    for text in INJECTIONS:
+    for text in SMTP_INJECTIONS:
         assert c.cmd(f"RCPT TO:<{quoted(text)}@example.org>") == NO_MAILBOX, text
         assert c.cmd(f"RCPT TO:<{text}@example.org>".replace("\0", "")) in (NO_MAILBOX, "250 ok\r\n")
     assert c.cmd("RCPT TO:<*@*>") == "553 sorry, relaying denied from your location [127.0.0.2] (#5.7.1)\r\n"
@@ -92,7 +94,7 @@ def test_unquoted_wildcards_match_nothing(start: Start) -> None:
 def test_sender_injection_matches_nothing(start: Start) -> None:
     c = connect(start({"SENDERCHECK": ""}))
     assert c.cmd("MAIL FROM:<alice@example.org>") == "250 ok\r\n"
-    for text in INJECTIONS:
+    for text in SMTP_INJECTIONS:
         assert c.cmd(f"MAIL FROM:<{quoted(text)}@example.org>") == NO_MAILBOX, text
 
 

@@ -61,10 +61,11 @@ def test_commands_crlf_lf_case_and_arguments() -> None:
     assert r.next_event() == Eof()
 
 
-def test_only_one_cr_is_dropped_and_nul_becomes_lf() -> None:
+def test_only_one_cr_is_dropped_and_the_line_ends_at_nul() -> None:
     r = SmtpReader()
-    r.receive_data(b"NOOP x\r\r\nHELO a\0b\r\n")
-    assert drain(r) == [Command("NOOP", "x\r", "NOOP x\r"), Command("HELO", "a\nb", "HELO a\nb")]
+    r.receive_data(b"NOOP x\r\r\nHELO a\0b\r\nMAIL FROM:<a\0\nforged\r\n")
+    assert drain(r) == [Command("NOOP", "x\r", "NOOP x\r"), Command("HELO", "a", "HELO a"),
+                        Command("MAIL", "FROM:<a", "MAIL FROM:<a"), Command("FORGED", "", "forged")]
 
 
 def test_command_byte_by_byte() -> None:

@@ -51,6 +51,7 @@ from qldap.control.files import ControlDir, find_root
 from qldap.directory.open import open_directory
 from qldap.errors import ConfigError
 from qldap.exitcodes import ExitCode
+from qldap.logs import printable
 
 
 def _logger(prog: str) -> Callable[[str], None]:
@@ -118,7 +119,7 @@ def _serve(
     log: Callable[[str], None],
 ) -> int:
     if isinstance(result, Refused):
-        log(f"login refused ({int(result.exit)}): {result.reason}")
+        log(f"login refused ({int(result.exit)}): {printable(result.reason)}")
         return result.exit
     if isinstance(result, Forward):
         return start_forward(result, service, password, args, environ, log)
@@ -204,7 +205,7 @@ def _auth_imap(argv: Sequence[str]) -> int:
     if isinstance(result, Refused):
         if result.unknown_user:
             return _pass_on(data, args, environ)
-        log(f"login refused ({int(result.exit)}): {result.reason}")
+        log(f"login refused ({int(result.exit)}): {printable(result.reason)}")
         return _courier_failure(environ)
     return _serve(result, Service.IMAP, password, args, ctl, environ, log)
 
@@ -289,7 +290,7 @@ def _checkpassword(argv: Sequence[str]) -> int:
         log(f"{result.login} lives on {result.mail_host}: use a Dovecot proxy for cluster logins")
         return DOVECOT_TEMPORARY
     if isinstance(result, Refused):
-        log(f"login refused ({int(result.exit)}): {result.reason}")
+        log(f"login refused ({int(result.exit)}): {printable(result.reason)}")
         return DOVECOT_FAILED if result.exit in (AuthExit.BAD_LOGIN, AuthExit.DISABLED) else DOVECOT_TEMPORARY
     environ = os.environ
     environ.update(dovecot_environment(result, DEFAULT_MAILBOX))

@@ -46,6 +46,7 @@ from qldap.auth.modules import (
     resolve_mail_host,
 )
 from qldap.directory.lookup import Directory
+from qldap.logs import printable
 from qldap.metrics import recorder
 from qldap.pbs.client import pbs_add
 from qldap.pbs.config import PbsConfig
@@ -140,7 +141,7 @@ def run_job(job: SessionJob, log: Log) -> int:
         apply_environment(environ, job.creds)
         failure = prepare_mailbox(job.settings, job.creds, job.aliasempty, environ)
     if failure is not None:
-        log(f"session for {job.creds.login} refused ({int(failure)})")
+        log(f"session for {printable(job.creds.login)} refused ({int(failure)})")
         write_fd(job.fd, EXIT_REPLIES.get(failure, b"-ERR temporary error\r\n"), job.timeout)
         return 1
     info = SessionInfo.from_env(environ, os.getpid())
@@ -296,7 +297,7 @@ class Pop3Server:
                 return
             result = Refused(failure, f"cluster forwarding to {result.mail_host} failed")
         if isinstance(result, Refused):
-            self.log(f"pop3d: login refused from {ip} ({int(result.exit)}): {result.reason}")
+            self.log(f"pop3d: login refused from {ip} ({int(result.exit)}): {printable(result.reason)}")
             for effect in popup.auth_done(int(result.exit)):
                 if isinstance(effect, Reply):
                     await self._write(conn, transport, effect.data)
@@ -338,7 +339,7 @@ class Pop3Server:
         got = await loop.run_in_executor(self.executor, connect)
         if isinstance(got, AuthExit):
             return got
-        self.log(f"pop3d: {fwd.login} forwarded to {fwd.mail_host}")
+        self.log(f"pop3d: {printable(fwd.login)} forwarded to {printable(fwd.mail_host)}")
         got.setblocking(False)
         reader, writer = await asyncio.open_connection(sock=got)
         if pending:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from qldap.logs import printable
 from qldap.pop3.maildrop import Maildrop, MessageStream, NoMaildir, ScanFailed
 from qldap.pop3.popup import capa_reply
 from qldap.pop3.reader import Close, Command, CommandReader, Reply, TooLong
@@ -76,8 +77,8 @@ class SessionInfo:
 
     def acct(self, what: str) -> str:
         """``acct: pid PID: HOST:IP:INFO USER WHAT``."""
-        where = f"{self.remote_host}:{self.remote_ip}:{self.remote_info}"
-        return f"acct: pid {self.pid}: {where} {self.user} {what}"
+        where = printable(f"{self.remote_host}:{self.remote_ip}:{self.remote_info}")
+        return f"acct: pid {self.pid}: {where} {printable(self.user)} {what}"
 
 
 def maildir_path(argument: str | None, environ: Mapping[str, str], home: Path) -> Path | None:

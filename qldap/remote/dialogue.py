@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import Enum, auto
 from typing import Literal
 
-from qldap.address import quote_address
+from qldap.address import has_line_break, quote_address
 from qldap.remote.routes import Credentials
 
 SMTP_TEXT_LIMIT = 5000  # bytes of "Remote host said:" text kept per reply
@@ -363,6 +363,8 @@ class SmtpDialogue:
         return self._mail()
 
     def _mail(self) -> list[Action]:
+        if has_line_break(self.sender):
+            return self._finish("D", "The sender address contains a line break or NUL; not sent.\n")
         command = f"MAIL FROM:<{quote_address(self.sender)}>"
         if "SIZE" in self._features:
             size = len(self.message)
@@ -379,10 +381,16 @@ class SmtpDialogue:
         if reply.code >= 400:
             return self._fail("Z", text, reply)
         self._state = _State.RCPT
-        return [self._rcpt_command()]
+        return self._next_rcpt()
 
-    def _rcpt_command(self) -> Send:
-        return self._command(f"RCPT TO:<{quote_address(self.recipients[len(self._results)])}>")
+    def _next_rcpt(self) -> list[Action]:
+        """The next RCPT command; an address with CR, LF or NUL fails at once without being sent."""
+        while len(self._results) < len(self.recipients):
+            recipient = self.recipients[len(self._results)]
+            if not has_line_break(recipient):
+                return [self._command(f"RCPT TO:<{quote_address(recipient)}>")]
+            self._results.append(RecipientReport("h", "The address holds a line break or NUL; not sent.\n"))
+        return self._after_rcpts()
 
     def _on_rcpt(self, reply: Reply) -> list[Action]:
         if reply.code >= 500:
@@ -391,8 +399,9 @@ class SmtpDialogue:
             self._results.append(RecipientReport("s", f"{self.ip} does not like recipient.\n{reply.said}"))
         else:
             self._results.append(RecipientReport("r"))
-        if len(self._results) < len(self.recipients):
-            return [self._rcpt_command()]
+        return self._next_rcpt()
+
+    def _after_rcpts(self) -> list[Action]:
         if not any(r.letter == "r" for r in self._results):
             return self._finish("D", f"Giving up on {self.ip}.\n")
         self._state = _State.DATA

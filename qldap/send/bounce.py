@@ -95,7 +95,7 @@ def plan_bounce(cfg: SendConfig, sender: str, paragraphs: str, now: float) -> Bo
     lines = [
         f"Date: {qmail_date(now)}\n",
         f"From: {quote_local(cfg.bouncefrom)}@{cfg.bouncehost}\n",
-        f"To: {quote_address(recipient)}\n",
+        f"To: {_header_safe(quote_address(recipient))}\n",
         "Subject: failure notice\n",
         "\n",
         f"Hi. This is the qmail-send program at {cfg.bouncehost}.\n",
@@ -106,5 +106,11 @@ def plan_bounce(cfg: SendConfig, sender: str, paragraphs: str, now: float) -> Bo
     lines.append("\n")
     lines.append(paragraphs)
     lines.append(_SEPARATOR_DOUBLE if double else _SEPARATOR_SINGLE)
-    lines.append(f"Return-Path: <{quote_address(original)}>\n")
+    lines.append(f"Return-Path: <{_header_safe(quote_address(original))}>\n")
     return BouncePlan(envelope_sender, recipient, to_bytes("".join(lines)), cfg.bouncemaxbytes)
+
+
+def _header_safe(text: str) -> str:
+    """*text* with CR, LF and NUL shown as ``?``: an address that came in through a door which does
+    not refuse them (QMQP, a local injector) must not add header lines to the bounce."""
+    return text.replace("\r", "?").replace("\n", "?").replace("\0", "?")

@@ -6,8 +6,9 @@ bytes needed).  Events are handed out one at a time because the glue changes the
 between: after ``354`` it calls :meth:`begin_data`, after ``STARTTLS`` it calls
 :meth:`discard_buffered`.  Bytes a pipelining client sent behind a command simply wait in the buffer.
 
-Command lines (qmail-smtpd(8), SESSION START): a line ends at LF, one CR before it is dropped, NUL becomes LF
-(so it can never reach the NUL-separated queue envelope); a line over 16384 octets is :class:`TooLong`.
+Command lines (qmail-smtpd(8), COMMANDS): a line ends at LF, one CR before it is dropped, and everything
+from its first NUL on is ignored, as qmail-smtpd's C strings ignored it (so a NUL can never reach the
+NUL-separated queue envelope, nor an LF a log line); a line over 16384 octets is :class:`TooLong`.
 
 DATA (qmail-smtpd(8), DATA) is the hot path, so the body is converted in bulk with
 ``bytes.find``/``replace``/``count`` over all complete lines at once, never per line: CRLF → LF, a leading dot
@@ -162,8 +163,9 @@ class SmtpReader:
             return TooLong()
         raw = bytes(buf[:end])
         del buf[: nl + 1]
-        if b"\0" in raw:
-            raw = raw.replace(b"\0", b"\n")
+        nul = raw.find(b"\0")
+        if nul >= 0:
+            raw = raw[:nul]
         line = raw.decode("utf-8", "surrogateescape")
         sp = line.find(" ")
         if sp < 0:

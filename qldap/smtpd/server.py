@@ -41,6 +41,7 @@ from qldap.control.rules import RulesError, RulesFile
 from qldap.directory.lookup import Directory
 from qldap.directory.open import open_directory
 from qldap.errors import ConfigError
+from qldap.logs import printable
 from qldap.metrics import recorder
 from qldap.pbs.client import pbs_check
 from qldap.pbs.config import PbsConfig, PbsRole, load_config
@@ -388,7 +389,7 @@ class _Connection(asyncio.Protocol):
             self.transport.write(replies.UNABLE_TO_READ_CONTROLS.to_bytes())
             return
         self._env, self.level = env, cfg.env.loglevel
-        self._log(f"connection from {ip} ({host or 'unknown'}) to {local_ip}", 2)
+        self._log(f"connection from {ip} ({printable(host or 'unknown')}) to {local_ip}", 2)
         await self._dialogue(Session(cfg))
 
     async def _dialogue(self, session: Session) -> None:
@@ -441,7 +442,7 @@ class _Connection(asyncio.Protocol):
         auth_phase = session.phase is Phase.AUTH
         if self.level >= 4 and not auth_phase:
             shown = cmd.line if cmd.verb != "AUTH" else f"AUTH {cmd.arg.split(' ', 1)[0]}"
-            self._log(f"command: {shown}", 4)
+            self._log(f"command: {printable(shown)}", 4)
         relay = session.relayclient  # the transaction's; DATA moves it out of the session
         try:
             action = await self._answer(session, cmd, relay)
@@ -453,9 +454,9 @@ class _Connection(asyncio.Protocol):
             self._metrics.smtp_reply(cmd.verb, action.reply.code, action.reply.text)
         if action.reply.code == 250 and not auth_phase:
             if cmd.verb == "MAIL":
-                self._log(f"mail from: <{session.transaction.sender}>", 2)
+                self._log(f"mail from: <{printable(session.transaction.sender or '')}>", 2)
             elif cmd.verb == "RCPT" and session.recipients:
-                self._log(f"rcpt to: <{session.recipients[-1]}>", 2)
+                self._log(f"rcpt to: <{printable(session.recipients[-1])}>", 2)
 
     async def _answer(self, session: Session, cmd: Command, relay: str | None) -> Send:
         """Run *cmd* through the session, answering its lookup and setup requests until it replies."""
@@ -474,7 +475,7 @@ class _Connection(asyncio.Protocol):
             elif isinstance(action, CheckLogin):
                 login = action.attempt.login
                 action = session.auth_result(await self.server.parts.auth.authenticate(action.attempt))
-                self._log(f"auth {'ok' if session.auth_user else 'failed'} for {login}", 3)
+                self._log(f"auth {'ok' if session.auth_user else 'failed'} for {printable(login)}", 3)
                 continue
             elif isinstance(action, PrepareTls):
                 action = session.tls_ready(self.server.tls(session.cfg) is not None)

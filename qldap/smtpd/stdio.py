@@ -26,6 +26,7 @@ from dataclasses import replace
 
 from qldap.errors import ConfigError
 from qldap.exitcodes import ExitCode
+from qldap.logs import printable
 from qldap.smtpd import replies
 from qldap.smtpd.config import SmtpdConfig
 from qldap.smtpd.dns import Resolver
@@ -66,7 +67,7 @@ class StdioConnection(_Connection):
             return
         self._env, self.level = env, cfg.env.loglevel
         host = env.get("TCPREMOTEHOST") or "unknown"
-        self._log(f"connection from {remote_ip} ({host}) to {local_ip or 'unknown'}", 2)
+        self._log(f"connection from {remote_ip} ({printable(host)}) to {local_ip or 'unknown'}", 2)
         await self._dialogue(Session(cfg))
 
 
