@@ -75,7 +75,8 @@ class Bench:
                 q.start()
                 self.servers["qldap"] = q
             if "postfix" in servers:
-                pf = postfix.PostfixServer(self.world, self.base / "postfix")
+                pf = postfix.PostfixServer(self.world, self.base / "postfix",
+                                           smtpd_maxproc=getattr(args, "smtpd_sessions", None))
                 self._stoppers.append(pf)
                 pf.start()
                 self.servers["postfix"] = pf

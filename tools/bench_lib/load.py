@@ -52,16 +52,20 @@ async def reply(reader: asyncio.StreamReader) -> tuple[int, str]:
 
 
 class Tracker:
-    """Accepted messages waiting to show up in their recipient's Maildir/new, matched by X-Bench-Id.
+    """Messages sent to a server, matched by X-Bench-Id against the files in their recipient's Maildir/new.
 
-    Only the Maildirs with outstanding messages are listed, so a pass costs a few syscalls per
-    in-flight message, not one per user.
+    A message is announced with :meth:`expect` before its final dot is sent, because a fast server
+    may publish the file before the client has even read the 250; :meth:`accepted` then gives the
+    wall-clock time of that 250 (the start of its accept->delivered latency), :meth:`refused` takes
+    back one that got no 250.  Only the Maildirs with outstanding messages are listed, so a pass
+    costs a few syscalls per in-flight message, not one per user.
     """
 
     def __init__(self, mail_root: Path) -> None:
         self.mail_root = mail_root
         self._lock = threading.Lock()
-        self._pending: dict[int, dict[str, float]] = {}  # user -> bench id -> accept wall time
+        self._pending: dict[int, dict[str, float | None]] = {}  # user -> bench id -> 250 time (None: not yet)
+        self._early: dict[str, float] = {}  # bench id -> ctime of a file found before its 250 was read
         self._seen: dict[int, set[str]] = {}
         self.latencies: list[float] = []
         self.last_ctime = 0.0
@@ -71,9 +75,24 @@ class Tracker:
     def new_dir(self, user: int) -> Path:
         return self.mail_root / f"u{user}" / "Maildir" / "new"
 
+    def expect(self, user: int, bench_id: str) -> None:
+        with self._lock:
+            self._pending.setdefault(user, {})[bench_id] = None
+
     def accepted(self, user: int, bench_id: str, when: float) -> None:
         with self._lock:
-            self._pending.setdefault(user, {})[bench_id] = when
+            ctime = self._early.pop(bench_id, None)
+            if ctime is None:
+                self._pending.setdefault(user, {})[bench_id] = when
+            else:
+                self.latencies.append(max(0.0, ctime - when))
+
+    def refused(self, user: int, bench_id: str) -> None:
+        with self._lock:
+            self._pending.get(user, {}).pop(bench_id, None)
+            if self._early.pop(bench_id, None) is not None:  # delivered without a 250
+                self.delivered -= 1
+                self.stray += 1
 
     def outstanding(self) -> int:
         with self._lock:
@@ -99,13 +118,17 @@ class Tracker:
                 at = head.find(ID_HEADER)
                 bench_id = head[at + len(ID_HEADER): head.find(b"\n", at)].strip().decode() if at >= 0 else ""
                 with self._lock:
-                    sent = self._pending.get(user, {}).pop(bench_id, None)
-                    if sent is None:
+                    mine = self._pending.get(user, {})
+                    if bench_id not in mine:
                         self.stray += 1
                         continue
+                    sent = mine.pop(bench_id)
                     self.delivered += 1
-                    self.latencies.append(max(0.0, ctime - sent))
                     self.last_ctime = max(self.last_ctime, ctime)
+                    if sent is None:
+                        self._early[bench_id] = ctime
+                    else:
+                        self.latencies.append(max(0.0, ctime - sent))
 
     def clear(self, users: Sequence[int]) -> None:
         """Empty new/ of *users* and forget everything: the next run starts from the same Maildirs."""
@@ -118,6 +141,7 @@ class Tracker:
                 pass
         with self._lock:
             self._pending.clear()
+            self._early.clear()
             self._seen.clear()
             self.latencies = []
             self.last_ctime, self.delivered, self.stray = 0.0, 0, 0
@@ -207,8 +231,15 @@ async def _session(load: Load, jobs: list[int], tracker: Tracker | None, body: b
             if code != 354:
                 out.failures.append(text)
                 continue
+            if tracker is not None:
+                tracker.expect(user, bench_id)
             writer.write(ID_HEADER + bench_id.encode() + b"\r\n" + body + b".\r\n")
-            code, text = await reply(reader)
+            try:
+                code, text = await reply(reader)
+            except BaseException:
+                if tracker is not None:
+                    tracker.refused(user, bench_id)
+                raise
             if code == 250:
                 out.accepted += 1
                 if tracker is not None:
@@ -216,6 +247,8 @@ async def _session(load: Load, jobs: list[int], tracker: Tracker | None, body: b
                 out.latencies.append(time.perf_counter() - t0)
             else:
                 out.failures.append(text)
+                if tracker is not None:
+                    tracker.refused(user, bench_id)
         writer.write(b"QUIT\r\n")
         await reply(reader)
     except (OSError, ConnectionError, ValueError) as exc:

@@ -37,7 +37,7 @@ FILTER = "(&(objectClass=qmailUser)(|(mail=%s)(mailAlternateAddress=%s)))"
 # service type private unpriv chroot wakeup maxproc command: chroot off (nothing is copied into the
 # queue directory); virtual runs as root so that it can take the mailbox owner's uid.
 MASTER_CF = """\
-{listen} inet n - n - - smtpd
+{listen} inet n - n - {maxproc} smtpd
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
@@ -101,8 +101,9 @@ class PostfixServer:
 
     label = "postfix"
 
-    def __init__(self, world: World, base: Path) -> None:
+    def __init__(self, world: World, base: Path, *, smtpd_maxproc: int | None = None) -> None:
         self.world, self.base = world, base
+        self.smtpd_maxproc = smtpd_maxproc  # None: default_process_limit (100), as installed
         self.conf = base / "etc"
         self.queue = base / "queue"
         self.data = base / "data"
@@ -149,7 +150,8 @@ class PostfixServer:
             "smtpd_relay_restrictions": "reject_unauth_destination",
         }
         (self.conf / "main.cf").write_text("".join(f"{k} = {v}\n" for k, v in main.items()))
-        (self.conf / "master.cf").write_text(MASTER_CF.format(listen=f"127.0.0.1:{self.port}"))
+        (self.conf / "master.cf").write_text(MASTER_CF.format(listen=f"127.0.0.1:{self.port}",
+                                                             maxproc=self.smtpd_maxproc or "-"))
 
     def _postfix(self, *args: str) -> subprocess.CompletedProcess[str]:
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "MAIL_CONFIG": str(self.conf)}
