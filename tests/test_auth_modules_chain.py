@@ -1,4 +1,4 @@
-"""auth_smtp, auth_imap's courier chain, the passwd fallback and cluster forwarding: checks 21, 24, 25."""
+"""auth_smtp, auth_imap's courier chain, the passwd fallback and cluster forwarding."""
 
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def test_auth_imap_failure_reexecs_the_login_program(root: QRoot, ldap_base, hom
     assert imap(root, b"imap\nlogin\njoe\n", next_module, **argv).stdout == b"login-again\n"
 
 
-# -- check 21: the passwd fallback ---------------------------------------------------------------
+# -- the passwd fallback ---------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -144,7 +144,7 @@ def test_check21_passwd_fallback(root: QRoot, homes: Path, system_user: tuple[st
     assert off.returncode == 3
 
 
-# -- check 24: cluster forwarding ------------------------------------------------------------------
+# -- cluster forwarding ------------------------------------------------------------------------------
 
 BACKEND = r"""
 import socket, sys

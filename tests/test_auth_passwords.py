@@ -1,4 +1,4 @@
-"""Password schemes of auth_pop(8), THE CHECK: acceptance checks 1–6, modern schemes, malformed data,
+"""Password schemes of auth_pop(8), THE CHECK: the classic schemes, modern schemes, malformed data,
 backends."""
 
 from __future__ import annotations
@@ -44,21 +44,21 @@ BCRYPT_UU = "$2a$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW"
 needs_libcrypt = pytest.mark.skipif(passwords._libcrypt() is None, reason="no libxcrypt crypt_rn here")
 
 
-# --- acceptance checks 1-6 -------------------------------------------------------------------------
+# --- the classic schemes ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     "stored",
     [
-        "{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=",  # check 1
+        "{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=",
         "{sha}5en6G6MezRroT3XKqkdPOmY/BfQ=",
-        SSHA_JOE,  # check 2
-        "{MD5}Xr4ilOzQ4PCOq3aQ0qbuaQ==",  # check 3
+        SSHA_JOE,
+        "{MD5}Xr4ilOzQ4PCOq3aQ0qbuaQ==",
         "{SMD5}QtY1rL5sRAq49uXKCFn0XGFiY2Q=",
-        "{MD4}Z9Pa/vY/8AYDru83ac+/DQ==",  # check 4
+        "{MD4}Z9Pa/vY/8AYDru83ac+/DQ==",
         "{RMD160}zZi/AgLvB+OOh/a9lEXl5zMeLHg=",
-        NS_MTA,  # check 5
-        "abNANd1rDfiNc",  # check 6
+        NS_MTA,
+        "abNANd1rDfiNc",
         "{crypt}abNANd1rDfiNc",
         "$1$saltsalt$9xy1btjgzLYfb7hivXtC//",
     ],
@@ -367,7 +367,7 @@ def test_make_hash_default_salt_is_18_random_bytes() -> None:
         ("ssha", b"abc", "XX"),
         ("smd5", b"", "XX"),
         ("ns-mta-md5", bytes(15), "XX"),
-        ("crypt", b"abcd", "$1$XXXXXXXX$"),  # 24 > 16: check 9
+        ("crypt", b"abcd", "$1$XXXXXXXX$"),  # 24 > 16
         ("crypt", b"abcd", "no template"),
         ("crypt", b"a", "XX"),
         ("sha512-crypt", b"abcd", "XX"),

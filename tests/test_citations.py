@@ -42,11 +42,30 @@ def test_no_citation_of_documents_outside_the_repository() -> None:
     assert offenders == []
 
 
+#: A numbered acceptance check of that external spec ("Acceptance 43", "checks 22-27"): a test says what
+#: it checks instead.
+NUMBERED_CHECK = re.compile(r"\b([Aa]cceptance|[Cc]hecks?)( checks?)? \d")
+
+
+def test_tests_describe_their_checks_instead_of_numbering_them() -> None:
+    offenders = []
+    for path in _texts():
+        if path.suffix != ".py" or not path.is_relative_to(REPO / "tests"):
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if NUMBERED_CHECK.search(line):
+                offenders.append(f"{path.relative_to(REPO)}:{n}: {line.strip()[:100]}")
+    assert offenders == []
+
+
 def test_the_guard_recognises_what_it_forbids() -> None:
-    for bad in ("see smtpd.md", "(queue.md)", "delivery.md check 27", "services.md", "RFC 4511 §4.2"):
+    for bad in ("see smtpd.md", "(queue.md)", "delivery.md, forward-only", "services.md", "RFC 4511 §4.2"):
         assert FOREIGN.search(bad), bad
     for good in ("qmail-smtpd(8), MAIL CHECKS", "docs/install.md", "RFC 4511 section 4.2", "smtpd_md"):
         assert not FOREIGN.search(good), good
+    for bad in ('"""Acceptance 43."""', "# check 29", "checks 22–27", "acceptance checks 1-6"):
+        assert NUMBERED_CHECK.search(bad), bad
+    assert not NUMBERED_CHECK.search("the MAIL checks of qmail-smtpd(8)")
 
 
 def test_every_cited_project_page_exists() -> None:

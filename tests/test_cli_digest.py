@@ -1,4 +1,4 @@
-"""The ``digest`` console script (digest(1)): acceptance checks 7–11, run as a real subprocess."""
+"""The ``digest`` console script (digest(1)), run as a real subprocess."""
 
 from __future__ import annotations
 

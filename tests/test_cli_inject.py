@@ -1,5 +1,4 @@
-"""qmail-inject and sendmail as real programs queueing into a real queue (qmail-inject(1); checks 11, 51,
-52)."""
+"""qmail-inject and sendmail as real programs queueing into a real queue (qmail-inject(1))."""
 
 from __future__ import annotations
 

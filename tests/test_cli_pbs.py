@@ -1,4 +1,4 @@
-"""pbsadd and pbscheck as real processes against raw UDP sockets and a real pbsdbd: checks 37, 41–43."""
+"""pbsadd and pbscheck as real processes against raw UDP sockets and a real pbsdbd."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The real pipeline ``qmail-popup HOST auth_pop qmail-pop3d ./Maildir/`` over a socketpair: checks 26–36."""
+"""The real pipeline ``qmail-popup HOST auth_pop qmail-pop3d ./Maildir/`` over a socketpair."""
 
 from __future__ import annotations
 
@@ -169,7 +169,7 @@ def check29_to_32_listing_and_marks(connect: Connect, home: Path) -> None:
     assert c.cmd("LAST") == b"+OK 0\r\n"
     assert c.cmd("LIST 2") == b"+OK 2 20\r\n"
     assert c.cmd("XYZ") == b"-ERR unimplemented\r\n"
-    c.close()  # check 34: a dropped connection changes nothing
+    c.close()  # a dropped connection changes nothing
     time.sleep(0.5)
     assert sorted(p.name for p in (home / "Maildir" / "new").iterdir()) == ["1000.1.h,S=10"]
 

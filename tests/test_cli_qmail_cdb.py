@@ -1,4 +1,4 @@
-"""qmail-cdb end to end: the installed console script run as a subprocess (qmail-cdb(8), check 56)."""
+"""qmail-cdb end to end: the installed console script run as a subprocess (qmail-cdb(8))."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Per-client-IP rules (qmail-smtpd(8), CLIENT RULES; the rule-matching parts of acceptance 9 and 11)."""
+"""Per-client-IP rules (qmail-smtpd(8), CLIENT RULES): matching, order, variables."""
 
 from __future__ import annotations
 

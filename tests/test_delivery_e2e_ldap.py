@@ -1,4 +1,5 @@
-"""qmail-local(8) checks 6–35 end to end: an entry in the real slapd → ``LocalSpawner`` → files and report.
+"""Lookup and entry checks of qmail-local(8) end to end: an entry in the real slapd → ``LocalSpawner``
+→ files and report.
 
 Each test loads its entries into a fresh subtree of the shared slapd, delivers one queued message through
 ``LocalSpawner(root, inject)`` with the real queue injector, and asserts the exact report text and what

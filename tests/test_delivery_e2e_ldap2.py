@@ -1,4 +1,4 @@
-"""qmail-local(8) checks 36–61 and 66 end to end: an entry in the real slapd → ``LocalSpawner`` → files.
+"""Deliveries of qmail-local(8) end to end: an entry in the real slapd → ``LocalSpawner`` → files.
 
 Same world as :mod:`tests.test_delivery_e2e_ldap` (root, mailboxes and scripts in a world-traversable
 directory owned by the entry's uid when root; the real queue injector, its calls captured): forwards,

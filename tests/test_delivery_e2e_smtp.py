@@ -1,8 +1,8 @@
 """qmail-local(8) through the real daemons: SMTP in (`qldap smtpd`), queue, `qldap send`, LDAP, Maildirs out.
 
 One `qldap up` site with several LDAP users; every outcome is observed in a Maildir: plain and
-alternate-address delivery (checks 5, 6), catchall (10), forward with copy (36), auto-reply (56), and
-the bounces the sender receives for a disabled account (20) and an over-quota mailbox (53).
+alternate-address delivery, catchall, forward with copy, auto-reply, and the bounces the sender
+receives for a disabled account and an over-quota mailbox.
 RCPTCHECK is off so the delivery side, not the SMTP side, decides.
 """
 

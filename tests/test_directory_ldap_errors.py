@@ -1,5 +1,5 @@
 """Failures of the LDAP backend on real sockets: failover, timeouts, result codes, bad credentials,
-reconnects, thread safety and the result cache (qmail-local(8) LOOKUP checks 14–19).
+reconnects, thread safety and the result cache (qmail-local(8), LOOKUP).
 
 Servers that misbehave on purpose are real TCP listeners: a closed port, a socket that accepts but never
 answers, and ScriptedLdap, a tiny LDAP responder that answers binds and searches with chosen codes.

@@ -1,5 +1,4 @@
-"""Validation of directory values (qmail-local(8), QMAILUSER ATTRIBUTES; checks 21, 24–26, 29–30, 34–35,
-44)."""
+"""Validation of directory values (qmail-local(8), QMAILUSER ATTRIBUTES)."""
 
 from __future__ import annotations
 

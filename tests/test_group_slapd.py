@@ -126,7 +126,7 @@ def hash_in(text: bytes, action: str) -> str:
     return m.group(1).decode()
 
 
-# -- check 46 / 67: a post reaches every member, once, and nothing lands in the group's Maildir --------
+# -- a post reaches every member, once, and nothing lands in the group's Maildir ---------------------
 
 
 def test_post_reaches_members_of_all_three_kinds(env: Env) -> None:
@@ -140,10 +140,10 @@ def test_post_reaches_members_of_all_three_kinds(env: Env) -> None:
     assert sent.data == b"Delivered-To: list@example.com\nPrecedence: bulk\n" + POST
     [queued] = env.todo()
     assert queued.sender == "s@y" and sorted(r.lower() for r in queued.recipients) == sorted(MEMBERS)
-    assert env.files("new") == [] and env.files("cur") == []  # check 67: no maildir copy
+    assert env.files("new") == [] and env.files("cur") == []  # no maildir copy
 
 
-# -- check 47: bounce admins ------------------------------------------------------------------------
+# -- bounce admins -----------------------------------------------------------------------------------
 
 
 def test_bounceadmin_gets_verp_sender_and_member_bounces(env: Env) -> None:
@@ -165,7 +165,7 @@ def test_return_without_bounceadmin_is_permanent(env: Env) -> None:
     assert env.take() == []
 
 
-# -- check 48: loops ---------------------------------------------------------------------------------
+# -- loops -------------------------------------------------------------------------------------------
 
 
 def test_own_delivered_to_line_is_a_loop(env: Env) -> None:
@@ -175,7 +175,7 @@ def test_own_delivered_to_line_is_a_loop(env: Env) -> None:
     assert env.take() == []
 
 
-# -- check 49: membersonly -----------------------------------------------------------------------------
+# -- membersonly -------------------------------------------------------------------------------------
 
 
 def test_membersonly_with_members_then_senders(env: Env) -> None:
@@ -192,7 +192,7 @@ def test_membersonly_with_members_then_senders(env: Env) -> None:
     assert env.deliver("list@example.com", "b@x") == Report("D", policy.NOT_ALLOWED)
 
 
-# -- checks 50, 51: sender confirmation --------------------------------------------------------------
+# -- sender confirmation -----------------------------------------------------------------------------
 
 
 def test_senderconfirm_holds_asks_and_confirm_distributes(env: Env) -> None:
@@ -237,7 +237,7 @@ def test_reject_deletes_and_unknown_hash_sends_nothing(env: Env) -> None:
     assert rep.letter == "K" and env.take() == []
 
 
-# -- check 52: moderation ------------------------------------------------------------------------------
+# -- moderation --------------------------------------------------------------------------------------
 
 
 def test_moderation_request_approve_and_post_by_moderator(env: Env) -> None:
@@ -308,7 +308,7 @@ def test_confirmed_then_moderated_end_to_end(env: Env) -> None:
     assert len(env.todo()) == before
 
 
-# -- check 53: expiry and the secretary's checks -------------------------------------------------------
+# -- expiry and the secretary's checks ---------------------------------------------------------------
 
 
 def test_week_old_storage_vanishes_on_next_run(env: Env) -> None:
@@ -339,7 +339,7 @@ def test_confirmation_refuses_robots(env: Env, sender: str, head: bytes, text: s
     assert env.files("new") == [] and env.take() == []
 
 
-# -- check 54 and failures -----------------------------------------------------------------------------
+# -- trash, errors and failures ----------------------------------------------------------------------
 
 
 def test_unknown_extension_has_no_mailbox(env: Env) -> None:

@@ -65,7 +65,6 @@ def new_files(md: Path) -> list[Path]:
 
 
 def test_plain_maildir_delivery(home: Path, message: Path) -> None:
-    # check 5
     out = Outbox()
     text = run(mkplan(home), R, message, CFG, out)
     files = new_files(home / "Maildir")
@@ -78,7 +77,6 @@ def test_plain_maildir_delivery(home: Path, message: Path) -> None:
 
 
 def test_program_only_in_ldapwithprog(home: Path, message: Path) -> None:
-    # checks 32, 33
     prog = "/bin/echo ran"
     assert run(mkplan(home, programs=(prog,)), R, message, CFG, Outbox()) == "did 1+0+0"
     text = run(mkplan(home, programs=(prog,), dot_mode=DotMode.LDAPWITHPROG), R, message, CFG, Outbox())
@@ -86,7 +84,6 @@ def test_program_only_in_ldapwithprog(home: Path, message: Path) -> None:
 
 
 def test_forward_with_copy_and_precedence(home: Path, message: Path) -> None:
-    # checks 36, 41
     out = Outbox()
     text = run(mkplan(home, forwards=("c@x.example", "d@y.example")), R, message, CFG, out)
     assert text == "did 1+2+0\nqp 4242"
@@ -99,7 +96,6 @@ def test_forward_with_copy_and_precedence(home: Path, message: Path) -> None:
 
 
 def test_modes(home: Path, message: Path) -> None:
-    # checks 37, 38, 39
     out = Outbox()
     p = mkplan(home, forwards=("c@x.example",), modes=parse_delivery_modes(["nolocal"]))
     assert run(p, R, message, CFG, out) == "did 0+1+0\nqp 4242"
@@ -115,7 +111,6 @@ def test_modes(home: Path, message: Path) -> None:
 
 
 def test_both_mode_runs_dotqmail_after_ldap(home: Path, message: Path) -> None:
-    # check 43
     (home / ".qmail").write_text("|/bin/echo logged\n")
     (home / ".qmail").chmod(0o600)
     out = Outbox()
@@ -124,14 +119,12 @@ def test_both_mode_runs_dotqmail_after_ldap(home: Path, message: Path) -> None:
 
 
 def test_dotonly_catchall_without_file_bounces(home: Path, message: Path) -> None:
-    # check 45
     with pytest.raises(PermanentFailure) as exc:
         run(mkplan(home, dot_mode=DotMode.DOTONLY, dash="-", ext="foo"), R, message, CFG, Outbox())
     assert exc.value.text == "Sorry, no mailbox here by that name. (#5.1.1)"
 
 
 def test_loop_detection_header_only(home: Path, tmp_path: Path) -> None:
-    # check 46
     looping = tmp_path / "loop"
     looping.write_bytes(b"Delivered-To: alice@example.com\nSubject: x\n\nbody\n")
     with pytest.raises(PermanentFailure) as exc:
@@ -143,7 +136,6 @@ def test_loop_detection_header_only(home: Path, tmp_path: Path) -> None:
 
 
 def test_home_checks(home: Path, message: Path) -> None:
-    # check 47
     home.chmod(0o777)
     with pytest.raises(TemporaryFailure) as exc:
         run(mkplan(home), R, message, CFG, Outbox())
@@ -158,7 +150,6 @@ def test_home_checks(home: Path, message: Path) -> None:
 
 
 def test_dotqmail_file_rules(home: Path, message: Path) -> None:
-    # check 48
     q = home / ".qmail"
     q.write_text("./Maildir/\n")
     q.chmod(0o666)
@@ -173,7 +164,6 @@ def test_dotqmail_file_rules(home: Path, message: Path) -> None:
 
 
 def test_dotqmail_exit_99_stops_but_forwards(home: Path, message: Path) -> None:
-    # check 49
     q = home / ".qmail"
     q.write_text("&c@x.example\n|exit 99\n./Maildir/\n")
     q.chmod(0o600)
@@ -185,7 +175,6 @@ def test_dotqmail_exit_99_stops_but_forwards(home: Path, message: Path) -> None:
 
 
 def test_mbox_from_dotqmail(home: Path, tmp_path: Path) -> None:
-    # check 51
     q = home / ".qmail"
     q.write_text("./mbox\n")
     q.chmod(0o600)
@@ -200,7 +189,6 @@ def test_mbox_from_dotqmail(home: Path, tmp_path: Path) -> None:
 
 
 def test_over_quota_and_warning(home: Path, message: Path) -> None:
-    # checks 53, 54
     md = home / "Maildir"
     for sub in ("new", "cur", "tmp"):
         (md / sub).mkdir(parents=True)
@@ -218,7 +206,6 @@ def test_over_quota_and_warning(home: Path, message: Path) -> None:
 
 
 def test_auto_reply_once_per_sender(home: Path, message: Path) -> None:
-    # checks 56, 59
     p = mkplan(home, modes=parse_delivery_modes(["reply"]), reply_text="I am away.")
     out = Outbox()
     run(p, R, message, CFG, out)

@@ -25,7 +25,6 @@ def _parts(msg: bytes) -> tuple[str, str]:
 
 
 def test_plain_reply() -> None:
-    # check 56
     msg = compose_reply("I am away.", sender="bob@remote.example", recipient="alice@example.com",
                         original=ORIG, dtline="Delivered-To: alice@example.com\n", me="mx1", now=0)
     head, body = _parts(msg)
@@ -41,7 +40,6 @@ def test_plain_reply() -> None:
 
 
 def test_header_section_rules() -> None:
-    # check 58
     text = "%HEADER%\nSubject: Re: %SUBJECT%\nTo: evil@x.example\nBcc: x@y\nX-Note: kept\n\nAway"
     msg = compose_reply(text, sender="bob@remote.example", recipient="alice@example.com",
                         original=ORIG, dtline="Delivered-To: alice@example.com\n", me="mx1", now=0)
@@ -97,7 +95,6 @@ def test_reply_db_interval_and_text_change(tmp_path: Path) -> None:
 
 
 def test_quota_warning_layout() -> None:
-    # check 54 (content)
     msg = compose_quota_warning("Please clean up.", user="alice", host="example.com",
                                 recipient="alice@example.com", dtline="Delivered-To: alice@example.com\n",
                                 me="mx1.example.com", now=0)

@@ -13,7 +13,6 @@ from qldap.local.mbox import deliver_mbox, quote_from_lines, ufline
 
 
 def test_entry_layout_for_null_sender(tmp_path: Path) -> None:
-    # qmail-local(8) check 51
     box = tmp_path / "mbox"
     prefix = b"Return-Path: <>\nDelivered-To: alice@example.com\n"
     deliver_mbox(box, [b"Subject: x\n\nFrom here\n>From x\nlast"], sender="", prefix=prefix, now=1704359103)

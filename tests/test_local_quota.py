@@ -52,7 +52,7 @@ def test_recount_uses_size_in_name_skips_trash_and_dotfiles(tmp_path: Path) -> N
 
 
 def test_over_quota_bounces_with_exact_text_and_no_file(tmp_path: Path) -> None:
-    # qmail-local(8) check 53: limit 10000S, recounted usage 9500, 1000-byte message
+    # limit 10000S, recounted usage 9500, 1000-byte message
     md = tmp_path / "Maildir"
     ensure_maildir(md)
     _msg(md, "cur", "1.a.h,S=9500:2,S", 1)
@@ -82,7 +82,7 @@ def test_warning_threshold_at_seventy_percent(tmp_path: Path) -> None:
 
 
 def test_maildirsize_written_updated_and_rewritten_for_new_limits(tmp_path: Path) -> None:
-    # check 55: after a delivery maildirsize ends "<size> 1"; a 5000S file under 10000S is rewritten
+    # after a delivery maildirsize ends "<size> 1"; a 5000S file under 10000S is rewritten
     md = tmp_path / "Maildir"
     ensure_maildir(md)
     (md / "maildirsize").write_text("5000S\n0 0\n")

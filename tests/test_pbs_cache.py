@@ -1,4 +1,4 @@
-"""pbsdbd's cache: expiry with a fake clock (check 40), byte accounting and oldest-first eviction (44)."""
+"""pbsdbd's cache: expiry with a fake clock, byte accounting and oldest-first eviction."""
 
 from __future__ import annotations
 

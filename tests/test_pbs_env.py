@@ -1,4 +1,4 @@
-"""pbsenv rules: what pbsadd carries and what pbscheck sets (check 41 at the environment level)."""
+"""pbsenv rules: what pbsadd carries and what pbscheck sets (at the environment level)."""
 
 from __future__ import annotations
 

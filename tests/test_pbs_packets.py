@@ -1,5 +1,4 @@
-"""POP-before-SMTP datagrams: the exact bytes of pbsdbd(8), PACKETS, checks 37–39 at the packet level,
-robustness."""
+"""POP-before-SMTP datagrams: the exact bytes of pbsdbd(8), PACKETS, robustness."""
 
 from __future__ import annotations
 

@@ -51,7 +51,7 @@ def test_name_rules() -> None:
     assert name_time("abc.1") is None
 
 
-def test_listing_order_sizes_and_uids(md: Path) -> None:  # check 29 at the maildrop level
+def test_listing_order_sizes_and_uids(md: Path) -> None:
     put(md, "new/1000.1.h,S=10")
     put(md, "cur/2000.2.h,S=20:2,S")
     put(md, "cur/.hidden", b"no")
@@ -72,7 +72,7 @@ def test_size_and_time_from_the_file_when_the_name_lacks_them(md: Path) -> None:
     assert [(m.path, m.size) for m in drop.messages] == [("new/msgB", 7), ("cur/msgA:2,", 5)]
 
 
-def test_future_dated_and_now_dated_messages_are_not_listed(md: Path) -> None:  # check 35 (part)
+def test_future_dated_and_now_dated_messages_are_not_listed(md: Path) -> None:
     now = 1_700_000_000.0
     put(md, "new/1699999999.1.h")
     put(md, "new/1700000000.1.h")
@@ -163,7 +163,7 @@ def test_long_unterminated_lines_are_streamed_not_buffered() -> None:
     assert codec.finish() == b"end\r\n\r\n.\r\n"
 
 
-def test_commit_deletes_records_quota_and_moves_new_to_cur(md: Path) -> None:  # check 33
+def test_commit_deletes_records_quota_and_moves_new_to_cur(md: Path) -> None:
     put(md, "new/1000.1.h,S=10", b"0123456789")
     put(md, "new/1001.1.h,S=3", b"abc")
     put(md, "cur/900.1.h,S=4:2,S", b"abcd")
@@ -207,7 +207,7 @@ def test_changed_quota_definition_rebuilds_the_journal(md: Path) -> None:
     assert (md / "maildirsize").read_text() == "2000S\n12 2\n-7 -1\n"
 
 
-def test_reset_and_no_commit_change_nothing(md: Path) -> None:  # check 34 at the maildrop level
+def test_reset_and_no_commit_change_nothing(md: Path) -> None:
     put(md, "new/1000.1.h,S=10")
     before = sorted(str(p.relative_to(md)) for p in md.rglob("*"))
     drop = Maildrop.open(md)

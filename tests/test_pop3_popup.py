@@ -1,4 +1,4 @@
-"""qmail-popup's dialogue: acceptance checks 26–28, the exit-code table, CAPA/STLS/AUTH PLAIN."""
+"""qmail-popup's dialogue: USER/PASS and APOP, the exit-code table, CAPA/STLS/AUTH PLAIN."""
 
 from __future__ import annotations
 
@@ -31,13 +31,13 @@ def popup(**kw: bool) -> Popup:
     return Popup("mx1.example.com", pid=4242, now=1700000000, **kw)
 
 
-def test_greeting_carries_the_apop_timestamp() -> None:  # check 26
+def test_greeting_carries_the_apop_timestamp() -> None:
     greeting = popup().greeting().data
     assert greeting == b"+OK <4242.1700000000@mx1.example.com>\r\n"
     assert re.fullmatch(rb"\+OK <\d+\.\d+@mx1\.example\.com>\r\n", greeting)
 
 
-def test_user_pass_yields_the_fd3_record_and_no_reply_for_pass() -> None:  # check 26
+def test_user_pass_yields_the_fd3_record_and_no_reply_for_pass() -> None:
     p = popup()
     effects = p.receive(b"USER joe\r\nPASS secret\r\n")
     assert replies(effects) == [b"+OK \r\n"]
@@ -50,7 +50,7 @@ def test_user_pass_yields_the_fd3_record_and_no_reply_for_pass() -> None:  # che
 
 
 def test_record_reaches_a_real_subprogram_on_descriptor_3_and_its_exit_maps_to_the_reply() -> None:
-    """Checks 26 and 28 through a real child process reading the record from a pipe."""
+    """USER/PASS reach a real child process reading the record from a pipe."""
     p = popup()
     auth = p.receive(b"user joe\r\npass secret\r\n")[-1]
     assert isinstance(auth, Authenticate)
@@ -69,10 +69,10 @@ def test_record_reaches_a_real_subprogram_on_descriptor_3_and_its_exit_maps_to_t
     out, _ = proc.communicate(timeout=30)
     assert out == b"joe\0secret\0<4242.1700000000@mx1.example.com>\0"
     effects = p.auth_done(proc.returncode)
-    assert effects == [Reply(b"-ERR account disabled\r\n"), Close()]  # check 28
+    assert effects == [Reply(b"-ERR account disabled\r\n"), Close()]
 
 
-def test_commands_before_login() -> None:  # check 27
+def test_commands_before_login() -> None:
     p = popup()
     assert replies(p.receive(b"PASS x\r\n")) == [b"-ERR USER first\r\n"]
     assert replies(p.receive(b"USER\r\n")) == [b"-ERR syntax error\r\n"]

@@ -1,4 +1,4 @@
-"""``qldap pop3d`` as a real daemon: checks 26–36 over TCP with raw sockets and poplib, STLS, and the
+"""``qldap pop3d`` as a real daemon: the whole dialogue over TCP with raw sockets and poplib, STLS, and the
 POP-before-SMTP scenario (login from 127.0.0.2 → pbs_check grants relaying there, not elsewhere, and
 not after pbstimeout)."""
 

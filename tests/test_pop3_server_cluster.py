@@ -1,4 +1,4 @@
-"""`qldap pop3d` forwards a cluster user's session to the mailHost (auth_pop(8), check 24), as the
+"""`qldap pop3d` forwards a cluster user's session to the mailHost (auth_pop(8)), as the
 qmail-popup/auth_pop pipeline does: user/pass at the backend, then bytes relayed both ways."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""qmail-pop3d's transaction state: acceptance checks 29–36 on real maildirs, and the log lines."""
+"""qmail-pop3d's transaction state: every command on real maildirs, and the log lines."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def start(home: Path, env: dict[str, str] | None = None, log: Log | None = None)
     return session
 
 
-def test_stat_list_uidl(home: Path) -> None:  # check 29
+def test_stat_list_uidl(home: Path) -> None:
     s = start(home)
     assert wire(s.receive(b"STAT\r\n")) == b"+OK 2 30\r\n"
     assert wire(s.receive(b"LIST\r\n")) == b"+OK \r\n1 10\r\n2 20\r\n.\r\n"
@@ -62,7 +62,7 @@ def test_stat_list_uidl(home: Path) -> None:  # check 29
     assert wire(s.receive(b"uidl\r\n")) == b"+OK \r\n1 1000.1.h,S=10\r\n2 2000.2.h,S=20\r\n.\r\n"
 
 
-def test_retr_and_top(home: Path) -> None:  # check 30
+def test_retr_and_top(home: Path) -> None:
     s = start(home)
     assert wire(s.receive(b"RETR 1\r\n")) == b"+OK \r\nSubject: x\r\n\r\n..b\r\nlast\r\n\r\n.\r\n"
     assert wire(s.receive(b"TOP 1 0\r\n")) == b"+OK \r\nSubject: x\r\n\r\n\r\n.\r\n"
@@ -70,7 +70,7 @@ def test_retr_and_top(home: Path) -> None:  # check 30
     assert wire(s.receive(b"TOP 1\r\n")) == wire(s.receive(b"RETR 1\r\n"))
 
 
-def test_message_number_errors(home: Path) -> None:  # check 31
+def test_message_number_errors(home: Path) -> None:
     s = start(home)
     assert wire(s.receive(b"DELE 1\r\n")) == b"+OK \r\n"
     assert wire(s.receive(b"DELE 1\r\n")) == b"-ERR already deleted\r\n"
@@ -84,7 +84,7 @@ def test_message_number_errors(home: Path) -> None:  # check 31
     assert wire(s.receive(b"STAT\r\n")) == b"+OK 1 20\r\n"
 
 
-def test_last_and_rset(home: Path) -> None:  # check 32
+def test_last_and_rset(home: Path) -> None:
     s = start(home)
     assert wire(s.receive(b"LAST\r\n")) == b"+OK 0\r\n"
     s.receive(b"RETR 1\r\n")
@@ -96,7 +96,7 @@ def test_last_and_rset(home: Path) -> None:  # check 32
     assert wire(s.receive(b"LIST\r\n")) == b"+OK \r\n1 10\r\n2 20\r\n.\r\n"
 
 
-def test_quit_applies_deletions(home: Path) -> None:  # check 33
+def test_quit_applies_deletions(home: Path) -> None:
     md = home / "Maildir"
     (md / "maildirsize").write_text("0S\n30 2\n")
     (md / "new" / "1500.1.h,S=1").write_bytes(b"k")
@@ -110,7 +110,7 @@ def test_quit_applies_deletions(home: Path) -> None:  # check 33
     assert (md / "cur" / "2000.2.h,S=20:2,S").exists()
 
 
-def test_disconnect_without_quit_changes_nothing(home: Path) -> None:  # check 34
+def test_disconnect_without_quit_changes_nothing(home: Path) -> None:
     md = home / "Maildir"
     before = sorted(p.relative_to(md) for p in md.rglob("*"))
     s = start(home)
@@ -120,7 +120,7 @@ def test_disconnect_without_quit_changes_nothing(home: Path) -> None:  # check 3
     assert sorted(p.relative_to(md) for p in md.rglob("*")) == before
 
 
-def test_unknown_command_maildir_override_and_future_names(home: Path) -> None:  # check 35
+def test_unknown_command_maildir_override_and_future_names(home: Path) -> None:
     s = start(home)
     assert wire(s.receive(b"XYZ\r\n")) == b"-ERR unimplemented\r\n"
     assert wire(s.receive(b"USER joe\r\n")) == b"-ERR unimplemented\r\n"
@@ -133,7 +133,7 @@ def test_unknown_command_maildir_override_and_future_names(home: Path) -> None: 
     assert wire(s3.receive(b"STAT\r\n")) == b"+OK 2 30\r\n"
 
 
-def test_capa_in_transaction_state(home: Path) -> None:  # check 36
+def test_capa_in_transaction_state(home: Path) -> None:
     out = wire(start(home).receive(b"CAPA\r\n"))
     lines = out.split(b"\r\n")
     assert lines[0].startswith(b"+OK")

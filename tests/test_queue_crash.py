@@ -1,5 +1,5 @@
-"""Crash semantics (qldap-queue(5), Crash behaviour, check 7, 8): an injector killed after each step, then
-state and cleanup.
+"""Crash semantics (qldap-queue(5), Crash behaviour): an injector killed after each step, then state
+and cleanup.
 
 The kill is real: a forked child runs the injector and ``_exit``s from the step hook, so no cleanup
 code of the injector runs — exactly what ``kill -9`` at that point leaves behind.

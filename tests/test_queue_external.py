@@ -1,4 +1,4 @@
-"""QMAILQUEUE-style programs: fds 0, 1 and 4, exit codes 31, 53, 82, signals, exec failure (checks 11, 12)."""
+"""QMAILQUEUE-style programs: fds 0, 1 and 4, exit codes 31, 53, 82, signals, exec failure."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The in-process injector: check 1, 3, 5, 13 of qmail-send(8), cleanup on every failure, concurrency."""
+"""The in-process injector (qmail-queue(8)): files and modes, cleanup on every failure, concurrency."""
 
 from __future__ import annotations
 

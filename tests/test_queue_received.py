@@ -1,5 +1,5 @@
-"""The Received header and X-RBL lines (qmail-smtpd(8), DATA and RBL AND SIGNATURES; acceptance 40, 41,
-50)."""
+"""The Received header and X-RBL lines (qmail-smtpd(8), DATA and RBL AND
+SIGNATURES)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def test_acceptance_40_layout() -> None:
 
 
 def test_helo_shown_only_when_different_and_unknown_host() -> None:
-    """Acceptance 41."""
+    """HELO shown only when different and unknown host."""
     assert header(helo="CLIENT.test").startswith("Received: from client.test ([192.0.2.10])\n")
     assert header(remote_host=None, helo="unknown").startswith("Received: from unknown ([192.0.2.10])\n")
     assert header(remote_host=None, helo="x").startswith("Received: from unknown (HELO x) ([192.0.2.10])\n")

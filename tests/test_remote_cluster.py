@@ -1,5 +1,5 @@
-"""Cluster forwarding at the transport level: qmail-send(8) checks 49 and 50, qmail-local(8) QMAILUSER
-ATTRIBUTES texts.
+"""Cluster forwarding at the transport level (qmail-qmqpd(8)), with the texts of qmail-local(8),
+QMAILUSER ATTRIBUTES.
 
 Two members on loopback: mx1 forwards, mx2 runs the QMQP server with a real queue.  What mx2
 queued is read back from ``queue/todo`` and ``queue/mess``.

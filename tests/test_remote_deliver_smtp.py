@@ -1,4 +1,4 @@
-"""deliver_remote over real loopback sockets against a scripted SMTP sink: qmail-send(8) checks 36–45, 47, 48.
+"""deliver_remote over real loopback sockets against a scripted SMTP sink (qmail-send(8), REMOTE DELIVERY).
 
 The sink (:class:`SmtpSink`) is a small asyncio SMTP server scripted per connection: greeting,
 EHLO extensions (STARTTLS with a self-signed certificate made by the ``openssl`` CLI, AUTH LOGIN),

@@ -1,4 +1,4 @@
-"""Remembered connect timeouts end to end (qmail-send(8) check 46) and the qmail-tcpto/qmail-tcpok tools.
+"""Remembered connect timeouts end to end (qmail-tcpto(8)) and the qmail-tcpto/qmail-tcpok tools.
 
 The "blackhole" is a loopback listener with a backlog of 0 whose queue is already full, so the
 kernel drops further SYNs and a connect really times out.

@@ -1,5 +1,5 @@
-"""The sans-I/O SMTP client (qmail-send(8), REMOTE DELIVERY) driven by scripted server transcripts; checks 37,
-39–45."""
+"""The sans-I/O SMTP client (qmail-send(8), REMOTE DELIVERY) driven by scripted server
+transcripts."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""smtproutes and MX choice from DNS answers given as data (qmail-send(8), REMOTE DELIVERY); checks 36, 37,
-38, 47."""
+"""smtproutes and MX choice from DNS answers given as data (qmail-send(8), REMOTE
+DELIVERY)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The lock/tcpto table (qmail-tcpto(8)): pure model and the locked file; the pure part of check 46."""
+"""The lock/tcpto table (qmail-tcpto(8)): pure model and the locked file; two timeouts skip an address."""
 
 from __future__ import annotations
 

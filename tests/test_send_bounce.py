@@ -1,4 +1,4 @@
-"""Bounce paragraphs and the QSBMF message (qmail-send(8), BOUNCES); checks 28–35 at the composition level."""
+"""Bounce paragraphs and the QSBMF message (qmail-send(8), BOUNCES) at the composition level."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Reports, marks and bounces at manager level (qmail-send(8), SCHEDULING and BOUNCES; checks 14, 28–35).
+"""Reports, marks and bounces at manager level (qmail-send(8), SCHEDULING and BOUNCES).
 
 Each bounce is checked as it is *delivered*: the manager injects it with the real injector, then
 preprocesses and delivers it like any message, so the test spawner sees its envelope and bytes.
@@ -46,7 +46,7 @@ def _deliver_all(root: Path, sp: TestSpawners, sender: str, rcpts: list[str], bo
 
 
 def test_rcpt_550_bounce_is_qsbmf_to_the_sender(tmp_path: Path) -> None:
-    """Check 29: empty envelope sender, to the original sender, text as qmail-send(8) BOUNCES (dates
+    """Empty envelope sender, to the original sender, text as qmail-send(8) BOUNCES (dates
     aside)."""
     root = tmp_path / "q"
     make_root(root)
@@ -85,7 +85,7 @@ def test_rcpt_550_bounce_is_qsbmf_to_the_sender(tmp_path: Path) -> None:
 
 
 def test_two_failures_make_one_bounce_with_two_paragraphs(tmp_path: Path) -> None:
-    """Check 30."""
+    """Two failures make one bounce with two paragraphs."""
     root = tmp_path / "q"
     make_root(root)
     sp = TestSpawners(
@@ -101,7 +101,7 @@ def test_two_failures_make_one_bounce_with_two_paragraphs(tmp_path: Path) -> Non
 
 
 def test_bouncemaxbytes_cuts_long_messages_only(tmp_path: Path) -> None:
-    """Check 31: 100 bytes of ``mess`` then the stripped marker; a short message whole, no marker."""
+    """100 bytes of ``mess`` then the stripped marker; a short message whole, no marker."""
     root = tmp_path / "q"
     make_root(root, {"bouncemaxbytes": "100"})
     sp = TestSpawners(
@@ -127,7 +127,7 @@ def test_bouncemaxbytes_cuts_long_messages_only(tmp_path: Path) -> None:
 
 
 def test_failed_bounce_is_double_bounced_to_postmaster(tmp_path: Path) -> None:
-    """Check 32: empty sender → from ``#@[]`` to postmaster@me, "the bounce bounced", original bounce."""
+    """Empty sender → from ``#@[]`` to postmaster@me, "the bounce bounced", original bounce."""
     root = tmp_path / "q"
     make_root(root)
     sp = TestSpawners(remote_rule=FAIL)
@@ -142,7 +142,7 @@ def test_failed_bounce_is_double_bounced_to_postmaster(tmp_path: Path) -> None:
 
 
 def test_failed_double_bounce_is_discarded(tmp_path: Path) -> None:
-    """Check 33: sender ``#@[]`` → ``triple bounce: discarding bounce/N`` and nothing injected."""
+    """Sender ``#@[]`` → ``triple bounce: discarding bounce/N`` and nothing injected."""
     root = tmp_path / "q"
     make_root(root)
     sp = TestSpawners(remote_rule=FAIL)
@@ -154,7 +154,7 @@ def test_failed_double_bounce_is_discarded(tmp_path: Path) -> None:
 
 
 def test_empty_doublebounceto_sends_double_bounces_nowhere(tmp_path: Path) -> None:
-    """Check 34: recipient ``@doublebouncehost``; the real local spawner accepts it silently."""
+    """Recipient ``@doublebouncehost``; the real local spawner accepts it silently."""
     root = tmp_path / "q"
     make_root(root, {"doublebounceto": ""})
     (root / "control" / "doublebounceto").write_text("\n")
@@ -169,7 +169,7 @@ def test_empty_doublebounceto_sends_double_bounces_nowhere(tmp_path: Path) -> No
 
 
 def test_virtual_user_is_shown_without_prepend(tmp_path: Path) -> None:
-    """Checks 14 and 35: delivered as ``vuser-joe@example.org``, bounced as ``<joe@example.org>:``."""
+    """Delivered as ``vuser-joe@example.org``, bounced as ``<joe@example.org>:``."""
     root = tmp_path / "q"
     make_root(root, {"virtualdomains": "example.org:vuser"})
     sp = TestSpawners(local_rule=always(Letter.PERMANENT, "Sorry, no mailbox here by that name. (#5.1.1)\n"))
@@ -182,7 +182,7 @@ def test_virtual_user_is_shown_without_prepend(tmp_path: Path) -> None:
 
 
 def test_verp_sender_per_delivery_and_bounce_to_the_list(tmp_path: Path) -> None:
-    """Check 28 at manager level: per-recipient VERP sender, bounce to ``owner-@list.example``."""
+    """At manager level: per-recipient VERP sender, bounce to ``owner-@list.example``."""
     root = tmp_path / "q"
     make_root(root)
     sp = TestSpawners(remote_rule=lambda r: FAIL(r) if r == "joe@x.net" else Report(Letter.SUCCESS, "k\n"))

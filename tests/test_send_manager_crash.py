@@ -1,4 +1,4 @@
-"""Crashes of the manager (qldap-queue(5), Crash behaviour; checks 9 and 10) and a kill -9 soak with real
+"""Crashes of the manager (qldap-queue(5), Crash behaviour) and a kill -9 soak with real
 deliveries.
 
 The crashes are real process deaths: a child Python runs the real Manager with a hook that calls
@@ -71,7 +71,7 @@ def child(root: Path, record: Path, crash: str) -> int:
 
 @pytest.mark.parametrize("step", list(PrepStep))
 def test_crash_during_preprocessing_delivers_each_recipient_once(tmp_path: Path, step: PrepStep) -> None:
-    """Check 9: killed at each preprocessing step; after restart one delivery per recipient."""
+    """Killed at each preprocessing step; after restart one delivery per recipient."""
     root = tmp_path / "q"
     layout = make_root(root)
     record = tmp_path / "mailbox"
@@ -88,7 +88,7 @@ def test_crash_during_preprocessing_delivers_each_recipient_once(tmp_path: Path,
 
 
 def test_crash_between_delivery_and_mark_delivers_again(tmp_path: Path) -> None:
-    """Check 10: killed after a successful delivery, before its mark: delivered once or twice, never zero."""
+    """Killed after a successful delivery, before its mark: delivered once or twice, never zero."""
     root = tmp_path / "q"
     layout = make_root(root)
     record = tmp_path / "mailbox"

@@ -1,6 +1,6 @@
 """End to end with the real directory: inject → ``qldap send`` → local spawner → the user's Maildir.
 
-Also check 21 (the virtual-domain loop marker) and the rule that a directory outage defers and never
+Also the virtual-domain loop marker and the rule that a directory outage defers and never
 bounces: with slapd stopped the delivery is deferred; after slapd returns (and an ALRM) it arrives.
 When the tests run as root the agent runs as the entry's qmailUID, so mailboxes live in a
 world-traversable temporary directory owned by that uid.
@@ -95,7 +95,7 @@ def test_delivery_to_an_ldap_users_maildir(tmp_path: Path, ldap_base, slapd, mai
 def test_virtual_domain_delivery_carries_the_rewritten_loop_marker(  # type: ignore[no-untyped-def]
     tmp_path: Path, ldap_base, slapd, mailroot: Path
 ) -> None:
-    """Check 21: ``Delivered-To: vuser-joe@example.org``."""
+    """``Delivered-To: vuser-joe@example.org``."""
     root = tmp_path / "q"
     controls = ldap_controls(f"127.0.0.1:{slapd.port}", ldap_base.dn)
     make_root(root, {**controls, "virtualdomains": "example.org:vuser"})

@@ -1,4 +1,4 @@
-"""The real ``qldap send`` program: sendmutex, trigger, HUP, ALRM, TERM, restart (checks 6, 20, 26, 27).
+"""The real ``qldap send`` program: sendmutex, trigger, HUP, ALRM, TERM, restart.
 
 Local deliveries here are real ones through the local spawner whose directory is unreachable
 (``ldapserver`` is a closed port): every attempt is a deferral, which is what the signal checks need.
@@ -42,7 +42,7 @@ def test_second_manager_refuses_to_start(root: Path, tmp_path: Path) -> None:
 
 
 def test_new_message_is_noticed_within_two_seconds(root: Path, tmp_path: Path) -> None:
-    """Check 6: the trigger wakes the manager; ``new msg N`` follows the injection at once."""
+    """The trigger wakes the manager; ``new msg N`` follows the injection at once."""
     mgr = ManagerProcess(root, tmp_path / "log")
     try:
         mgr.wait_for(r"^qldap send: ready$")
@@ -60,7 +60,7 @@ def test_new_message_is_noticed_within_two_seconds(root: Path, tmp_path: Path) -
 
 
 def test_hup_rereads_virtualdomains_for_the_next_message(root: Path, tmp_path: Path) -> None:
-    """Check 20: a virtualdomains line added before SIGHUP applies to the next new message."""
+    """A virtualdomains line added before SIGHUP applies to the next new message."""
     (root / "control" / "holdremote").write_text("1\n")
     mgr = ManagerProcess(root, tmp_path / "log")
     try:
@@ -77,7 +77,7 @@ def test_hup_rereads_virtualdomains_for_the_next_message(root: Path, tmp_path: P
 
 
 def test_alrm_retries_deferred_messages_within_two_seconds(root: Path, tmp_path: Path) -> None:
-    """Check 26."""
+    """ALRM retries deferred messages within two seconds."""
     mgr = ManagerProcess(root, tmp_path / "log")
     try:
         mgr.wait_for(r"^qldap send: ready$")
@@ -92,7 +92,7 @@ def test_alrm_retries_deferred_messages_within_two_seconds(root: Path, tmp_path:
 
 
 def test_term_stores_next_attempt_and_restart_waits_for_it(root: Path, tmp_path: Path) -> None:
-    """Check 27: TERM writes the next attempt as the channel file's mtime; a restart honours it."""
+    """TERM writes the next attempt as the channel file's mtime; a restart honours it."""
     layout = QueueLayout.of(root)
     log = tmp_path / "log"
     mgr = ManagerProcess(root, log)

@@ -2,7 +2,7 @@
 
 The sink is reached through ``smtproutes``, so no DNS is involved.  It accepts every recipient except
 ``nobody@example.net`` (550), which must come back as a bounce delivered to the sender, through the
-same route (check 29 with the real remote delivery).
+same route.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Scheduling (qmail-send(8), SCHEDULING): retry times, queue lifetime, concurrency, holds, ALRM, clean stop.
 
 The manager runs in-process on a real queue; only the spawners and (for hours of schedule) the clock
-are test doubles.  Checks 22–27 of qmail-send(8).
+are test doubles.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def _birth(root: Path, number: int) -> int:
 def test_deferred_recipient_is_retried_on_the_square_schedule(
     tmp_path: Path, rcpt: str, offsets: tuple[int, ...]
 ) -> None:
-    """Check 22: remote at 0, 400, 1600, 3600 s after birth; local at 0, 100, 400, 900 s."""
+    """Remote at 0, 400, 1600, 3600 s after birth; local at 0, 100, 400, 900 s."""
     root = tmp_path / "q"
     make_root(root)
     clock = FakeClock()
@@ -107,7 +107,7 @@ def test_deferred_recipient_is_retried_on_the_square_schedule(
 
 
 def test_queuelifetime_turns_the_last_deferral_into_a_bounce(tmp_path: Path) -> None:
-    """Check 23: lifetime 1000 s; the attempt at 1600 s is a failure ending ``too_long./`` and bounces."""
+    """Lifetime 1000 s; the attempt at 1600 s is a failure ending ``too_long./`` and bounces."""
     root = tmp_path / "q"
     make_root(root, {"queuelifetime": "1000"})
     clock = FakeClock()
@@ -143,7 +143,7 @@ def test_queuelifetime_turns_the_last_deferral_into_a_bounce(tmp_path: Path) -> 
 
 
 def test_concurrencyremote_zero_holds_the_remote_channel(tmp_path: Path) -> None:
-    """Check 24: no remote delivery starts, status shows ``remote 0/0``, the message stays."""
+    """No remote delivery starts, status shows ``remote 0/0``, the message stays."""
     root = tmp_path / "q"
     layout = make_root(root, {"concurrencyremote": "0"})
     sp = TestSpawners()
@@ -183,7 +183,7 @@ def test_holdremote_is_lifted_by_hup(tmp_path: Path) -> None:
 
 
 def test_concurrencylocal_bounds_simultaneous_local_deliveries(tmp_path: Path) -> None:
-    """Check 25: concurrencylocal 2 and 5 slow recipients: never more than 2 at once, all delivered."""
+    """concurrencylocal 2 and 5 slow recipients: never more than 2 at once, all delivered."""
     root = tmp_path / "q"
     layout = make_root(root, {"concurrencylocal": "2"})
     sp = TestSpawners(local_delay=0.2)
@@ -205,7 +205,7 @@ def test_concurrencylocal_bounds_simultaneous_local_deliveries(tmp_path: Path) -
 
 
 def test_alrm_makes_deferred_entries_due_now(tmp_path: Path) -> None:
-    """Check 26 (in-process): after a retry request every deferred message is attempted again."""
+    """In-process: after a retry request every deferred message is attempted again."""
     root = tmp_path / "q"
     make_root(root)
     clock = FakeClock()
@@ -226,7 +226,7 @@ def test_alrm_makes_deferred_entries_due_now(tmp_path: Path) -> None:
 
 
 def test_clean_stop_stores_next_attempt_and_restart_honours_it(tmp_path: Path) -> None:
-    """Check 27 (in-process): the channel file's mtime is the next attempt; a restart waits for it."""
+    """In-process: the channel file's mtime is the next attempt; a restart waits for it."""
     root = tmp_path / "q"
     layout = make_root(root)
     clock = FakeClock()

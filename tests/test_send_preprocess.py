@@ -1,4 +1,4 @@
-"""Recipient rewriting (qmail-send(8), PREPROCESSING): the spec's table and checks 14–18, 35 at the pure
+"""Recipient rewriting (qmail-send(8), PREPROCESSING): every rewriting case at the pure
 level."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Retry schedule, lifetime rule and VERP (qmail-send(8), SCHEDULING); checks 22, 23, 28 at the pure level."""
+"""Retry schedule, lifetime rule and VERP (qmail-send(8), SCHEDULING) at the pure level."""
 
 from __future__ import annotations
 

@@ -81,7 +81,7 @@ def mail(cfg: SmtpdConfig, arg: str, client: Client = CLIENT, facts: Facts = NO_
     return final(mail_verdict(cfg, client, arg, facts))
 
 
-# -- RCPT: relay and address cases (acceptance 8–19) ----------------------------------------------
+# -- RCPT: relay and address cases ----------------------------------------------------------------
 @pytest.mark.parametrize(
     ("addr", "reply", "stored"),
     [
@@ -112,7 +112,7 @@ def test_rcpt_addresses(root: QRoot, addr: str, reply: replies.Reply, stored: st
 
 
 def test_relayclient_empty_and_suffix(root: QRoot) -> None:
-    """Acceptance 9, 10: relay permission skips the domain check and appends its value."""
+    """Relay permission skips the domain check and appends its value."""
     cfg = load(root)
     assert rcpt(cfg, "<victim@elsewhere.test>", Transaction("x@r.test", relay="")).recipient == (
         "victim@elsewhere.test"
@@ -122,7 +122,7 @@ def test_relayclient_empty_and_suffix(root: QRoot) -> None:
 
 
 def test_blockrelayprobe(root: QRoot) -> None:
-    """Acceptance 14, also for relay clients."""
+    """A percent or bang in the local part is refused, also for relay clients."""
     cfg = load(root, {"BLOCKRELAYPROBE": ""})
     for addr in (
         "<victim%elsewhere.test@example.org>",
@@ -144,7 +144,7 @@ def test_rcpt_before_mail_and_counting(root: QRoot) -> None:
 
 
 def test_badrcptto(root: QRoot) -> None:
-    """Acceptance 26."""
+    """A recipient listed in control/badrcptto is refused."""
     root.control("badrcptto", "trap@example.org\nabuse@")
     cfg = load(root)
     assert rcpt(cfg, "<trap@example.org>").reply == replies.BAD_RCPTTO
@@ -153,7 +153,7 @@ def test_badrcptto(root: QRoot) -> None:
 
 
 def test_maxrcptcount(root: QRoot) -> None:
-    """Acceptance 25: the third RCPT is refused, and it still counts."""
+    """The third RCPT is refused, and it still counts."""
     cfg = load(root, {"MAXRCPTCOUNT": "2"})
     assert rcpt(cfg, "<a@example.org>", Transaction("x@r.test", rcpt_count=1)).reply == replies.OK
     v = rcpt(cfg, "<a@example.org>", Transaction("x@r.test", rcpt_count=2))
@@ -162,7 +162,7 @@ def test_maxrcptcount(root: QRoot) -> None:
 
 @pytest.mark.parametrize("sender", ["", "#@[]"])
 def test_bounce_with_two_recipients(root: QRoot, sender: str) -> None:
-    """Acceptance 23."""
+    """Bounce with two recipients."""
     cfg = load(root)
     assert rcpt(cfg, "<a@example.org>", Transaction(sender)).reply == replies.OK
     v = rcpt(cfg, "<b@example.org>", Transaction(sender, rcpt_count=1))
@@ -170,7 +170,7 @@ def test_bounce_with_two_recipients(root: QRoot, sender: str) -> None:
 
 
 def test_tarpit(root: QRoot) -> None:
-    """Acceptance 52 at verdict level: RCPT 1 immediate, RCPT 2 delayed TARPITDELAY seconds."""
+    """Tarpit, at verdict level: RCPT 1 immediate, RCPT 2 delayed TARPITDELAY seconds."""
     cfg = load(root, {"TARPITCOUNT": "2", "TARPITDELAY": "1"})
     assert rcpt(cfg, "<a@example.org>").delay == 0
     assert rcpt(cfg, "<a@example.org>", Transaction("x@r.test", rcpt_count=1)).delay == 1
@@ -183,7 +183,7 @@ def rcpt_with(cfg: SmtpdConfig, addr: str, answer: VerifyAnswer | None) -> Verdi
 
 
 def test_rcptcheck_asks_only_for_local_domains(root: QRoot) -> None:
-    """Acceptance 33/34 at verdict level: local addresses are verified, backup.test is not."""
+    """RCPTCHECK asks only for local domains: local addresses are verified, backup.test is not."""
     root.control("goodmailaddr", "postmaster@")
     cfg = load(root, {"RCPTCHECK": "", "BADRCPTDELAY": "2"})
     assert rcpt_with(cfg, "<nobody@example.org>", None) == VerifyQuery("nobody@example.org")
@@ -196,7 +196,7 @@ def test_rcptcheck_asks_only_for_local_domains(root: QRoot) -> None:
 
 
 def test_rcptcheck_soft(root: QRoot) -> None:
-    """Acceptance 35 at verdict level."""
+    """Rcptcheck soft, at verdict level."""
     v = final(rcpt_with(load(root, {"RCPTCHECK": ""}), "<a@example.org>", Soft()))
     assert v.reply.render().startswith("451 ") and v.delay == 0
     v = final(rcpt_with(load(root, {"RCPTCHECK": "", "LDAPSOFTOK": ""}), "<a@example.org>", Soft("x")))
@@ -209,7 +209,7 @@ def test_goodmailaddr_catchall(root: QRoot) -> None:
     assert final(rcpt_with(cfg, "<zz@example.org>", None)).reply == replies.OK
 
 
-# -- MAIL (acceptance 19–28, 37, 50, 51) ----------------------------------------------------------
+# -- MAIL ------------------------------------------------------------------------------------------
 def test_mail_syntax(root: QRoot) -> None:
     cfg = load(root)
     assert mail(cfg, "alice").reply == replies.SYNTAX_ERROR
@@ -218,7 +218,7 @@ def test_mail_syntax(root: QRoot) -> None:
 
 
 def test_badmailfrom_and_goodmailfrom(root: QRoot) -> None:
-    """Acceptance 20."""
+    """badmailfrom and goodmailfrom."""
     root.control("badmailfrom", "@spam.test\njoe@")
     cfg = load(root)
     assert mail(cfg, "FROM:<a@SPAM.test>").reply == replies.BAD_MAILFROM
@@ -228,7 +228,7 @@ def test_badmailfrom_and_goodmailfrom(root: QRoot) -> None:
 
 
 def test_badmailfrom_unknown(root: QRoot) -> None:
-    """Acceptance 21."""
+    """control/badmailfrom-unknown applies only to clients without a PTR name."""
     root.control("badmailfrom-unknown", "@hot.test")
     cfg = load(root)
     v = mail(cfg, "FROM:<a@hot.test>", Client(IP, None, None))
@@ -238,14 +238,14 @@ def test_badmailfrom_unknown(root: QRoot) -> None:
 
 
 def test_nobounce(root: QRoot) -> None:
-    """Acceptance 22, even for goodmailfrom."""
+    """NOBOUNCE refuses the empty sender, even for goodmailfrom."""
     root.control("goodmailfrom", "@")
     assert mail(load(root, {"NOBOUNCE": ""}), "FROM:<>").reply == replies.NO_BOUNCES
     assert mail(load(root), "FROM:<>").reply == replies.OK
 
 
 def test_sanitycheck(root: QRoot) -> None:
-    """Acceptance 24."""
+    """SANITYCHECK: a sender needs a user, an @ and a dot in the domain."""
     cfg = load(root, {"SANITYCHECK": ""})
     assert mail(cfg, "FROM:<joe>").reply == replies.SANITY_NO_AT
     assert mail(cfg, "FROM:<joe@>").reply == replies.SANITY_NO_USER_OR_DOMAIN
@@ -255,7 +255,7 @@ def test_sanitycheck(root: QRoot) -> None:
 
 
 def test_relaymailfrom(root: QRoot) -> None:
-    """Acceptance 27: relay granted for that transaction; the user@ form is ignored."""
+    """Relay granted for that transaction; the user@ form is ignored."""
     root.control("relaymailfrom", "@partner.test\nbob@")
     cfg = load(root)
     v = mail(cfg, "FROM:<a@partner.test>")
@@ -266,7 +266,7 @@ def test_relaymailfrom(root: QRoot) -> None:
 
 
 def test_authrequired(root: QRoot) -> None:
-    """Acceptance 28, and authentication grants relay (step 3)."""
+    """AUTHREQUIRED refuses an unauthenticated MAIL; authentication grants relay (MAIL CHECKS step 3)."""
     cfg = load(root, {"AUTHREQUIRED": ""})
     assert mail(cfg, "FROM:<a@b.test>").reply == replies.AUTH_NEEDED
     assert mail(load(root, {"AUTHREQUIRED": "", "AUTHORIZED": ""}), "FROM:<a@b.test>").relay is None
@@ -275,7 +275,7 @@ def test_authrequired(root: QRoot) -> None:
 
 
 def test_size_parameter(root: QRoot) -> None:
-    """Acceptance 37."""
+    """A SIZE parameter above databytes is refused at MAIL."""
     root.control("databytes", "1000")
     cfg = load(root)
     assert mail(cfg, "FROM:<a@b.test> SIZE=2000").reply == replies.SIZE_EXCEEDED
@@ -284,7 +284,7 @@ def test_size_parameter(root: QRoot) -> None:
 
 
 def test_rbl(root: QRoot) -> None:
-    """Acceptance 50 at verdict level: the query name, reject, RBLONLYHEADER, no query for relay."""
+    """RBL, at verdict level: the query name, reject, RBLONLYHEADER, no query for relay."""
     root.control("rbllist", "bl.test reject any Listed here")
     cfg = load(root, {"RBL": ""})
     first = mail_verdict(cfg, CLIENT, "FROM:<a@b.test>")
@@ -330,7 +330,7 @@ def test_bad_rbllist_only_fatal_with_rbl(root: QRoot) -> None:
 
 
 def test_returnmxcheck(root: QRoot) -> None:
-    """Acceptance 51 at verdict level."""
+    """Returnmxcheck, at verdict level."""
     cfg = load(root, {"RETURNMXCHECK": ""})
     assert mail_verdict(cfg, CLIENT, "FROM:<a@nx.test>") == MxQuery("nx.test")
     missing = Facts().add(MxAnswer.MISSING)
@@ -344,7 +344,7 @@ def test_returnmxcheck(root: QRoot) -> None:
 
 
 def test_sendercheck_modes(root: QRoot) -> None:
-    """Acceptance 36 at verdict level."""
+    """Sendercheck modes, at verdict level."""
     cfg = load(root, {"SENDERCHECK": ""})
     assert cfg.env.sendercheck is SenderCheck.NORMAL
     assert mail_verdict(cfg, CLIENT, "FROM:<nobody@example.org>") == VerifyQuery("nobody@example.org")
@@ -374,7 +374,7 @@ def test_checks_run_in_order(root: QRoot) -> None:
     assert mail(cfg, "FROM:<jim>", authed).reply == replies.SANITY_NO_AT
 
 
-# -- DATA (acceptance 7, 38, 44) ------------------------------------------------------------------
+# -- DATA ------------------------------------------------------------------------------------------
 def test_data_start() -> None:
     assert final_or_none(data_start_verdict(Transaction(None), 0)) == replies.MAIL_FIRST
     assert final_or_none(data_start_verdict(Transaction("a@b"), 0)) == replies.RCPT_FIRST

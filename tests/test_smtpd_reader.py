@@ -97,7 +97,7 @@ def test_command_limit_without_line_end() -> None:
 
 
 def test_pipelined_transaction_in_one_packet() -> None:
-    """Acceptance 54: MAIL, RCPT, RCPT, DATA in one packet give four commands in order, and the
+    """MAIL, RCPT, RCPT, DATA in one packet give four commands in order, and the
     message behind DATA (sent after 354) is read in DATA mode."""
     r = SmtpReader()
     r.receive_data(
@@ -115,7 +115,7 @@ def test_pipelined_transaction_in_one_packet() -> None:
 
 
 def test_transparency() -> None:
-    """Acceptance 42: '..dot' is stored as '.dot'; CRLF → LF; a lone CR is kept."""
+    """'..dot' is stored as '.dot'; CRLF → LF; a lone CR is kept."""
     data = b"Subject: t\r\n\r\n..dot\r\n.\r\nx\rcr\r\n..\r\n.\r\n"
     stored, others = message(data)
     # the first '.\r\n' ends the data; what follows is read as commands again
@@ -142,7 +142,7 @@ def test_any_split_gives_the_same_result() -> None:
 
 
 def test_bare_lf_in_header_and_body() -> None:
-    """Acceptance 43: an LF without CR ends the session, also the '\\n.\\n' smuggling form."""
+    """An LF without CR ends the session, also the '\\n.\\n' smuggling form."""
     assert message(b"Subject: x\n\r\n.\r\n")[1] == [BareLF()]
     assert message(b"Subject: x\r\n\r\nbody\n.\nMAIL FROM:<evil>\r\n.\r\n")[1] == [BareLF()]
     assert message(b"Subject: x\r\n\r\nbody\r\n\n.\r\n")[1] == [BareLF()]
@@ -160,7 +160,7 @@ def test_bare_lf_at_chunk_start() -> None:
 
 
 def test_header_line_limit() -> None:
-    """Acceptance 45: a header line of 9999 chars + CRLF is too long; a 20000-char body line is fine."""
+    """A header line of 9999 chars + CRLF is too long; a 20000-char body line is fine."""
     assert message(b"X: " + b"a" * 9996 + b"\r\n\r\n.\r\n")[1] == [HeaderTooLong()]
     ok = b"X: " + b"a" * 9995 + b"\r\n"  # 10000 octets with CRLF
     stored, others = message(ok + b"\r\n" + b"b" * 20000 + b"\r\n.\r\n")
@@ -174,7 +174,7 @@ def test_header_line_limit() -> None:
 
 
 def test_hops() -> None:
-    """Acceptance 44: Received/Delivered header lines are counted (any case), only in the header."""
+    """Received/Delivered header lines are counted (any case), only in the header."""
     head = b"Received: x\r\n" * 50 + b"DELIVERED-TO: y\r\n" * 49 + b"received-by: z\r\n" + b"Receivedx\r\n"
     _, others = message(head + b"\r\nReceived: body\r\n.\r\n")
     end = others[-1]
@@ -185,7 +185,7 @@ def test_hops() -> None:
 
 
 def test_databytes_counts_and_discards() -> None:
-    """Acceptance 38: 1001 stored bytes exceed databytes=1000, exactly 1000 do not."""
+    """1001 stored bytes exceed databytes=1000, exactly 1000 do not."""
     exact = b"S: x\r\n\r\n" + b"a" * 993 + b"\r\n"  # stored: 5 + 1 + 993 + 1 = 1000
     stored, others = message(exact + b".\r\n", databytes=1000)
     assert len(stored) == 1000 and others == [DataEnd(size=1000, hops=0, too_big=False)]

@@ -1,5 +1,5 @@
 """Reply texts and the queue hand-off mapping (qmail-smtpd(8), SESSION START and COMMANDS and DATA and SMTP
-AUTH; acceptance 1–4, 39, 46, 47)."""
+AUTH)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""AUTH LOGIN and PLAIN generators and the exchange driver (qmail-smtpd(8), SMTP AUTH; acceptance 30, 32)."""
+"""AUTH LOGIN and PLAIN generators and the exchange driver (qmail-smtpd(8), SMTP AUTH)."""
 
 from __future__ import annotations
 

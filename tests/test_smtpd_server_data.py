@@ -1,6 +1,6 @@
 """DATA over real sockets into the real queue: Received line, transparency, limits, QMAILQUEUE programs.
 
-Acceptance checks 38–40, 42–46 of qmail-smtpd(8), a 20 MB message (spooled to disk, queued intact) and a
+The DATA rules of qmail-smtpd(8), a 20 MB message (spooled to disk, queued intact) and a
 message over databytes.  Queued messages are read back from ``queue/todo/N`` (parse_todo) and
 ``queue/mess/S/N``; the in-process injector writes its own ``Received: (qmail …)`` line first.
 """
@@ -61,7 +61,7 @@ def session(st: ServerThread, helo: str | None = "a") -> Client:
 
 
 def test_queued_message_received_line_and_envelope(root: QRoot, start: Start) -> None:
-    """Acceptance 39, 40, 42: the 250 reply, the exact trace lines, dot-unstuffing, the envelope."""
+    """The 250 reply, the exact trace lines, dot-unstuffing, the envelope."""
     c = session(start())
     reply = c.cmd("Subject: t\r\n\r\nline one\r\n..dot\r\n.")
     assert re.fullmatch(r"250 ok [0-9]+ qp [0-9]+ by mx\.example\.org\r\n", reply)
@@ -82,7 +82,7 @@ def test_queued_message_received_line_and_envelope(root: QRoot, start: Start) ->
 
 
 def test_empty_body_and_second_message(root: QRoot, start: Start) -> None:
-    """Acceptance 42: DATA then immediately ``.`` queues an empty body; the session goes on."""
+    """DATA then immediately ``.`` queues an empty body; the session goes on."""
     c = session(start(), helo="client.test")
     assert c.cmd(".").startswith("250 ok")
     c.cmd("MAIL FROM:<y@remote.test>")
@@ -96,7 +96,7 @@ def test_empty_body_and_second_message(root: QRoot, start: Start) -> None:
 
 
 def test_bare_lf_refused_nothing_queued(root: QRoot, start: Start) -> None:
-    """Acceptance 43."""
+    """Bare LF refused nothing queued."""
     c = session(start())
     c.send(b"Subject: x\r\n\r\nbody\n.\n.\r\n")
     assert c.rest() == b"451 See http://pobox.com/~djb/docs/smtplf.html.\r\n"
@@ -104,7 +104,7 @@ def test_bare_lf_refused_nothing_queued(root: QRoot, start: Start) -> None:
 
 
 def test_header_line_limit(root: QRoot, start: Start) -> None:
-    """Acceptance 45."""
+    """Header line limit."""
     c = session(start())
     assert c.cmd("Subject: x\r\n\r\n" + "b" * 20000 + "\r\n.").startswith("250 ok")
     c.cmd("MAIL FROM:<x@remote.test>")
@@ -117,7 +117,7 @@ def test_header_line_limit(root: QRoot, start: Start) -> None:
 
 
 def test_hop_count(root: QRoot, start: Start) -> None:
-    """Acceptance 44: 100 Received/Delivered-To headers → 554 after the dot, 99 → queued."""
+    """100 Received/Delivered-To headers → 554 after the dot, 99 → queued."""
     st = start()
     c = session(st)
     loop = "".join("Received: x\r\n" for _ in range(50)) + "".join("Delivered-To: y\r\n" for _ in range(50))
@@ -128,7 +128,7 @@ def test_hop_count(root: QRoot, start: Start) -> None:
 
 
 def test_databytes(root: QRoot, start: Start) -> None:
-    """Acceptance 38: databytes=1000 counts stored bytes after conversion; 1001 → 552, nothing queued."""
+    """databytes=1000 counts stored bytes after conversion; 1001 → 552, nothing queued."""
     root.control("databytes", "1000")
     st = start()
     c = session(st)
@@ -200,7 +200,7 @@ exit "$QQ_EXIT"
     ],
 )
 def test_qmailqueue_program(root: QRoot, start: Start, code: int, fd4: str, expected: str | None) -> None:
-    """Acceptance 46: the external program's exit code (and fd-4 text for 82) decides the reply;
+    """The external program's exit code (and fd-4 text for 82) decides the reply;
     exit 0 answers 250 with the program's pid as qp."""
     program = root.path / "qq.sh"
     program.write_text(QUEUE_PROGRAM)

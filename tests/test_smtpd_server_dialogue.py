@@ -64,7 +64,7 @@ def connect(st: ServerThread, source: str = CLIENT) -> Client:
 
 
 def test_greeting_and_helo(root: QRoot, start: Start) -> None:
-    """Acceptance 1, and the session log lines of qmail-smtpd(8) LOG at LOGLEVEL 2 (no command lines)."""
+    """Greeting and HELO, and the session log lines of qmail-smtpd(8) LOG at LOGLEVEL 2 (no command lines)."""
     st = start({"LOGLEVEL": "2"})
     c = Client(st.addr, CLIENT)
     assert c.reply() == "220 mx.example.org ESMTP\r\n"
@@ -80,7 +80,7 @@ def test_greeting_and_helo(root: QRoot, start: Start) -> None:
 
 
 def test_greeting_variables(root: QRoot, start: Start) -> None:
-    """Acceptance 47, 48: 550GREETING's restricted mode; 421GREETING's too."""
+    """550GREETING's restricted mode; 421GREETING's too."""
     c = Client(start({"550GREETING": ""}).addr, CLIENT)
     assert c.reply() == "554 mx.example.org Sorry, your mail was administratively denied. (#5.7.1)\r\n"
     assert c.cmd("MAIL FROM:<x@remote.test>") == "503 bad sequence of commands (#5.5.1)\r\n"
@@ -124,7 +124,7 @@ def test_abrupt_clients_do_not_disturb(root: QRoot, start: Start) -> None:
 
 
 def test_client_rules_allow_deny_and_variables(root: QRoot, start: Start) -> None:
-    """Acceptance 11 (127.0.0. for 192.0.2.): the most specific rule wins, deny closes without a byte,
+    """Client rules (127.0.0. for 192.0.2.): the most specific rule wins, deny closes without a byte,
     rule variables reach the session, and an edited rules file applies to the next connection."""
     root.control("qmail-smtpd.rules", '127.0.0.:deny\n127.0.0.2:allow,RELAYCLIENT=""\n')
     st = start()
@@ -143,7 +143,7 @@ def test_client_rules_allow_deny_and_variables(root: QRoot, start: Start) -> Non
 
 
 def test_no_ptr_means_unknown_host(root: QRoot, start: Start) -> None:
-    """Acceptance 41 (no PTR → ``from unknown``, HELO shown) and TCPREMOTEHOST unset for the rules' ``=``."""
+    """The Received line (no PTR → ``from unknown``, HELO shown); TCPREMOTEHOST unset for ``=`` rules."""
     root.control("qmail-smtpd.rules", '=:allow,RELAYCLIENT=""\n:allow\n')
     st = start(resolver=StaticResolver())
     c = connect(st)
@@ -158,7 +158,7 @@ def test_no_ptr_means_unknown_host(root: QRoot, start: Start) -> None:
 
 
 def test_pipelined_packet(root: QRoot, start: Start) -> None:
-    """Acceptance 54: MAIL, RCPT, RCPT, DATA in one packet → 250, 250, 250, 354 in order."""
+    """MAIL, RCPT, RCPT, DATA in one packet → 250, 250, 250, 354 in order."""
     c = connect(start())
     c.send(
         "MAIL FROM:<x@remote.test>\r\nRCPT TO:<alice@example.org>\r\nRCPT TO:<u@a.example.net>\r\nDATA\r\n"
@@ -176,7 +176,7 @@ def test_pipelined_packet(root: QRoot, start: Start) -> None:
 
 
 def test_timeout(root: QRoot, start: Start) -> None:
-    """Acceptance 49 with timeoutsmtpd=1: a silent client gets ``451 timeout (#4.4.2)`` and EOF."""
+    """With timeoutsmtpd=1: a silent client gets ``451 timeout (#4.4.2)`` and EOF."""
     root.control("timeoutsmtpd", "1")
     c = connect(start())
     assert c.rest() == b"451 timeout (#4.4.2)\r\n"
@@ -193,7 +193,7 @@ def test_command_line_too_long(root: QRoot, start: Start) -> None:
 
 
 def test_smtp550disconnect(root: QRoot, start: Start) -> None:
-    """Acceptance 53: REL is followed by EOF."""
+    """REL is followed by EOF."""
     c = connect(start({"SMTP550DISCONNECT": ""}))
     c.cmd("MAIL FROM:<x@remote.test>")
     c.send("RCPT TO:<u@example.net>\r\n")
@@ -257,7 +257,7 @@ def test_connection_limit(root: QRoot, start: Start) -> None:
 
 
 def test_rbl(root: QRoot, start: Start) -> None:
-    """Acceptance 50 with canned DNS: reject, RBLONLYHEADER tag, no query for a relay client."""
+    """With canned DNS: reject, RBLONLYHEADER tag, no query for a relay client."""
     root.control("rbllist", "bl.test reject any Listed here")
     listed = {"2.0.0.127.bl.test": ["127.0.0.2"]}
     c = connect(start({"RBL": ""}, StaticResolver(a=listed)))
@@ -278,7 +278,7 @@ def test_rbl(root: QRoot, start: Start) -> None:
 
 
 def test_return_mx_check(root: QRoot, start: Start) -> None:
-    """Acceptance 51 with canned DNS; a temporary DNS failure answers 421 and closes."""
+    """With canned DNS; a temporary DNS failure answers 421 and closes."""
     dns = StaticResolver(mx={"good.test": MxAnswer.EXISTS, "flaky.test": MxAnswer.TEMPFAIL})
     c = connect(start({"RETURNMXCHECK": ""}, dns))
     assert c.cmd("MAIL FROM:<a@nxdomain.test>") == "554 refused mailfrom because return MX does not exist\r\n"
@@ -304,7 +304,7 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_starttls(root: QRoot, start: Start, certificate: Path) -> None:
-    """Acceptance 55: 220 ready for tls, a pipelined NOOP behind STARTTLS is never answered, the
+    """220 ready for tls, a pipelined NOOP behind STARTTLS is never answered, the
     session restarts under TLS (no STARTTLS offered, 503 for a second one), Received names the cipher."""
     root.control("smtpcert", certificate.read_text())
     st = start()
@@ -343,7 +343,7 @@ def test_starttls_bad_certificate(root: QRoot, start: Start) -> None:
 
 
 def test_greetdelay(root: QRoot, start: Start) -> None:
-    """Acceptance 56: a client that talks first gets 554 and EOF; a patient one the whole greeting."""
+    """A client that talks first gets 554 and EOF; a patient one the whole greeting."""
     st = start({"GREETDELAY": "5", "DROPRUSHGREET": ""})
     rush = socket.create_connection(st.addr, timeout=10, source_address=(CLIENT, 0))
     rush.sendall(b"EHLO a\r\n")

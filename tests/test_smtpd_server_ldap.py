@@ -1,7 +1,7 @@
 """The SMTP daemon against the real slapd: AUTH (qmail-smtpd(8), SMTP AUTH) and RCPTCHECK/SENDERCHECK
 (qmail-smtpd(8), ADDRESS VERIFICATION).
 
-Acceptance checks 29–36 over real sockets: the daemon runs in-process on a loopback port, the client
+Over real sockets: the daemon runs in-process on a loopback port, the client
 connects from 127.0.0.2 (PTR ``client.test`` through the DNS seam), and the directory is a fresh
 subtree of the shared slapd (or a private slapd that the test stops for the "LDAP down" cases).
 """
@@ -94,7 +94,7 @@ def b64(text: str) -> str:
 
 
 def test_auth_plain_grants_relay_and_marks_received(root: QRoot, start: Start) -> None:
-    """Acceptance 29: PLAIN → 235, relaying allowed, Received carries the login, SMTPAUTHUSER set."""
+    """PLAIN → 235, relaying allowed, Received carries the login, SMTPAUTHUSER set."""
     program = root.path / "qq.py"
     program.write_text(QUEUE_DUMP)
     program.chmod(0o755)
@@ -124,7 +124,7 @@ with open(os.environ["QQ_OUT"], "w") as out:
 
 
 def test_auth_login_then_already_authenticated(root: QRoot, start: Start) -> None:
-    """Acceptance 30; at LOGLEVEL 4 the log shows commands but never credentials."""
+    """AUTH LOGIN; at LOGLEVEL 4 the log shows commands but never credentials."""
     st = start({"SMTPAUTH": "", "LOGLEVEL": "4"})
     c = connect(st)
     assert c.cmd("AUTH LOGIN") == "334 VXNlcm5hbWU6\r\n"
@@ -142,7 +142,7 @@ def test_auth_login_then_already_authenticated(root: QRoot, start: Start) -> Non
 
 
 def test_auth_failures_pause_and_answer_535(root: QRoot, start: Start) -> None:
-    """Acceptance 31 and qmail-smtpd(8) SMTP AUTH's table: wrong password (compared or, with ldaprebind,
+    """The failure table of qmail-smtpd(8), SMTP AUTH: wrong password (compared or, with ldaprebind,
     bound), unknown user, disabled/noaccess accounts → 535, each at least 1 s after the request; the
     connection stays usable after the 4 s pause."""
     compare = start({"SMTPAUTH": ""})
@@ -181,7 +181,7 @@ def test_auth_rebind(root: QRoot, start: Start) -> None:
 
 
 def test_auth_protocol_errors(root: QRoot, start: Start) -> None:
-    """Acceptance 32."""
+    """AUTH protocol errors."""
     c = connect(start({"SMTPAUTH": ""}))
     assert c.cmd("AUTH CRAM-MD5") == "504 authentication type not supported\r\n"
     assert c.cmd("AUTH PLAIN") == "334 \r\n"
@@ -192,7 +192,7 @@ def test_auth_protocol_errors(root: QRoot, start: Start) -> None:
 
 
 def test_rcptcheck_directory_answers(root: QRoot, start: Start) -> None:
-    """Acceptance 33 and 34, plus a deleted account and the users/cdb fallback."""
+    """RCPTCHECK: known and unknown local addresses, plus a deleted account and the users/cdb fallback."""
     root.control("goodmailaddr", "postmaster@")
     write_cdb(root.path / "users" / "cdb", [(b"", b""), (b"!joe\0", b"joe\0")])
     c = connect(start({"RCPTCHECK": ""}))
@@ -209,7 +209,7 @@ def test_rcptcheck_directory_answers(root: QRoot, start: Start) -> None:
 
 
 def test_rcptcheck_catchall(root: QRoot, ldap_base: LdapBase, start: Start) -> None:
-    """Acceptance 34: a catchall entry makes every local part of its domain valid."""
+    """A catchall entry makes every local part of its domain valid."""
     ldap_base.load(person("catch", "mail: catchall@example.org"))
     c = connect(start({"RCPTCHECK": ""}))
     c.cmd("MAIL FROM:<x@remote.test>")
@@ -218,7 +218,7 @@ def test_rcptcheck_catchall(root: QRoot, ldap_base: LdapBase, start: Start) -> N
 
 
 def test_rcptcheck_badrcptdelay(root: QRoot, start: Start) -> None:
-    """Acceptance 35 (BADRCPTDELAY part): an invalid recipient is answered only after the delay."""
+    """BADRCPTDELAY: an invalid recipient is answered only after the delay."""
     c = connect(start({"RCPTCHECK": "", "BADRCPTDELAY": "1"}))
     c.cmd("MAIL FROM:<x@remote.test>")
     t0 = time.monotonic()
@@ -227,7 +227,7 @@ def test_rcptcheck_badrcptdelay(root: QRoot, start: Start) -> None:
 
 
 def test_sendercheck_modes(root: QRoot, start: Start) -> None:
-    """Acceptance 36."""
+    """Sendercheck modes."""
     c = connect(start({"SENDERCHECK": ""}))
     assert c.cmd("MAIL FROM:<nobody@example.org>") == NO_MAILBOX
     assert c.cmd("MAIL FROM:<bob@example.org>") == DISABLED
@@ -242,7 +242,7 @@ def test_sendercheck_modes(root: QRoot, start: Start) -> None:
 
 
 def test_ldap_down(qroot: QRoot, slapd_factory: SlapdFactory) -> None:
-    """Acceptance 35: with LDAP stopped, RCPTCHECK answers 451 (250 under LDAPSOFTOK), AUTH 454; a
+    """With LDAP stopped, RCPTCHECK answers 451 (250 under LDAPSOFTOK), AUTH 454; a
     recipient outside the local domains is never looked up; service resumes when LDAP is back."""
     server = slapd_factory()
     server.add_ldif(USERS.replace("{base}", server.suffix))

@@ -144,7 +144,7 @@ FROM = b"MAIL FROM:<x@remote.test>\r\n"
 
 
 def test_greeting_and_helo(root: QRoot) -> None:
-    """Acceptance 1."""
+    """Greeting and HELO."""
     d = Driver(Session(SmtpdConfig.load(ControlDir(root.path), {})))
     assert d.start() == "220 mx.example.org ESMTP\r\n"
     root.control("smtpgreeting", "Hi")
@@ -154,7 +154,7 @@ def test_greeting_and_helo(root: QRoot) -> None:
 
 
 def test_ehlo_lines(root: QRoot) -> None:
-    """Acceptance 3, 4, 5."""
+    """EHLO lines."""
     assert make(root).say(b"EHLO a\r\n") == "250-mx.example.org\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
     root.control("databytes", "1000")
     root.control("smtpcert", "PEM")
@@ -175,7 +175,7 @@ def test_ehlo_lines(root: QRoot) -> None:
 
 
 def test_simple_commands(root: QRoot) -> None:
-    """Acceptance 6."""
+    """Simple commands."""
     d = make(root)
     assert d.say(b"NOOP\r\n") == "250 ok\r\n"
     assert d.say(b"VRFY bob\r\n") == "252 send some mail, i'll try my best\r\n"
@@ -188,7 +188,7 @@ def test_simple_commands(root: QRoot) -> None:
 
 
 def test_sequence_errors(root: QRoot) -> None:
-    """Acceptance 7."""
+    """Sequence errors."""
     d = make(root)
     assert d.say(b"DATA\r\n") == "503 MAIL first (#5.5.1)\r\n"
     assert d.say(FROM + b"DATA\r\n") == "250 ok\r\n503 RCPT first (#5.5.1)\r\n"
@@ -200,7 +200,7 @@ def test_sequence_errors(root: QRoot) -> None:
 
 
 def test_pipelined_transaction(root: QRoot) -> None:
-    """Acceptance 54, 39, 40 and the envelope: four replies in order, then the queued message."""
+    """Pipelined MAIL, RCPT, RCPT, DATA: four replies in order, then the queued message."""
     d = make(root)
     d.say(b"HELO a\r\n")
     got = d.say(FROM + b"RCPT TO:<alice@example.org>\r\nRCPT TO:<u@a.example.net>\r\nDATA\r\n")
@@ -220,7 +220,7 @@ def test_pipelined_transaction(root: QRoot) -> None:
 
 
 def test_relay_rules(root: QRoot) -> None:
-    """Acceptance 8, 9, 10, 27 through the session."""
+    """Relay rules, through the session."""
     d = make(root)
     assert d.say(FROM + b"RCPT TO:<u@example.net>\r\n").endswith(REL)
     d = make(root, {"RELAYCLIENT": "@hub.test"})
@@ -237,7 +237,7 @@ def test_relay_rules(root: QRoot) -> None:
 
 
 def test_maxrcptcount_queues_two(root: QRoot) -> None:
-    """Acceptance 25."""
+    """Maxrcptcount queues two."""
     d = make(root, {"MAXRCPTCOUNT": "2"})
     got = d.say(FROM + b"RCPT TO:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nRCPT TO:<c@example.org>\r\n")
     assert got.endswith("553 sorry, too many recipients (#5.7.1)\r\n")
@@ -246,7 +246,7 @@ def test_maxrcptcount_queues_two(root: QRoot) -> None:
 
 
 def test_empty_message_and_dot(root: QRoot) -> None:
-    """Acceptance 42."""
+    """Empty message and dot."""
     d = make(root)
     d.say(FROM + b"RCPT TO:<a@example.org>\r\nDATA\r\n")
     d.say(b"..dot\r\n.\r\n")
@@ -256,7 +256,7 @@ def test_empty_message_and_dot(root: QRoot) -> None:
 
 
 def test_bare_lf_and_long_header(root: QRoot) -> None:
-    """Acceptance 43, 45."""
+    """Bare LF and long header."""
     d = make(root)
     d.say(FROM + b"RCPT TO:<a@example.org>\r\nDATA\r\n")
     assert d.say(b"A: b\r\n\r\nx\n.\n") == replies.BARE_LF.render()
@@ -267,7 +267,7 @@ def test_bare_lf_and_long_header(root: QRoot) -> None:
 
 
 def test_hops_and_size(root: QRoot) -> None:
-    """Acceptance 44, 38: refused after the dot, nothing queued, session goes on."""
+    """Refused after the dot, nothing queued, session goes on."""
     d = make(root)
     d.say(FROM + b"RCPT TO:<a@example.org>\r\nDATA\r\n")
     assert d.say(b"Received: x\r\n" * 100 + b"\r\n.\r\n") == replies.TOO_MANY_HOPS.render()
@@ -280,14 +280,14 @@ def test_hops_and_size(root: QRoot) -> None:
 
 
 def test_queue_failure_texts(root: QRoot) -> None:
-    """Acceptance 46 through the session."""
+    """Queue failure texts, through the session."""
     d = make(root, qq_result="Dmail server permanently rejected message (#5.3.0)")
     d.say(FROM + b"RCPT TO:<a@example.org>\r\nDATA\r\n")
     assert d.say(b".\r\n") == "554 mail server permanently rejected message (#5.3.0)\r\n"
 
 
 def test_received_info_after_auth_and_tls(root: QRoot) -> None:
-    """Acceptance 29: AUTH PLAIN, relay granted, (alice@[ip]) in Received, SMTPAUTHUSER = login."""
+    """AUTH PLAIN, relay granted, (alice@[ip]) in Received, SMTPAUTHUSER = login."""
     d = make(root, {"SMTPAUTH": ""}, logins={("alice", "secret"): AuthResult.OK})
     assert d.say(b"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n") == "235 nice to meet you\r\n"
     assert d.session.auth_user == "alice"
@@ -299,7 +299,7 @@ def test_received_info_after_auth_and_tls(root: QRoot) -> None:
 
 
 def test_auth_login_and_errors(root: QRoot) -> None:
-    """Acceptance 30, 31, 32 at session level."""
+    """AUTH login and errors, at session level."""
     d = make(root, {"SMTPAUTH": ""}, logins={("alice", "secret"): AuthResult.OK})
     assert d.say(b"AUTH LOGIN\r\n") == "334 VXNlcm5hbWU6\r\n"
     assert d.say(b"YWxpY2U=\r\n") == "334 UGFzc3dvcmQ6\r\n"
@@ -319,7 +319,7 @@ def test_auth_login_and_errors(root: QRoot) -> None:
 
 
 def test_starttls(root: QRoot) -> None:
-    """Acceptance 55 at session level: the pipelined NOOP is discarded, helo and transaction reset."""
+    """STARTTLS, at session level: the pipelined NOOP is discarded, helo and transaction reset."""
     assert make(root).say(b"STARTTLS\r\n") == "502 unimplemented (#5.5.1)\r\n"
     root.control("smtpcert", "PEM")
     d = make(root)
@@ -339,7 +339,7 @@ def test_starttls(root: QRoot) -> None:
 
 
 def test_550greeting_restricted_mode(root: QRoot) -> None:
-    """Acceptance 47, and 550 wins over 421."""
+    """550GREETING's restricted mode, and 550 wins over 421."""
     d = make(root, {"550GREETING": ""})
     assert d.sends[0].reply.render() == (
         "554 mx.example.org Sorry, your mail was administratively denied. (#5.7.1)\r\n"
@@ -356,7 +356,7 @@ def test_550greeting_restricted_mode(root: QRoot) -> None:
 
 
 def test_421greeting_restricted_mode(root: QRoot) -> None:
-    """Acceptance 48, as qmail-ldap does it: the 421 greeting, then restricted mode until QUIT
+    """421GREETING, as qmail-ldap does it: the 421 greeting, then restricted mode until QUIT
     (HELO/EHLO answer 421, other commands 503), found by tools/conformance."""
     d = make(root, {"421GREETING": "Go away"})
     assert d.sends[0].reply.render() == "421 mx.example.org Go away\r\n" and not d.closed
@@ -366,7 +366,7 @@ def test_421greeting_restricted_mode(root: QRoot) -> None:
 
 
 def test_smtp550disconnect(root: QRoot) -> None:
-    """Acceptance 53: REL closes; 502 and 4xx do not."""
+    """REL closes; 502 and 4xx do not."""
     d = make(root, {"SMTP550DISCONNECT": ""})
     assert d.say(b"EXPN x\r\n") == "502 unimplemented (#5.5.1)\r\n" and not d.closed
     assert d.say(FROM + b"RCPT TO:<u@example.net>\r\nNOOP\r\n") == "250 ok\r\n" + REL
@@ -382,7 +382,7 @@ def test_greetdelay_flags(root: QRoot) -> None:
 
 
 def test_lookups_through_the_session(root: QRoot) -> None:
-    """Acceptance 33, 50 with lookups answered by the driver."""
+    """RCPTCHECK and RBL lookups answered by the driver."""
     root.control("rbllist", "bl.test reject any Listed here")
     asked: list[Lookup] = []
 
