@@ -51,6 +51,7 @@ from qldap.control.files import ControlDir, find_root
 from qldap.directory.open import open_directory
 from qldap.errors import ConfigError
 from qldap.exitcodes import ExitCode
+from qldap.local.spawn import default_maildir
 from qldap.logs import printable
 
 
@@ -257,7 +258,7 @@ def auth_smtp_main(argv: Sequence[str] | None = None) -> int:
 DOVECOT_FAILED = 1  # checkpassword: the login is wrong
 DOVECOT_BAD_INPUT = 2  # checkpassword: called incorrectly
 DOVECOT_TEMPORARY = 111
-DEFAULT_MAILBOX = "./Maildir/"  # Dovecot passes no aliasempty argument
+DEFAULT_MAILBOX = "./Maildir/"  # Dovecot passes no aliasempty argument: control/defaultdelivery decides
 
 
 def dovecot_environment(creds: Credentials, aliasempty: str) -> dict[str, str]:
@@ -287,13 +288,14 @@ def _checkpassword(argv: Sequence[str]) -> int:
     ctl = ControlDir(find_root())
     result = authenticate(ctl, _text(record.login), _text(record.password))
     if isinstance(result, Forward):
-        log(f"{result.login} lives on {result.mail_host}: use a Dovecot proxy for cluster logins")
+        where = f"{printable(result.login)} lives on {printable(result.mail_host)}"
+        log(f"{where}: use a Dovecot proxy for cluster logins")
         return DOVECOT_TEMPORARY
     if isinstance(result, Refused):
         log(f"login refused ({int(result.exit)}): {printable(result.reason)}")
         return DOVECOT_FAILED if result.exit in (AuthExit.BAD_LOGIN, AuthExit.DISABLED) else DOVECOT_TEMPORARY
     environ = os.environ
-    environ.update(dovecot_environment(result, DEFAULT_MAILBOX))
+    environ.update(dovecot_environment(result, default_maildir(ctl)))  # as delivery and pop3d
     run_pbs_tool(args.pbs_tool, environ, log)
     exec_subprogram(args.argv, environ)
     return DOVECOT_TEMPORARY

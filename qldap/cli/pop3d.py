@@ -1,7 +1,8 @@
 """``qldap pop3d --root DIR --listen HOST:PORT``: the POP3 daemon (popup + login check + pop3d in one).
 
-Reads once at start: ``control/me`` (greeting host), the LDAP controls (one directory shared by the
-login threads), ``dirmaker``/``automaildirmake``/``cleartextpasswd``, the POP-before-SMTP client
+Reads once at start: ``control/me`` (greeting host), ``defaultdelivery`` (its first maildir line is the
+maildir of a user without MAILDIR, as local delivery writes it), the LDAP controls (one directory shared by
+the login threads), ``dirmaker``/``automaildirmake``/``cleartextpasswd``, the POP-before-SMTP client
 controls when ``control/pbsservers`` exists, and the TLS certificate for STLS from ``$SSLCERT`` or
 ``control/pop3cert`` (one PEM file holding the certificate chain and the key).  ``POP3_LOGLEVEL``
 comes from the environment.  Prints ``qldap pop3d: listening on HOST:PORT`` per listener on stderr
@@ -28,6 +29,7 @@ from qldap.control.files import ControlDir, find_root
 from qldap.directory.open import open_directory
 from qldap.errors import ConfigError
 from qldap.exitcodes import ExitCode
+from qldap.local.spawn import default_maildir
 from qldap.logs import stamper
 from qldap.pbs.config import PbsConfig, PbsRole, load_config
 from qldap.pop3.server import Pop3dConfig, Pop3Server
@@ -85,6 +87,7 @@ def read_config(ctl: ControlDir) -> Pop3dConfig:
     return Pop3dConfig(
         hostname=ctl.me(),
         settings=MailboxSettings.from_control(ctl),
+        aliasempty=default_maildir(ctl),
         tls=tls_context(ctl),
         pbs=pbs,
         cleartext=cleartext_enabled(ctl),

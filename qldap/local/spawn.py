@@ -30,6 +30,8 @@ from qldap.group.deliver import GroupJob, deliver_group, group_maildir, run_grou
 from qldap.local import creds, users
 from qldap.local.agent import AgentConfig, Tally, deliver
 from qldap.local.child import Job, run_child
+from qldap.local.dotqmail import Kind as DotKind
+from qldap.local.dotqmail import parse_default_delivery
 from qldap.local.lines import Recipient
 from qldap.local.resolve import ClusterRelay, Plan, plan_ldap
 from qldap.queue.message import MessageFile
@@ -66,6 +68,19 @@ def default_delivery(ctl: ControlDir) -> str:
         lines = ctl.raw_lines(name)
         if lines:
             return "\n".join(lines)
+    return "./Maildir/"
+
+
+def default_maildir(ctl: ControlDir) -> str:
+    """The maildir a POP3 login reads when the user has no MAILDIR: the first maildir line (``.`` or
+    ``/`` … ``/``) of :func:`default_delivery`, else ``./Maildir/``.
+
+    Why here, next to :func:`default_delivery`: qmail-pop3d(8) must open the very maildir that
+    qmail-local(8) fills from the same control file, or mail is delivered where POP3 cannot see it.
+    """
+    for instruction in parse_default_delivery(default_delivery(ctl)):
+        if instruction.kind is DotKind.MAILDIR:
+            return instruction.target
     return "./Maildir/"
 
 
