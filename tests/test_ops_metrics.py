@@ -126,6 +126,52 @@ def test_counters_move_with_real_smtp_and_pop3_traffic(site: Site, ups: list[Up]
     assert any(f"qldap smtpd: metrics on 127.0.0.1:{smtp_m}" in line for line in up.lines + rest)
 
 
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of *name* over every sample whose labels include *labels* (any other labels)."""
+    want = set(labels.items())
+    return sum(v for (n, lab), v in samples.items() if n == name and want <= set(lab))
+
+
+@pytest.mark.slapd
+@pytest.mark.slow
+def test_a_directory_outage_shows_as_errors_deferrals_and_a_waiting_queue(site: Site, ups: list[Up]) -> None:
+    """LDAP unreachable: RCPTCHECK defers (451), the delivery defers, the message waits in the queue —
+    and each daemon's endpoint says so: LDAP errors, deferred replies, deferred deliveries, queue size
+    and a growing age of the oldest message."""
+    smtp_m, send_m, _ = with_metrics(site)
+    (site.root / "control" / "ldapserver").write_text(f"127.0.0.1:{free_port()}\n")  # nobody listens
+    up = start_up(site, ups)
+    with smtplib.SMTP("127.0.0.1", site.smtp_port, timeout=WAIT) as smtp:
+        smtp.ehlo("client.example")
+        assert smtp.docmd("MAIL", "FROM:<joe@far.example>")[0] == 250
+        assert smtp.docmd("RCPT", "TO:<alice@example.com>")[0] == 451  # temporary, never 5xx
+    got = eventually("the deferred RCPT counted", smtp_m,
+                     lambda s: total(s, "qldap_smtp_replies_total", command="RCPT", result="deferred") == 1)
+    assert total(got, "qldap_smtp_replies_total", result="rejected") == 0
+    assert value(got, "qldap_ldap_operations_total", daemon="smtpd", operation="search",
+                 outcome="unreachable") >= 1  # fmt: skip
+
+    inject = Path(sys.executable).parent / "qmail-inject"
+    env = dict(os.environ, QLDAP_ROOT=str(site.root))
+    done = subprocess.run([str(inject), "alice@example.com"], input=b"Subject: waits\n\nfor LDAP\n",
+                          env=env, capture_output=True, timeout=PATIENCE, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    sent = eventually("the deferral counted", send_m,
+                      lambda s: value(s, "qldap_deliveries_total", channel="local", result="defer") >= 1)
+    assert value(sent, "qldap_deliveries_total", channel="local", result="bounce") == 0
+    assert value(sent, "qldap_deliveries_total", channel="local", result="success") == 0
+    assert value(sent, "qldap_ldap_operations_total", daemon="send", operation="search",
+                 outcome="unreachable") >= 1  # fmt: skip
+    assert value(sent, "qldap_queue_messages") == 1
+    first = value(sent, "qldap_queue_oldest_age_seconds")
+    later = eventually("the oldest message to age", send_m,
+                       lambda s: value(s, "qldap_queue_oldest_age_seconds") > first)
+    assert value(later, "qldap_queue_messages") == 1
+    assert delivered(site) == []
+    up.signal(15)
+    assert up.proc.wait(timeout=PATIENCE) == 0
+
+
 @pytest.mark.slapd
 @pytest.mark.slow
 def test_qldap_up_tells_systemd_ready_and_stopping(
