@@ -21,6 +21,7 @@ the external program.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -66,6 +67,7 @@ class MessageSpool:
         self._spill_at = spill_at
         self._dir = spill_dir
         self._file: IO[bytes] | None = None
+        self._prefix = b""
         self.failed = False
 
     @property
@@ -99,14 +101,19 @@ class MessageSpool:
             f.write(chunk)
         self._chunks, self._memory = [], 0
 
+    def prepend(self, data: bytes) -> None:
+        """Put *data* in front of the message (DKIM-Signature lines made over what is spooled)."""
+        self._prefix = data + self._prefix
+
     def source(self) -> bytes | Iterable[bytes]:
         """The whole message: bytes when in memory (one ``writev`` for the injector), else chunks."""
         if self._file is None:
-            return b"".join(self._chunks)
+            return b"".join([self._prefix, *self._chunks])
         f = self._file
         f.flush()
         f.seek(0)
-        return iter(partial(f.read, _READ), b"")
+        chunks = iter(partial(f.read, _READ), b"")
+        return itertools.chain((self._prefix,), chunks) if self._prefix else chunks
 
     def close(self) -> None:
         """Drop the data (the temporary file disappears with its descriptor)."""

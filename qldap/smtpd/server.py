@@ -55,6 +55,7 @@ from qldap.smtpd.queueing import MessageSpool, QueueHandoff, program_environment
 from qldap.smtpd.reader import BareLF, Command, DataChunk, DataEnd, HeaderTooLong, SmtpReader, TooLong
 from qldap.smtpd.session import Action, CheckLogin, CommitQueue, OpenQueue, Phase, PrepareTls, Send, Session
 from qldap.smtpd.signatures import SignatureScanner
+from qldap.smtpd.signing import SubmissionSigner
 from qldap.smtpd.verify import Verifier
 
 MAX_BUFFER = 1 << 20
@@ -156,6 +157,7 @@ class SmtpServer:
         self.lookup_pool = ThreadPoolExecutor(options.lookup_workers, thread_name_prefix="qldap-lookup")
         self.handoff = handoff or QueueHandoff(options.root, workers=options.queue_workers)
         self.parts = _Parts(options, self.lookup_pool, self.log)
+        self.signing = SubmissionSigner(self.parts.ctl)  # DKIM for relayed mail (qldap-dkim(8))
         self.connections: set[_Connection] = set()
         self.own_ips: frozenset[str] = frozenset({"127.0.0.1"})
         self.ids = itertools.count(1)
@@ -230,6 +232,7 @@ class SmtpServer:
     def close(self) -> None:
         """Release thread pools and directory connections (blocking: waits for running hand-offs)."""
         self.handoff.close()
+        self.signing.close()
         self.lookup_pool.shutdown(wait=True)
         self.parts.close()
 
@@ -512,7 +515,8 @@ class _Connection(asyncio.Protocol):
             return
         program = session.cfg.env.qmailqueue or None
         environ = program_environment(self._env, self._relay, session.auth_user) if program else {}
-        outcome = await self.server.handoff.commit(spool, action.envelope, program=program, environ=environ)
+        outcome = await self.server.signing.sign(session, spool, action.envelope, self._log) or (
+            await self.server.handoff.commit(spool, action.envelope, program=program, environ=environ))
         now = int(time.time())
         if outcome.queued:
             self._log(f"message queued: {now} qp {outcome.qp} size {end.size} bytes", 2)

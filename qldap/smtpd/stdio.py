@@ -125,6 +125,7 @@ def serve_stdio(
     """
     opts = replace(options, listen=(), max_sessions=1, lookup_workers=1, queue_workers=1)
     server = SmtpServer(opts, resolver=resolver, log=log)
+    server.signing.workers = 0  # one session: DKIM signs on a thread, no worker process to start
     ours, theirs = socket.socketpair()
     feeder = threading.Thread(target=_copy_in, args=(stdin_fd, ours), name="qldap-stdin", daemon=True)
     printer = threading.Thread(target=_copy_out, args=(ours, stdout_fd), name="qldap-stdout", daemon=True)
