@@ -212,3 +212,39 @@ def test_the_document_states_the_same_rules() -> None:
         cells = [c.strip() for c in line.strip("|").split("|")]
         may = {c.strip("` ") for c in cells[-1].split(",") if c.strip("` ") and c.strip() != "core"}
         assert may == set(dsts), f"docs/architecture.md row {src}: {sorted(may)} != {sorted(dsts)}"
+
+
+_SPLITTERS = frozenset({"split", "rsplit", "partition", "rpartition", "find", "rfind", "index", "rindex"})
+
+
+def at_splits(source: str) -> list[int]:
+    """Lines of *source* that cut a string at ``"@"`` themselves (``x.rsplit("@", 1)``, ``x.find(b"@")``)."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in _SPLITTERS
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and node.args[0].value in ("@", b"@")
+        ):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_addresses_are_split_only_by_the_address_module() -> None:
+    """One typed address from RCPT to delivery: everyone else asks :mod:`qldap.address` (Address.parse,
+    split_address), so the "last @" rule and its edge cases (no @, @ in a quoted local part) live once."""
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path == PACKAGE / "address.py":
+            continue
+        for line in at_splits(path.read_text()):
+            offenders.append(f"{path.relative_to(ROOT)}:{line}")
+    assert offenders == []
+
+
+def test_the_at_split_finder_finds_splits() -> None:
+    code = 'a.rsplit("@", 1)\nb.partition(b"@")\nc.split(",")\nd.rfind("@")\n"x@y".upper()\n'
+    assert at_splits(code) == [1, 2, 4]

@@ -80,9 +80,9 @@ def from_domain(fields: Sequence[tuple[bytes, bytes]]) -> str | None:
         return None
     text = values[0].decode("utf-8", "surrogateescape")
     for _display, addr in email.utils.getaddresses([text]):
-        local, at, domain = addr.rpartition("@")
-        if at and local and domain:
-            return ascii_lower(domain.strip().rstrip("."))
+        parsed = Address.parse(addr)
+        if parsed.has_at and parsed.local and parsed.domain:
+            return ascii_lower(parsed.domain.strip().rstrip("."))
     return None
 
 
