@@ -11,13 +11,15 @@ import asyncio
 import os
 import pwd
 import subprocess
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from qldap.address import Address
 from qldap.control.cdb import CdbReader
-from qldap.control.files import ControlDir
+from qldap.control.files import ControlDir, Signature, path_signature
 from qldap.directory.base import Ambiguous, Found, NotFound, Trash, Unavailable
 from qldap.directory.config import LdapConfig
 from qldap.directory.errors import AddressWithoutHost
@@ -39,6 +41,8 @@ from qldap.remote.cluster import cluster_forward
 
 NO_MAILBOX = "Sorry, no mailbox here by that name. (#5.1.1)"
 NO_ALIAS = "Unable to find alias user!"
+PASSWD = "/etc/passwd"
+ALIAS_MAX_AGE = 60.0  # seconds an alias answer is reused while /etc/passwd and ROOT/alias are unchanged
 
 # (message bytes, envelope sender, recipients) -> qp; raises DeliveryFailure with the caller text.
 Injector = Callable[[bytes, str, tuple[str, ...]], int]
@@ -100,6 +104,38 @@ def alias_account(root: Path) -> Account | None:
     return Account("alias", st.st_uid, st.st_gid, str(root / "alias"))
 
 
+class AliasCache:
+    """:func:`alias_account` answers reused while ``/etc/passwd`` and ``ROOT/alias`` are unchanged.
+
+    Why: ``getpwnam("alias")`` walks every NSS source (on systemd hosts about sixty system calls:
+    passwd plus the userdb directories), once per local delivery — more than the delivery itself.
+    qmail-lspawn(8) asks per delivery; two ``stat`` calls detect every edit of the usual files-based
+    set-up at once, and :data:`ALIAS_MAX_AGE` bounds how long a change made elsewhere (another NSS
+    source) stays unseen.  Thread-safe (one tuple is replaced atomically).
+    """
+
+    def __init__(self, root: Path, clock: Callable[[], float] = time.monotonic) -> None:
+        self.root = Path(root)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._hit: tuple[float, tuple[Signature, Signature], Account | None] | None = None
+
+    def get(self) -> Account | None:
+        """The alias user now (see :func:`alias_account`)."""
+        try:
+            sig = (path_signature(PASSWD), path_signature(self.root / "alias"))
+        except ConfigError:
+            return alias_account(self.root)
+        now = self._clock()
+        hit = self._hit
+        if hit is not None and hit[1] == sig and now - hit[0] < ALIAS_MAX_AGE:
+            return hit[2]
+        account = alias_account(self.root)
+        with self._lock:
+            self._hit = (now, sig, account)
+        return account
+
+
 def passwd_account(local: str) -> tuple[Account, str, str] | None:
     """The system-account step (qmail-local(8), NO ENTRY): the longest prefix of *local* naming a real
     account; (account, dash, ext)."""
@@ -145,6 +181,7 @@ class LocalSpawner:
         self.inject = inject
         self._directory = directory
         self.users = CdbReader(self.root / "users" / "cdb")
+        self._alias = AliasCache(self.root)
 
     def directory(self) -> Directory:
         """The directory, opened on first use and reused (connections are pooled inside)."""
@@ -181,7 +218,7 @@ class LocalSpawner:
         found = directory.find_recipient(recipient)
         size = os.stat(message).st_size  # the queued size: mailSizeMax and quota use it
         default = default_delivery(self.ctl)
-        alias = alias_account(self.root)
+        alias = self._alias.get()
         if isinstance(found, Unavailable):
             raise found.error
         if isinstance(found, Ambiguous):

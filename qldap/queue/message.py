@@ -43,9 +43,18 @@ class MessageFile:
 
     def head(self, limit: int = 1 << 20) -> bytes:
         """The header block (through the first empty line), at most *limit* bytes."""
-        data = os.pread(self.fd, limit, 0)
-        end = data.find(b"\n\n")
-        return data if end < 0 else data[: end + 1]
+        # chunk by chunk: one ``limit``-sized read would allocate (and map) a megabyte per delivery
+        data = b""
+        while len(data) < limit:
+            chunk = os.pread(self.fd, min(CHUNK, limit - len(data)), len(data))
+            if not chunk:
+                break
+            start = max(0, len(data) - 1)
+            data += chunk
+            end = data.find(b"\n\n", start)
+            if end >= 0:
+                return data[: end + 1]
+        return data
 
     def read_all(self) -> bytes:
         """The whole message."""

@@ -24,6 +24,7 @@ from enum import Enum
 
 from qldap import reports
 from qldap.errors import ConfigError, TemporaryFailure
+from qldap.fsutil import read_small
 from qldap.queue.codes import QueueError
 from qldap.queue.envelope import (
     ChannelEntry,
@@ -155,8 +156,7 @@ def preprocess(
     """
     todo = layout.todo(number)
     try:
-        with open(todo, "rb") as fh:
-            data = fh.read()
+        data = read_small(todo)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -270,8 +270,7 @@ def read_channel(path: str) -> tuple[ChannelEntry, ...]:
         OSError: the file cannot be read.
         RecordError: malformed (``UnknownRecord`` for an unknown letter).
     """
-    with open(path, "rb") as fh:
-        return parse_channel(fh.read())
+    return parse_channel(read_small(path))
 
 
 def mark_done(path: str, offset: int) -> bool:
