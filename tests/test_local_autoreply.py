@@ -105,4 +105,5 @@ def test_quota_warning_layout() -> None:
     assert "To: alice@example.com" in lines
     assert "Subject: QUOTA-WARNING!" in lines
     assert "From: Qmail-QUOTAGUARD <MAILER-DAEMON@mx1.example.com>" in lines
+    assert "\t1 Jan 1970 00:00:00 -0000" in lines  # qmail's date: day not padded, English months, UTC
     assert body == "Please clean up.\n"

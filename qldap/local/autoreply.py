@@ -16,6 +16,7 @@ from email.utils import formatdate
 from pathlib import Path
 
 from qldap.address import Address
+from qldap.dates import qmail_date
 
 REPLY_INTERVAL = 1_209_600  # 14 days
 DB_LIMIT = 128 * 1024
@@ -176,7 +177,7 @@ def compose_quota_warning(
         FieldRule("Content-Type", False, 'text/plain; charset="iso-8859-1"'),
         FieldRule("Content-Transfer-Encoding", False, "8bit"),
     ]
-    date = time.strftime("%d %b %Y %H:%M:%S -0000", time.gmtime(t)).lstrip("0")
+    date = qmail_date(t)
     head = (
         "Return-Path: <>\n" + dtline + f"Qmail-QuotaWarning: {user}@{host}\n"
         "Received: (directly through the qmail-quotawarning program);\n"

@@ -20,6 +20,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from qldap.fsutil import write_all
 from qldap.queue.codes import READ_ERROR_TEXT, QueueExit, caller_text
 from qldap.queue.envelope import Envelope, format_input
 
@@ -66,9 +67,7 @@ def _high(fd: int) -> int:
 def _write_all(fd: int, chunks: Iterable[bytes]) -> bool:
     try:
         for chunk in chunks:
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, chunk)
     except OSError:  # EPIPE: the program stopped reading; reported as an incomplete hand-over
         return False
     finally:

@@ -26,6 +26,7 @@ from dataclasses import replace
 
 from qldap.errors import ConfigError
 from qldap.exitcodes import ExitCode
+from qldap.fsutil import write_all
 from qldap.logs import printable
 from qldap.smtpd import replies
 from qldap.smtpd.config import SmtpdConfig
@@ -86,9 +87,7 @@ def _copy_out(sock: socket.socket, fd: int) -> None:
     """Socket → fd until the session closes its end; a vanished reader ends the session too."""
     try:
         while data := sock.recv(CHUNK):
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, data)
     except OSError:  # fd 1 closed by the client: make the session see a lost connection
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
