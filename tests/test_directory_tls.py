@@ -176,8 +176,10 @@ def test_smtpd_rcptcheck_answers_451_when_tls_fails(qroot: QRoot, tls_lab: TlsLa
     qroot.control("rcpthosts", "example.com")
     create_queue(qroot.path)
     url = f"ldaps://localhost:{tls_lab.slapd.tls_port}"
-    for ca, expected in ((tls_lab.other_ca, "451 "), (tls_lab.files.ca, "250 ")):
-        configure(qroot, url, ca=ca)
+    wrong_name = f"ldaps://127.0.0.1:{tls_lab.slapd.tls_port}"  # the certificate names localhost only
+    for server, ca, expected in ((url, tls_lab.other_ca, "451 "), (wrong_name, tls_lab.files.ca, "451 "),
+                                 (url, tls_lab.files.ca, "250 ")):  # fmt: skip
+        configure(qroot, server, ca=ca)
         st = ServerThread(options(qroot.path, {"RCPTCHECK": "", "LOGLEVEL": "1"}), StaticResolver()).start()
         try:
             c = Client(st.addr, "127.0.0.2")
@@ -191,8 +193,16 @@ def test_smtpd_rcptcheck_answers_451_when_tls_fails(qroot: QRoot, tls_lab: TlsLa
             assert any("TLS certificate verification failed" in line for line in st.log), st.log
 
 
-def test_local_delivery_defers_when_tls_fails(qroot: QRoot, tls_lab: TlsLab, tmp_path: Path) -> None:
-    configure(qroot, f"ldaps://127.0.0.1:{tls_lab.slapd.tls_port}", ca=tls_lab.files.ca)
+@pytest.mark.parametrize("case", ["wrong host name", "unknown CA"])
+def test_local_delivery_defers_when_tls_fails(
+    qroot: QRoot, tls_lab: TlsLab, tmp_path: Path, case: str
+) -> None:
+    if case == "wrong host name":  # the certificate names localhost only
+        configure(qroot, f"ldaps://127.0.0.1:{tls_lab.slapd.tls_port}", ca=tls_lab.files.ca)
+        why = "not valid for '127.0.0.1'"
+    else:
+        configure(qroot, f"ldaps://localhost:{tls_lab.slapd.tls_port}", ca=tls_lab.other_ca)
+        why = "TLS certificate verification failed"
     create_queue(qroot.path)
     message = tmp_path / "mess"
     message.write_bytes(b"Subject: hi\n\nhello\n")
@@ -201,7 +211,7 @@ def test_local_delivery_defers_when_tls_fails(qroot: QRoot, tls_lab: TlsLab, tmp
     assert spawner.deliver("alice@example.com", "b@r", message) == Report(
         "Z", "Unable to contact LDAP server. (#4.4.3)"
     )
-    assert len(lines) == 1 and "not valid for '127.0.0.1'" in lines[0]
+    assert len(lines) == 1 and why in lines[0], lines
 
 
 # -- ldapserver lines and TLS control files -------------------------------------------------------------
