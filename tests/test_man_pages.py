@@ -132,3 +132,27 @@ def test_man_qmail_smtpd_shows_the_rcpt_checks() -> None:
     text = " ".join(out.stdout.split())  # justified and wrapped: compare with blanks collapsed
     assert "RCPT CHECKS" in text
     assert "553 sorry, relaying denied from your location [ip] (#5.7.1)" in text
+
+
+@pytest.mark.slow
+def test_man_qmail_smtpd_works_after_a_regular_install(tmp_path: Path) -> None:
+    """The wheel carries the pages as data files: after ``pip install`` (not editable, no tools/link-man)
+    ``man qmail-smtpd`` finds the installed copy through the install's bin directory on PATH."""
+    _need_man()
+    src = tmp_path / "src"  # build from a copy: an in-tree build would leave build/ in the checkout
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis", "tmp"))  # fmt: skip
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+    subprocess.run([*pip, "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(src)],
+                   check=True, capture_output=True, timeout=600)  # fmt: skip
+    (wheel,) = (tmp_path / "dist").glob("qldap-*.whl")
+    prefix = tmp_path / "prefix"
+    subprocess.run([*pip, "install", "--no-deps", "--no-index", "-q", "--prefix", str(prefix), str(wheel)],
+                   check=True, capture_output=True, timeout=600)  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ("MANPATH", "MANOPT")}
+    env.update(PATH=f"{prefix / 'bin'}:/usr/bin:/bin", MANWIDTH="250", HOME=str(tmp_path))
+    where = subprocess.run(["man", "-w", "qmail-smtpd"], env=env, capture_output=True, text=True, timeout=60)
+    assert where.returncode == 0, where.stderr
+    assert Path(where.stdout.strip()) == prefix / "share" / "man" / "man8" / "qmail-smtpd.8"
+    page = subprocess.run(["man", "qmail-smtpd"], env=env, capture_output=True, text=True, timeout=60)
+    assert page.returncode == 0 and "RCPT CHECKS" in page.stdout, page.stderr
