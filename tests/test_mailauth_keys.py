@@ -189,3 +189,31 @@ def test_a_generated_rsa_key_signs_what_mail_dkim_verifies(tmp_path: Path) -> No
     msg = b"From: a@example.net\nTo: b@example.org\nSubject: keygen\n\nbody\n"
     sigs, overall = mail_dkim(sign_message(msg, [key]) + msg, records)
     assert overall == "pass" and [s.result for s in sigs] == ["pass"]
+
+
+def test_showctl_lists_the_keys_and_warns_about_unusable_or_exposed_ones(tmp_path: Path) -> None:
+    from qldap.cli import showctl
+    from qldap.setup.init import InitOptions, init_root
+
+    root = tmp_path / "qmail"
+    init_root(InitOptions(root=root, me="mx1.example.com", ldap_uris=("ldap://127.0.0.1:3389",),
+                          basedn="o=t"))  # fmt: skip
+    control = root / "control"
+    configure_keys(control, [("example.com", "r", "rsa"), ("example.com", "e", "ed25519")])
+    shown = showctl.show(root)
+    text = shown.render()
+    assert "dkimkeys:\n  example.com:r:rsa:dkim/example.com.r.key\n" in text
+    assert "dkim: directory of DKIM keys made by qldap dkim keygen (see dkimkeys)." in text
+    assert "no idea" not in text and list(shown.warnings) == []
+    (control / "dkim" / "example.com.r.key").chmod(0o644)
+    (control / "dkim" / "example.com.e.key").write_text("garbage\n")
+    warnings = list(showctl.show(root).warnings)
+    assert len(warnings) == 2
+    assert warnings[0].startswith("control/dkimkeys: key r of example.com: ")
+    assert warnings[0].endswith("is readable by every local user (mode 0644); make it mode 0640 or 0600")
+    assert warnings[1].startswith("control/dkimkeys: key e of example.com: bad DKIM key ")
+    assert warnings[1].endswith(": its mail is sent unsigned")
+    (control / "dkimkeys").write_text("example.com:e:dsa:/k\n")
+    assert [w for w in showctl.show(root).warnings if "dkimkeys" in w] == [
+        "unknown algorithm 'dsa' in control/dkimkeys: no mail is signed until it is fixed"
+    ]

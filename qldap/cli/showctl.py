@@ -30,6 +30,7 @@ from qldap.control.files import ControlDir, find_root
 from qldap.control.known import ENTRIES, KNOWN, ControlFile, FromMe, Kind, effective_default
 from qldap.errors import ConfigError
 from qldap.exitcodes import ExitCode
+from qldap.mailauth.keys import KEY_DIR, KeyFileError, KeyTable, load_key
 from qldap.queue.layout import SPLIT, resolve_ids
 
 PROG = "qmail-showctl"
@@ -214,6 +215,8 @@ def show(root: Path) -> Showing:
             extra.append(f"{name}: {OBSOLETE}")
         elif (ctl.dir / name) in rules_files:
             extra.append(f"{name}: rules file of {rules_files[ctl.dir / name]} in services.yaml.")
+        elif name == KEY_DIR and (ctl.dir / name).is_dir():
+            extra.append(f"{name}: directory of DKIM keys made by qldap dkim keygen (see dkimkeys).")
         else:
             extra.append(f"{safe(name)}: {UNKNOWN}")
     if extra:
@@ -280,6 +283,7 @@ def dangers(root: Path, ctl: ControlDir, me: str | None, rules_files: Mapping[Pa
         if path.name in SECRETS and stat.S_ISREG(fmode) and fmode & stat.S_IROTH and path.stat().st_size:
             out.append(f"control/{path.name} is readable by every local user "
                        f"(mode {stat.S_IMODE(fmode):04o}); make it mode 0640 or 0600")
+    out.extend(_dkim_dangers(ctl))
     for source, cdb in CDB_SOURCES:
         src, comp = _mtime(ctl.path(source)), _mtime(ctl.path(cdb))
         if src is not None and comp is not None and src > comp:
@@ -307,6 +311,28 @@ def dangers(root: Path, ctl: ControlDir, me: str | None, rules_files: Mapping[Pa
         state = "empty" if ctl.exists("rcpthosts") else "missing"
         out.append(f"rcpthosts is {state} and every client may relay ({', '.join(open_by)}): "
                    "anyone can send mail to any domain through this server")
+    return out
+
+
+def _dkim_dangers(ctl: ControlDir) -> list[str]:
+    """A DKIM key that signing cannot use, or that every local user can read (qldap-dkim(8))."""
+    try:
+        table = KeyTable.from_control(ctl)
+    except ConfigError as exc:
+        return [f"{exc}: no mail is signed until it is fixed"]
+    out = []
+    for entry in table.entries:
+        what = f"control/dkimkeys: key {entry.selector} of {entry.domain}"
+        try:
+            load_key(entry)
+        except KeyFileError as exc:
+            fate = "deferred (dkimstrict)" if table.strict else "sent unsigned"
+            out.append(f"{what}: {exc}: its mail is {fate}")
+            continue
+        fmode = _mode(entry.path)
+        if fmode & stat.S_IROTH:
+            out.append(f"{what}: {entry.path} is readable by every local user "
+                       f"(mode {stat.S_IMODE(fmode):04o}); make it mode 0640 or 0600")
     return out
 
 
