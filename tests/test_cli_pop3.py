@@ -74,7 +74,7 @@ class Client:
         return out
 
     def login(self) -> bytes:
-        assert self.line().startswith(b"+OK <")
+        assert self.line().startswith(b"+OK ")
         assert self.cmd("USER joe") == b"+OK \r\n"
         return self.cmd("PASS secret")
 

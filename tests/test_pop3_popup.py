@@ -193,3 +193,12 @@ def test_auth_plain_with_continuation_and_bad_data() -> None:
     assert auth.record.startswith(b"Joe\0Pass Word\0")
     q = popup(tls_active=True)
     assert replies(q.receive(b"AUTH LOGIN\r\n")) == [b"-ERR syntax error\r\n"]
+
+
+def test_without_apop_no_timestamp_and_apop_refused() -> None:
+    p = popup(apop=False)
+    assert p.greeting().data == b"+OK mx1.example.com\r\n"
+    refused = [Reply(b"-ERR authorization first\r\n")]
+    assert p.receive(b"APOP joe 0123456789abcdef0123456789abcdef\r\n") == refused
+    effects = p.receive(b"USER joe\r\nPASS secret\r\n")
+    assert effects[0] == Reply(b"+OK \r\n") and isinstance(effects[1], Authenticate)

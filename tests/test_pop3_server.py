@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import poplib
-import re
 import socket
 import ssl
 import subprocess
@@ -71,7 +70,7 @@ def connect(daemon: tuple[subprocess.Popen[bytes], int]) -> Connect:
 
 def test_greeting_and_check27(connect: Connect) -> None:
     c = connect()
-    assert re.fullmatch(rb"\+OK <\d+\.\d+@mx1\.example\.com>\r\n", c.line())
+    assert c.line() == b"+OK mx1.example.com\r\n"  # no APOP timestamp: no cleartextpasswd (auth_pop(8))
     c.close()
     check27_before_login(connect)
 

@@ -8,8 +8,8 @@ one :class:`Authenticate` carrying the descriptor-3 record for the login module,
 Why one attempt per connection: qmail-popup handed the connection to the login chain after the first
 PASS and exited with it, so a client cannot guess passwords over one connection; kept.
 
-The greeting carries the APOP-style timestamp ``<PID.UNIXTIME@HOSTNAME>``; it is also the third field
-of the record, so APOP digests can be checked against it.
+The greeting carries the APOP-style timestamp ``<PID.UNIXTIME@HOSTNAME>`` when APOP is offered; it is
+also the third field of the record, so APOP digests can be checked against it.
 """
 
 from __future__ import annotations
@@ -116,9 +116,18 @@ class Popup:
     """qmail-popup for one connection; see the module docstring for the effect protocol."""
 
     def __init__(
-        self, hostname: str, *, pid: int, now: int, tls_available: bool = False, tls_active: bool = False
+        self,
+        hostname: str,
+        *,
+        pid: int,
+        now: int,
+        tls_available: bool = False,
+        tls_active: bool = False,
+        apop: bool = True,
     ) -> None:
+        self.hostname = hostname
         self.timestamp = make_timestamp(pid, now, hostname)
+        self.apop = apop
         self.phase = Phase.AUTHORIZATION
         self.tls_available = tls_available
         self.tls_active = tls_active
@@ -136,7 +145,13 @@ class Popup:
         }
 
     def greeting(self) -> Reply:
-        """``+OK <PID.TIME@HOST>\\r\\n``."""
+        """``+OK <PID.TIME@HOST>\\r\\n``, or ``+OK HOST\\r\\n`` when APOP is not offered.
+
+        RFC 1939 7: the timestamp *is* the APOP offer, and clients that prefer APOP (curl) use it
+        whenever it is there; where APOP cannot succeed it only turns a good password into a failure.
+        """
+        if not self.apop:
+            return Reply(b"+OK " + self.hostname.encode("utf-8", "surrogateescape") + b"\r\n")
         return Reply(b"+OK " + self.timestamp + b"\r\n")
 
     def receive(self, data: bytes) -> list[Effect]:
@@ -200,6 +215,8 @@ class Popup:
         return self._authenticate(self._user, arg, LoginMethod.PASS)
 
     def _apop_cmd(self, arg: bytes) -> list[Effect]:
+        if not self.apop:
+            return [Reply(ERR_AUTH_FIRST)]  # not offered: answered like any unknown command
         name, sep, digest = arg.partition(b" ")
         if not sep:
             return [Reply(ERR_SYNTAX)]

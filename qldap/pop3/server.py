@@ -246,8 +246,9 @@ class Pop3Server:
     async def _dialogue(self, conn: _Conn, transport: asyncio.BaseTransport) -> None:
         loop = asyncio.get_running_loop()
         peer = transport.get_extra_info("peername") or ("unknown", 0)
+        # APOP needs the stored cleartext password: offered only with control/cleartextpasswd (auth_pop(8))
         popup = Popup(self.cfg.hostname, pid=os.getpid(), now=int(time.time()),
-                      tls_available=self.cfg.tls is not None)
+                      tls_available=self.cfg.tls is not None, apop=self.cfg.cleartext)
         await self._write(conn, transport, popup.greeting().data)
         while True:
             data = await asyncio.wait_for(conn.inbox.get(), self.cfg.timeout)
