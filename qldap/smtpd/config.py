@@ -23,6 +23,7 @@ from qldap.address import Address, leading_digits
 from qldap.control.domains import AddressList
 from qldap.control.files import ControlDir, ascii_lower
 from qldap.errors import ConfigError
+from qldap.mailauth.inbound import InboundPolicy, load_policy
 
 DEFAULT_TIMEOUT = 120
 DEFAULT_TARPITDELAY = 5
@@ -213,6 +214,7 @@ class SmtpdConfig:
     tlsdheparams: str = "none"
     dash_ext: bool = False
     cram_md5: bool = False  # cleartextpasswd: stored passwords are usable for CRAM-MD5
+    mailauth: InboundPolicy | None = None  # SPF/DKIM/DMARC checks on (qmail-smtpd(8) MAILAUTH)
     is_local: Callable[[str], bool] = field(default=_never, compare=False)
     rcpthosts_accepts: Callable[[str], bool] = field(default=_never, compare=False)
 
@@ -262,6 +264,7 @@ class SmtpdConfig:
             tlsdheparams=ctl.line("tlsdheparams") or "none",
             dash_ext=dash_ext,
             cram_md5=ctl.boolean("cleartextpasswd", False),
+            mailauth=load_policy(ctl, environ),
             is_local=is_local,
             rcpthosts_accepts=rcpthosts_accepts,
         )

@@ -93,6 +93,13 @@ class DnsResolver:
             self._resolver = dns.asyncresolver.Resolver()
         return self._resolver
 
+    def dnspython(self) -> dns.asyncresolver.Resolver | None:
+        """The underlying resolver, shared with the SPF/DKIM/DMARC checks; None without resolv.conf."""
+        try:
+            return self._get()
+        except (dns.resolver.NoResolverConfiguration, OSError):
+            return None
+
     async def ptr(self, ip: str) -> str | None:
         """See :meth:`Resolver.ptr`; a timeout or any DNS error is None."""
         if self.ptr_timeout <= 0:

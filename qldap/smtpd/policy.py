@@ -16,6 +16,7 @@ import ipaddress
 from dataclasses import dataclass, replace
 
 from qldap.address import Address, AddressSyntaxError, PathArg, parse_path
+from qldap.mailauth.spf import SpfOutcome, SpfResult
 from qldap.queue.received import xrbl_line
 from qldap.smtpd import replies
 from qldap.smtpd.config import RblAction, RblEntry, SenderCheck, SmtpdConfig
@@ -87,7 +88,14 @@ class VerifyQuery:
     address: str
 
 
-Lookup = RblQuery | MxQuery | VerifyQuery
+@dataclass(frozen=True, slots=True)
+class SpfQuery:
+    """Check SPF (qmail-smtpd(8) ``MAILAUTH``) for *sender* ("" = the HELO identity)."""
+
+    sender: str
+
+
+Lookup = RblQuery | MxQuery | VerifyQuery | SpfQuery
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,13 +105,16 @@ class Facts:
     rbl: tuple[RblAnswer, ...] = ()
     mx: MxAnswer | None = None
     verify: VerifyAnswer | None = None
+    spf: SpfOutcome | None = None
 
-    def add(self, answer: RblAnswer | MxAnswer | VerifyAnswer) -> Facts:
+    def add(self, answer: RblAnswer | MxAnswer | VerifyAnswer | SpfOutcome) -> Facts:
         """A copy with *answer* recorded (RBL answers accumulate in list order)."""
         if isinstance(answer, RblAnswer):
             return replace(self, rbl=(*self.rbl, answer))
         if isinstance(answer, MxAnswer):
             return replace(self, mx=answer)
+        if isinstance(answer, SpfOutcome):
+            return replace(self, spf=answer)
         return replace(self, verify=answer)
 
 
@@ -138,6 +149,7 @@ class Verdict:
     rbl_headers: tuple[str, ...] = ()
     recipient: str | None = None
     counted: bool = False
+    spf: SpfOutcome | None = None
 
     @property
     def accepted(self) -> bool:
@@ -187,7 +199,27 @@ def mail_verdict(cfg: SmtpdConfig, client: Client, arg: str, facts: Facts = NO_F
         checked = _sender_check(cfg, addr, facts)
         if checked is not None:
             return checked
-    return Verdict(replies.OK, sender=addr, relay=relay, rbl_headers=headers)
+    spf = None
+    if cfg.mailauth is not None and relay is None:  # relaying and authenticated clients: not checked
+        if facts.spf is None:
+            return SpfQuery(addr)
+        spf = facts.spf
+        refused = _spf_refusal(cfg, client.ip, spf)
+        if refused is not None:
+            return Verdict(refused)
+    return Verdict(replies.OK, sender=addr, relay=relay, rbl_headers=headers, spf=spf)
+
+
+def _spf_refusal(cfg: SmtpdConfig, ip: str, spf: SpfOutcome) -> Reply | None:
+    """``spfreject`` refuses a ``fail``, ``tempfail`` a ``temperror``; everything else is tagged."""
+    actions = cfg.mailauth.actions if cfg.mailauth is not None else None
+    if actions is None:
+        return None
+    if spf.result is SpfResult.FAIL and actions.spf_reject:
+        return replies.spf_rejected(ip, spf.domain, spf.explanation)
+    if spf.result is SpfResult.TEMPERROR and actions.tempfail:
+        return replies.SPF_TEMPFAIL
+    return None
 
 
 def _sanity(addr: str) -> Reply | None:

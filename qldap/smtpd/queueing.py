@@ -63,11 +63,13 @@ class MessageSpool:
 
     def __init__(self, head: bytes, *, spill_at: int = SPILL_AT, spill_dir: str | None = None) -> None:
         self._chunks: list[bytes] = [head] if head else []
+        self._head_len = len(head)
+        self._prefix = b""
+        self._header: tuple[int, bytes] | None = None  # (client header length, replacement)
         self._memory = len(head)
         self._spill_at = spill_at
         self._dir = spill_dir
         self._file: IO[bytes] | None = None
-        self._prefix = b""
         self.failed = False
 
     @property
@@ -105,15 +107,39 @@ class MessageSpool:
         """Put *data* in front of the message (DKIM-Signature lines made over what is spooled)."""
         self._prefix = data + self._prefix
 
+    def client_data(self) -> bytes:
+        """The message as the client sent it (after the trace head), for the inbound checks."""
+        if self._file is None:
+            return b"".join(self._chunks)[self._head_len :]
+        f = self._file
+        f.flush()
+        f.seek(self._head_len)
+        return f.read()
+
+    def amend(self, prefix: bytes, header_len: int, header: bytes) -> None:
+        """Queue *prefix* before the trace head, and *header* instead of the client's first
+        *header_len* bytes (Authentication-Results added, forged ones removed: qmail-smtpd(8))."""
+        self._prefix = prefix + self._prefix
+        self._header = (header_len, header)
+
     def source(self) -> bytes | Iterable[bytes]:
         """The whole message: bytes when in memory (one ``writev`` for the injector), else chunks."""
         if self._file is None:
-            return b"".join([self._prefix, *self._chunks])
+            data = b"".join(self._chunks)
+            if self._header is None:
+                return self._prefix + data if self._prefix else data
+            cut, header = self._header
+            head = self._head_len
+            return b"".join((self._prefix, data[:head], header, data[head + cut :]))
         f = self._file
         f.flush()
         f.seek(0)
-        chunks = iter(partial(f.read, _READ), b"")
-        return itertools.chain((self._prefix,), chunks) if self._prefix else chunks
+        if self._header is None and not self._prefix:
+            return iter(partial(f.read, _READ), b"")
+        cut, header = self._header or (0, b"")
+        first = self._prefix + f.read(self._head_len) + header
+        f.seek(self._head_len + cut)
+        return itertools.chain((first,), iter(partial(f.read, _READ), b""))
 
     def close(self) -> None:
         """Drop the data (the temporary file disappears with its descriptor)."""

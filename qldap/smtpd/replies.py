@@ -148,6 +148,21 @@ RETURN_MX_MISSING = _r(554, "refused mailfrom because return MX does not exist")
 LOCAL_SENDER_REQUIRED = _r(554, "refused mailfrom because valid local sender address required")
 
 
+def spf_rejected(ip: str, domain: str, explanation: str = "") -> Reply:
+    """``spfreject`` (qmail-smtpd(8)): the sender domain's SPF policy says ``fail`` for this client."""
+    why = f" ({explanation})" if explanation else ""
+    return _r(550, f"5.7.1 SPF: {ip} is not allowed to send mail from {domain}{why} (#5.7.1)")
+
+
+SPF_TEMPFAIL = _r(451, "4.7.1 SPF: temporary DNS failure checking the sender, try again later (#4.7.1)")
+DMARC_TEMPFAIL = _r(451, "4.7.1 DMARC: temporary DNS failure checking the message, try again later (#4.7.1)")
+
+
+def dmarc_rejected(domain: str) -> Reply:
+    """``dmarcreject`` (qmail-smtpd(8)): the From domain publishes p=reject and nothing aligned passed."""
+    return _r(550, f"5.7.1 DMARC: message rejected by the policy of {domain} (#5.7.1)")
+
+
 def bad_mailfrom_unknown(ip: str) -> Reply:
     """badmailfrom-unknown hit for a client without reverse DNS."""
     return _r(

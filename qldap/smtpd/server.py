@@ -42,6 +42,7 @@ from qldap.directory.lookup import Directory
 from qldap.directory.open import open_directory
 from qldap.errors import ConfigError
 from qldap.logs import printable
+from qldap.mailauth.resolve import Dns
 from qldap.metrics import recorder
 from qldap.pbs.client import pbs_check
 from qldap.pbs.config import PbsConfig, PbsRole, load_config
@@ -50,7 +51,8 @@ from qldap.smtpd import replies
 from qldap.smtpd.auth import Authenticator
 from qldap.smtpd.config import SmtpdConfig, SmtpdEnv
 from qldap.smtpd.dns import DnsResolver, Resolver
-from qldap.smtpd.policy import NO_FACTS, MxQuery, RblQuery, VerifyQuery
+from qldap.smtpd.mailcheck import InboundChecks
+from qldap.smtpd.policy import NO_FACTS, MxQuery, RblQuery, SpfQuery, VerifyQuery
 from qldap.smtpd.queueing import MessageSpool, QueueHandoff, program_environment
 from qldap.smtpd.reader import BareLF, Command, DataChunk, DataEnd, HeaderTooLong, SmtpReader, TooLong
 from qldap.smtpd.session import Action, CheckLogin, CommitQueue, OpenQueue, Phase, PrepareTls, Send, Session
@@ -149,6 +151,7 @@ class SmtpServer:
         resolver: Resolver | None = None,
         log: LogWriter | None = None,
         handoff: QueueHandoff | None = None,
+        authdns: Dns | None = None,
     ) -> None:
         self.options = options
         self.resolver: Resolver = resolver or DnsResolver()
@@ -158,6 +161,7 @@ class SmtpServer:
         self.handoff = handoff or QueueHandoff(options.root, workers=options.queue_workers)
         self.parts = _Parts(options, self.lookup_pool, self.log)
         self.signing = SubmissionSigner(self.parts.ctl)  # DKIM for relayed mail (qldap-dkim(8))
+        self.checks = InboundChecks.sharing(self.resolver, authdns, self.lookup_pool)
         self.connections: set[_Connection] = set()
         self.own_ips: frozenset[str] = frozenset({"127.0.0.1"})
         self.ids = itertools.count(1)
@@ -472,6 +476,8 @@ class _Connection(asyncio.Protocol):
                 facts = facts.add(await self.server.resolver.rbl(action.name))
             elif isinstance(action, MxQuery):
                 facts = facts.add(await self.server.resolver.mx(action.domain))
+            elif isinstance(action, SpfQuery):
+                facts = facts.add(await self.server.checks.spf(session, action.sender))
             elif isinstance(action, OpenQueue):
                 action = session.queue_opened(self._open_queue(session, relay))
                 continue
@@ -505,6 +511,8 @@ class _Connection(asyncio.Protocol):
         exec_hit = self._scanner.finish() if self._scanner is not None else False
         action = session.data_end(end, exec_hit)
         spool, self._spool, self._scanner = self._spool, None, None
+        if isinstance(action, CommitQueue) and spool is not None:  # SPF/DKIM/DMARC (MAILAUTH)
+            action = await self.server.checks.data_end(session.cfg, action, spool, lambda t: self._log(t, 2))
         if not isinstance(action, CommitQueue) or spool is None:
             if spool is not None:
                 spool.close()

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from qldap.mailauth.spf import SpfOutcome
 from qldap.queue.received import received_header
 from qldap.smtpd import replies
 from qldap.smtpd.config import SmtpdConfig
@@ -101,9 +102,15 @@ class OpenQueue:
 
 @dataclass(frozen=True, slots=True)
 class CommitQueue:
-    """Finish the message and envelope; report with :meth:`Session.queue_done`."""
+    """Finish the message and envelope; report with :meth:`Session.queue_done`.
+
+    ``spf`` is set when the inbound checks ran at MAIL (qmail-smtpd(8) ``MAILAUTH``): the glue then
+    verifies DKIM, evaluates DMARC and adds Authentication-Results before queueing.
+    """
 
     envelope: bytes
+    spf: SpfOutcome | None = None
+    recipients: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +148,7 @@ class _Txn:
     rbl_headers: tuple[str, ...] = ()
     recipients: list[str] = field(default_factory=list)
     rcpt_count: int = 0
+    spf: SpfOutcome | None = None
 
 
 class Session:
@@ -278,7 +286,7 @@ class Session:
             return result
         self._txn = _Txn()
         if result.accepted:
-            self._txn = _Txn(result.sender, result.relay, result.rbl_headers)
+            self._txn = _Txn(result.sender, result.relay, result.rbl_headers, spf=result.spf)
         return self._send(result.reply, delay=result.delay, close=result.close)
 
     def _rcpt(self, arg: str, facts: Facts) -> Action:
@@ -334,7 +342,8 @@ class Session:
         if refused is not None or txn is None or txn.sender is None:
             reply = refused.reply if refused is not None else replies.QQT_FAILURE
             return self._send(reply)
-        return CommitQueue(Envelope(txn.sender, tuple(txn.recipients)).to_bytes())
+        recipients = tuple(txn.recipients)
+        return CommitQueue(Envelope(txn.sender, recipients).to_bytes(), txn.spf, recipients)
 
     def queue_done(self, result_text: str | None, *, unix_time: int, qp: int) -> Send:
         """The queue program's result (None = queued; else its ``D…``/``Z…`` text)."""
