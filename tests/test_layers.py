@@ -50,6 +50,7 @@ THIRD_PARTY_HOMES = {
     "ldap3": frozenset(),  # no longer a dependency: qldap's own client is qldap.directory.wire
     "prometheus_client": frozenset({"qldap.metrics"}),
     "dkim": frozenset({"qldap.mailauth.dkimsign", "qldap.mailauth.dkimverify", "qldap.mailauth.keys"}),
+    "publicsuffixlist": frozenset({"qldap.mailauth.dmarc"}),  # bundled PSL snapshot: no fetch at run time
 }
 """A third-party library that only one seam module may import (docs/architecture.md, "one seam")."""
 

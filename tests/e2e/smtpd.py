@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from qldap.mailauth.resolve import Dns
 from qldap.queue.envelope import TodoEntry, parse_todo
 from qldap.queue.layout import QueueLayout
 from qldap.smtpd.dns import Resolver, StaticResolver
@@ -27,9 +28,12 @@ TIMEOUT = 15.0
 class ServerThread:
     """An SmtpServer running on a private event loop in a daemon thread."""
 
-    def __init__(self, options: ServerOptions, resolver: Resolver | None = None) -> None:
+    def __init__(
+        self, options: ServerOptions, resolver: Resolver | None = None, authdns: Dns | None = None
+    ) -> None:
         self.options = options
         self.resolver = resolver or StaticResolver()
+        self.authdns = authdns
         self.log: list[str] = []
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -43,7 +47,9 @@ class ServerThread:
         return self
 
     async def _start(self) -> list[tuple[str, int]]:
-        self.server = SmtpServer(self.options, resolver=self.resolver, log=self.log.append)
+        self.server = SmtpServer(
+            self.options, resolver=self.resolver, log=self.log.append, authdns=self.authdns
+        )
         return await self.server.start()
 
     def call(self, fn: object) -> None:
