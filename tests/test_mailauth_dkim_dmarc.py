@@ -233,7 +233,7 @@ def test_record_parsing() -> None:
 
 # -- Authentication-Results ----------------------------------------------------------------------------
 def test_header_and_forged_field_removal() -> None:
-    """RFC 8601: one result per line; fields with our authserv-id are removed, others kept (§5)."""
+    """RFC 8601: one result per line; fields with our authserv-id are removed, others kept (section 5)."""
     line = header_line(
         "mx.example.org",
         SpfOutcome(SpfResult.PASS, "u@example.com", "example.com"),

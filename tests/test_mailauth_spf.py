@@ -1,4 +1,4 @@
-"""SPF (RFC 7208) through a loopback name server: the appendix A examples, §7.4 macros, errors, limits.
+"""SPF (RFC 7208) through a loopback name server: the appendix A examples, section 7.4 macros, errors, limits.
 
 Every case asks a real DNS server (tests/dnsserver.py) through dnspython, so the void-lookup and
 10-lookup limits, SERVFAIL and timeouts are what a resolver really sees.
@@ -195,7 +195,7 @@ MACRO_CASES = [
 
 @pytest.mark.parametrize(("macro", "expected"), MACRO_CASES)
 def test_macro_examples_7_4(macro: str, expected: str) -> None:
-    """RFC 7208 §7.4, sender strong-bad@email.example.com from 192.0.2.3."""
+    """section 7.4, sender strong-bad@email.example.com from 192.0.2.3."""
     import ipaddress
 
     st = _State(Dns(), ipaddress.ip_address("192.0.2.3"), "strong-bad@email.example.com", "h.example")
@@ -203,7 +203,7 @@ def test_macro_examples_7_4(macro: str, expected: str) -> None:
 
 
 def test_macro_ipv6_and_escapes() -> None:
-    """§7.4's IPv6 example, ``%%``/``%_``/``%-`` and URL-escaping of upper-case macros (§7.3)."""
+    """Section 7.4 IPv6 example, ``%%``/``%_``/``%-`` and URL-escaping of upper-case macros (section 7.3)."""
     import ipaddress
 
     st = _State(Dns(), ipaddress.ip_address("2001:db8::cb01"), "strong-bad@email.example.com", "h")
@@ -237,7 +237,7 @@ def outcome(server: DnsServer, domain: str, ip: str = "192.0.2.10", sender: str 
         ("v=spf1 a:%{c}.example -all", "permerror"),  # c only in exp
         ("v=spf1 redirect=a.example redirect=b.example", "permerror"),
         ("v=spf1 -all unknown-modifier=anything", "fail"),  # unknown modifiers are ignored
-        ("v=spf1 -all foo", "permerror"),  # syntax error after the match still counts (§4.6)
+        ("v=spf1 -all foo", "permerror"),  # syntax error after the match still counts (section 4.6)
         ("v=spf1 include:nxdomain.example -all", "permerror"),
         ("v=spf1 redirect=nxdomain.example", "permerror"),
         ("v=spf1 include:slow.test -all", "temperror"),
@@ -247,7 +247,7 @@ def outcome(server: DnsServer, domain: str, ip: str = "192.0.2.10", sender: str 
     ],
 )
 def test_results(server: DnsServer, record: str, expected: str) -> None:
-    """Every result of §2.6 from a one-line record at ``results.example``."""
+    """Every result of section 2.6 from a one-line record at ``results.example``."""
     server.update({("results.example", "TXT"): [txt(record)]})
     assert outcome(server, "results.example") == expected
 
@@ -269,7 +269,7 @@ def test_none_temperror_and_two_records(server: DnsServer) -> None:
 
 
 def test_ten_lookup_limit(server: DnsServer) -> None:
-    """§4.6.4: ten DNS-querying terms are fine, the eleventh is permerror (includes count too)."""
+    """section 4.6.4: ten DNS-querying terms are fine, the eleventh is permerror (includes count too)."""
     chain = {
         (f"l{i}.limit.example", "TXT"): [txt(f"v=spf1 include:l{i + 1}.limit.example")] for i in range(12)
     }
@@ -296,7 +296,7 @@ def test_ten_lookup_limit(server: DnsServer) -> None:
 
 
 def test_void_lookup_limit(server: DnsServer) -> None:
-    """§4.6.4: a third lookup answering NXDOMAIN/no data is permerror; two are tolerated."""
+    """section 4.6.4: a third lookup answering NXDOMAIN/no data is permerror; two are tolerated."""
     server.update(
         {
             ("void2.example", "TXT"): [txt("v=spf1 a:no1.example a:no2.example ip4:192.0.2.10 -all")],
@@ -310,7 +310,7 @@ def test_void_lookup_limit(server: DnsServer) -> None:
 
 
 def test_mx_over_ten_names(server: DnsServer) -> None:
-    """§4.6.4: more than 10 MX names for one mx term is permerror."""
+    """section 4.6.4: more than 10 MX names for one mx term is permerror."""
     server.update(
         {
             ("manymx.example", "MX"): [f"{i} mx{i}.example.com." for i in range(11)],
@@ -321,7 +321,7 @@ def test_mx_over_ten_names(server: DnsServer) -> None:
 
 
 def test_exp_explanation_on_fail(server: DnsServer) -> None:
-    """§6.2: a fail fetches the ``exp=`` TXT and expands its macros (here %{i} and %{d})."""
+    """section 6.2: a fail fetches the ``exp=`` TXT and expands its macros (here %{i} and %{d})."""
     server.update(
         {
             ("expl.example", "TXT"): [txt("v=spf1 -all exp=why.expl.example")],
@@ -351,7 +351,7 @@ def test_ipv6_client(server: DnsServer) -> None:
 
 
 def test_helo_identity_for_null_sender(server: DnsServer) -> None:
-    """§2.3/§2.4: for MAIL FROM:<> the HELO name is checked as postmaster@helo and reported as such."""
+    """Sections 2.3, 2.4: for MAIL FROM:<> the HELO name is checked (postmaster@helo), reported as such."""
     server.update(
         {
             ("relay.example.com", "TXT"): [txt("v=spf1 ip4:192.0.2.65 -all")],
@@ -382,7 +382,7 @@ def test_helo_identity_for_null_sender(server: DnsServer) -> None:
 
 
 def test_parse_record_rejects_before_evaluating() -> None:
-    """§4.6: the whole record is parsed first; a bad term anywhere is an error."""
+    """section 4.6: the whole record is parsed first; a bad term anywhere is an error."""
     from qldap.mailauth.spf import _PermError
 
     assert [t.name for t in parse_record("v=spf1 ip4:1.2.3.4 a mx/24 ptr include:x.example -all").terms] == [

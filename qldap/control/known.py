@@ -124,6 +124,12 @@ ENTRIES: tuple[ControlFile, ...] = (
                 "(.domain = subdomains; relative keyfile = below control/)", "qldap-dkim(8)"),
     ControlFile("dkimstrict", Kind.BOOLEAN, False, "1 defers a message whose signing fails instead of "
                 "sending it unsigned", "qldap-dkim(8)"),
+    ControlFile("mailauth", Kind.LINE, None, "inbound SPF/DKIM/DMARC checks on for all clients: policy words "
+                "tag, dmarcreject, spfreject, tempfail", "qmail-smtpd(8)"),
+    ControlFile("mailauthdomains", Kind.MAP, None, "recipient domain (.suffix = subdomains) to policy words "
+                "overriding mailauth/MAILAUTH after DATA", "qmail-smtpd(8)"),
+    ControlFile("authservid", Kind.LINE, ME, "authserv-id of the Authentication-Results header smtpd adds",
+                "qmail-smtpd(8)"),
     # -- queue, bounces, scheduling ---------------------------------------------------------------
     ControlFile("concurrencylocal", Kind.INTEGER, 10, "simultaneous local deliveries, 0 = hold",
                 "qmail-send(8)"),

@@ -29,7 +29,7 @@ MIN_KEY_BITS = 1024
 
 
 class DkimResult(enum.Enum):
-    """The per-signature results of RFC 8601 §2.7.1."""
+    """The per-signature results of RFC 8601 section 2.7.1."""
 
     NONE = "none"
     PASS = "pass"

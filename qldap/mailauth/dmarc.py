@@ -10,7 +10,7 @@ The evaluation is pure (:func:`evaluate`); :func:`check_dmarc` adds the two TXT 
 failure during discovery, or a failing DMARC verdict when SPF or a DKIM signature had a temporary
 error, is ``temperror``: the message might have passed, so it is never rejected for it.
 ``pct`` is applied with the caller's random source: a message outside the percentage gets the next
-milder disposition (§6.6.4: reject → quarantine → none).
+milder disposition (section 6.6.4: reject → quarantine → none).
 """
 
 from __future__ import annotations
@@ -80,13 +80,13 @@ def _psl() -> PublicSuffixList:
 
 
 def org_domain(domain: str) -> str:
-    """The organizational domain of *domain* (RFC 7489 §3.2) from the bundled Public Suffix List."""
+    """The organizational domain of *domain* (section 3.2) from the bundled Public Suffix List."""
     domain = domain.lower().rstrip(".")
     return _psl().privatesuffix(domain) or domain
 
 
 def aligned(identifier: str, from_domain: str, strict: bool) -> bool:
-    """§3.1: strict = the same name; relaxed = the same organizational domain."""
+    """section 3.1: strict = the same name; relaxed = the same organizational domain."""
     a, b = identifier.lower().rstrip("."), from_domain.lower().rstrip(".")
     if not a or not b:
         return False
@@ -94,7 +94,7 @@ def aligned(identifier: str, from_domain: str, strict: bool) -> bool:
 
 
 def parse_record(text: str) -> DmarcRecord | None:
-    """A ``v=DMARC1`` record's tags; None when it is not a usable DMARC record (§6.3, §6.6.3)."""
+    """A ``v=DMARC1`` record's tags; None when it is not a usable DMARC record (sections 6.3, 6.6.3)."""
     tags: dict[str, str] = {}
     for i, part in enumerate(text.split(";")):
         name, eq, value = part.partition("=")
@@ -107,7 +107,7 @@ def parse_record(text: str) -> DmarcRecord | None:
     if policy is None:
         if "rua" not in tags:
             return None
-        policy = Policy.NONE  # §6.6.3: a bad or missing p= with a valid rua= is p=none
+        policy = Policy.NONE  # section 6.6.3: a bad or missing p= with a valid rua= is p=none
     pct_text = tags.get("pct", "100")
     pct = int(pct_text) if pct_text.isdigit() and int(pct_text) <= 100 else 100
     return DmarcRecord(
@@ -127,7 +127,7 @@ def _policy(value: str | None) -> Policy | None:
 
 
 def header_from_domain(values: Sequence[str]) -> str | None:
-    """The domain of the single RFC5322.From address; None when there is not exactly one (§6.6.1)."""
+    """The domain of the single RFC5322.From address; None when there is not exactly one (section 6.6.1)."""
     if len(values) != 1:
         return None
     addresses = [a for _name, a in getaddresses(values) if a]
@@ -138,7 +138,7 @@ def header_from_domain(values: Sequence[str]) -> str | None:
 
 
 async def _record_at(dns: Dns, domain: str) -> DmarcRecord | None:
-    """The one usable DMARC record at ``_dmarc.<domain>``; several or none → None (§6.6.3)."""
+    """The one usable DMARC record at ``_dmarc.<domain>``; several or none → None (section 6.6.3)."""
     texts = await dns.txt(f"_dmarc.{domain}")
     candidates = [t.decode("utf-8", "replace") for t in texts or ()]
     records = [r for r in (parse_record(t) for t in candidates) if r is not None]
@@ -146,7 +146,7 @@ async def _record_at(dns: Dns, domain: str) -> DmarcRecord | None:
 
 
 async def discover(dns: Dns, from_domain: str) -> tuple[DmarcRecord | None, bool]:
-    """§6.6.3: the record at the From domain, else at its organizational domain (second = from org).
+    """section 6.6.3: the record at the From domain, else at its organizational domain (second = from org).
 
     Raises:
         DnsTempError: a lookup could not be answered.

@@ -2,11 +2,11 @@
 
 Why removal matters: downstream filters and mail clients trust an Authentication-Results field whose
 authserv-id is ours.  A sender could put ``Authentication-Results: mx.example.org; dmarc=pass`` in the
-message itself, so every such field already present when the message arrives is removed (§5)
+message itself, so every such field already present when the message arrives is removed (RFC 8601 section 5)
 before ours is prepended.  Fields with other authserv-ids are left alone.
 
 Messages here are the smtpd's queued form: LF line ends, the header section ending at the first empty
-line.  Property values that are not plain tokens are quoted (§2.2 allows ``value`` = token or
+line.  Property values that are not plain tokens are quoted (RFC 8601 section 2.2 allows ``value`` = token or
 quoted-string, and an addr-spec for ``smtp.mailfrom``).
 """
 

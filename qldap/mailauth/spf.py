@@ -3,15 +3,16 @@
 Why our own evaluator and not pyspf: the checks must ask through the daemon's one dnspython resolver
 (:class:`~qldap.mailauth.resolve.Dns`, asynchronous, pointed at a loopback server in tests) and keep
 "could not ask" apart from "no such name" so DNS trouble ends in ``temperror`` and never in a
-rejection.  The record is parsed completely before it is evaluated (§4.6: a syntax error anywhere is
-``permerror``), mechanisms are tried left to right, and the limits of §4.6.4 hold for the whole
+rejection.  The record is parsed completely before it is evaluated (section 4.6: a syntax error anywhere is
+``permerror``), mechanisms are tried left to right, and the limits of section 4.6.4 hold for the whole
 evaluation, includes and redirects included: at most 10 DNS-querying terms (include, a, mx, ptr,
 exists, redirect), at most 10 MX or PTR names per term, at most 2 void lookups.
 
 :func:`check_host` is the RFC's function; :func:`check_sender` applies it to the SMTP identities as
-§2.3/§2.4 say: for a null reverse-path the HELO identity is checked (as ``postmaster@helo``) and its
-result is the MAIL FROM result.  Macros (§7) are expanded, ``p`` as ``unknown`` (its use is
-discouraged by the RFC and it costs lookups), and ``exp=`` explanations are fetched on ``fail``.
+sections 2.3 and 2.4 say: for a null reverse-path the HELO identity is checked (as
+``postmaster@helo``) and its result is the MAIL FROM result.  Macros (section 7) are expanded,
+``p`` as ``unknown`` (its use is discouraged by the RFC and it costs lookups), and ``exp=``
+explanations are fetched on ``fail``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ MAX_NAMES = 10  # MX or PTR names looked at per term
 
 
 class SpfResult(enum.Enum):
-    """The results of §2.6, spelled as Authentication-Results wants them."""
+    """The results of section 2.6, spelled as Authentication-Results wants them."""
 
     NONE = "none"
     NEUTRAL = "neutral"
@@ -109,7 +110,7 @@ class _State:
 
 
 def valid_domain(name: str) -> bool:
-    """§4.3: a usable domain — dotted, labels of 1–63 octets, no empty label, not an IP literal."""
+    """section 4.3: a usable domain — dotted, labels of 1–63 octets, no empty label, not an IP literal."""
     name = name.rstrip(".")
     if not name or len(name) > 253 or "." not in name:
         return False
@@ -129,7 +130,7 @@ def _check_macros(text: str, exp: bool) -> None:
 
 
 def _plen(text: str | None, maximum: int, where: str) -> int | None:
-    """A prefix length: digits without a leading zero, at most *maximum* (§5.6)."""
+    """A prefix length: digits without a leading zero, at most *maximum* (section 5.6)."""
     if text is None:
         return None
     if not text.isdigit() or (text.startswith("0") and text != "0") or int(text) > maximum:
@@ -144,7 +145,7 @@ def _parse_cidr(rest: str, name: str) -> tuple[str | None, int | None, int | Non
 
 
 def parse_record(text: str) -> _Record:
-    """Parse one ``v=spf1`` record (§4.6, §5, §6); raises on any syntax error.
+    """Parse one ``v=spf1`` record (section 4.6, section 5, section 6); raises on any syntax error.
 
     Raises:
         _PermError: unknown mechanism, bad prefix length, bad macro, repeated redirect/exp.
@@ -167,7 +168,7 @@ def parse_record(text: str) -> _Record:
                 if exp is not None or not value:
                     raise _PermError("bad exp modifier")
                 exp = value
-            continue  # unknown modifiers are ignored (§6)
+            continue  # unknown modifiers are ignored (section 6)
         qualifier = _QUALIFIERS.get(part[0])
         body = part[1:] if qualifier is not None else part
         qualifier = qualifier or SpfResult.PASS
@@ -217,7 +218,7 @@ def _mechanism(qualifier: SpfResult, mech: str, rest: str, part: str) -> _Term:
     return _Term(qualifier, mech, rest[1:])
 
 
-# -- macros (§7) ---------------------------------------------------------------------------------
+# -- macros (section 7) ---------------------------------------------------------------------------------
 def _macro_value(letter: str, st: _State, domain: str) -> str:
     local, _, sdomain = st.sender.rpartition("@")
     ip = st.ip
@@ -249,7 +250,7 @@ def _macro_value(letter: str, st: _State, domain: str) -> str:
 
 
 def expand(text: str, st: _State, domain: str, *, exp: bool = False) -> str:
-    """Expand the macros of a domain-spec or an explanation string (§7.3, §7.4)."""
+    """Expand the macros of a domain-spec or an explanation string (section 7.3, section 7.4)."""
 
     def one(m: re.Match[str]) -> str:
         if m.group(5):
@@ -280,12 +281,12 @@ def expand(text: str, st: _State, domain: str, *, exp: bool = False) -> str:
 
     result = _MACRO.sub(one, text)
     if not exp:
-        while len(result) > 253 and "." in result:  # §7.3: drop labels from the left
+        while len(result) > 253 and "." in result:  # section 7.3: drop labels from the left
             result = result.split(".", 1)[1]
     return result
 
 
-# -- evaluation (§4, §5) --------------------------------------------------------------------------
+# -- evaluation (sections 4 and 5) -----------------------------------------------------------------
 async def _record_text(st: _State, domain: str) -> str | None:
     try:
         records = await st.dns.txt(domain)
@@ -323,7 +324,7 @@ async def _addresses(st: _State, name: str, *, count_void: bool = True) -> tuple
 
 
 async def _matches(st: _State, term: _Term, domain: str) -> bool:
-    """Does *term* match the client (§5)?  Raises _PermError/_TempError."""
+    """Does *term* match the client (section 5)?  Raises _PermError/_TempError."""
     ip = st.ip
     name = term.name
     if name == "all":
@@ -370,11 +371,11 @@ async def _matches(st: _State, term: _Term, domain: str) -> bool:
 
 
 async def _ptr_matches(st: _State, target: str) -> bool:
-    """§5.5: a validated PTR name of the client equal to or under *target*."""
+    """section 5.5: a validated PTR name of the client equal to or under *target*."""
     try:
         names = await st.dns.ptr(str(st.ip))
     except DnsTempError:
-        return False  # §5.5: errors during ptr make it not match
+        return False  # section 5.5: errors during ptr make it not match
     if not names:
         st.void_answer()
         return False
@@ -435,9 +436,9 @@ async def _check(st: _State, domain: str) -> SpfOutcome:
 
 
 async def check_host(dns: Dns, ip: str, domain: str, sender: str, helo: str = "") -> SpfOutcome:
-    """RFC 7208 §4: the result of *domain*'s policy for client *ip* and *sender*.
+    """section 4: the result of *domain*'s policy for client *ip* and *sender*.
 
-    A *sender* without a local part is taken as ``postmaster@domain`` (§4.3).
+    A *sender* without a local part is taken as ``postmaster@domain`` (section 4.3).
     """
     try:
         addr = ipaddress.ip_address(ip)
@@ -454,7 +455,7 @@ async def check_host(dns: Dns, ip: str, domain: str, sender: str, helo: str = ""
 
 
 async def check_sender(dns: Dns, ip: str, helo: str, sender: str) -> SpfOutcome:
-    """§2.3/§2.4: the MAIL FROM result; for a null sender, the HELO identity's result."""
+    """section 2.3/section 2.4: the MAIL FROM result; for a null sender, the HELO identity's result."""
     if not sender:
         if not valid_domain(helo):
             return SpfOutcome(SpfResult.NONE, helo, helo, "no usable HELO name", helo=True)
