@@ -24,6 +24,7 @@ from email.utils import getaddresses
 
 from publicsuffixlist import PublicSuffixList
 
+from qldap.address import split_address
 from qldap.mailauth.dkimverify import DkimOutcome, DkimResult
 from qldap.mailauth.resolve import Dns, DnsTempError
 from qldap.mailauth.spf import SpfOutcome, SpfResult
@@ -133,7 +134,7 @@ def header_from_domain(values: Sequence[str]) -> str | None:
     addresses = [a for _name, a in getaddresses(values) if a]
     if len(addresses) != 1 or "@" not in addresses[0]:
         return None
-    domain = addresses[0].rpartition("@")[2].strip().lower().rstrip(".")
+    domain = split_address(addresses[0])[1].strip().lower().rstrip(".")
     return domain or None
 
 

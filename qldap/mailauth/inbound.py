@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from qldap.address import split_address
 from qldap.control.files import ControlDir, ascii_lower
 from qldap.errors import ConfigError
 
@@ -77,7 +78,7 @@ class InboundPolicy:
         return self.actions
 
     def _all(self, recipients: Iterable[str], pick: str) -> bool:
-        doms = [r.rpartition("@")[2] for r in recipients]
+        doms = [split_address(r)[1] for r in recipients]
         return bool(doms) and all(getattr(self.for_domain(d), pick) for d in doms)
 
     def reject_dmarc(self, recipients: Iterable[str]) -> bool:

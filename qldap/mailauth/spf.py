@@ -24,6 +24,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 
+from qldap.address import split_address
 from qldap.mailauth.resolve import Dns, DnsTempError
 
 MAX_LOOKUPS = 10
@@ -220,7 +221,7 @@ def _mechanism(qualifier: SpfResult, mech: str, rest: str, part: str) -> _Term:
 
 # -- macros (section 7) ---------------------------------------------------------------------------------
 def _macro_value(letter: str, st: _State, domain: str) -> str:
-    local, _, sdomain = st.sender.rpartition("@")
+    local, sdomain = split_address(st.sender)
     ip = st.ip
     match letter:
         case "s":
@@ -461,6 +462,6 @@ async def check_sender(dns: Dns, ip: str, helo: str, sender: str) -> SpfOutcome:
             return SpfOutcome(SpfResult.NONE, helo, helo, "no usable HELO name", helo=True)
         outcome = await check_host(dns, ip, helo, "postmaster@" + helo, helo)
         return SpfOutcome(outcome.result, helo, helo, outcome.reason, outcome.explanation, helo=True)
-    domain = sender.rpartition("@")[2]
+    domain = split_address(sender)[1]
     outcome = await check_host(dns, ip, domain, sender, helo)
     return SpfOutcome(outcome.result, sender, domain, outcome.reason, outcome.explanation)

@@ -15,6 +15,7 @@ import random
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 
+from qldap.address import split_address
 from qldap.mailauth.dkimverify import DkimOutcome, DkimResult, verify_message
 from qldap.mailauth.dmarc import DmarcOutcome, DmarcResult, Policy, check_dmarc
 from qldap.mailauth.inbound import InboundPolicy
@@ -57,7 +58,7 @@ class InboundChecks:
             return await asyncio.wait_for(check_sender(self.dns, ip, helo, sender), SPF_BUDGET)
         except TimeoutError:
             identity = sender or helo
-            domain = identity.rpartition("@")[2]
+            domain = split_address(identity)[1] or identity
             return SpfOutcome(SpfResult.TEMPERROR, identity, domain, "timed out", helo=not sender)
 
     async def _dkim_dmarc(
