@@ -53,6 +53,8 @@ def test_signing_domain_is_the_from_domain_else_the_envelope_sender() -> None:
     assert signing_domain(b"Subject: no from\n\nbody\n", "") is None
     assert from_domain(header_fields(b"From: \"a@b\" <x@Real.Example.>\n\n")) == "real.example"
     assert from_domain(header_fields(b"From:\n first@one.example,\n second@two.example\n\n")) == "one.example"
+    idn = "From: Jörg <joerg@Bücher.example>\n\n".encode()
+    assert from_domain(header_fields(idn)) == "xn--bcher-kva.example"
 
 
 def test_the_header_list_signs_present_fields_and_oversigns_from() -> None:

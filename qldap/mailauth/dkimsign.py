@@ -82,8 +82,18 @@ def from_domain(fields: Sequence[tuple[bytes, bytes]]) -> str | None:
     for _display, addr in email.utils.getaddresses([text]):
         parsed = Address.parse(addr)
         if parsed.has_at and parsed.local and parsed.domain:
-            return ascii_lower(parsed.domain.strip().rstrip("."))
+            return _ascii_domain(parsed.domain.strip().rstrip("."))
     return None
+
+
+def _ascii_domain(domain: str) -> str:
+    """*domain* lowercased, an internationalized one in its ASCII (IDNA) form as control files hold it."""
+    if domain.isascii():
+        return ascii_lower(domain)
+    try:
+        return domain.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return domain.lower()
 
 
 def signing_domain(message: bytes, envelope_sender: str) -> str | None:
@@ -92,7 +102,7 @@ def signing_domain(message: bytes, envelope_sender: str) -> str | None:
     if found:
         return found
     sender = Address.parse(envelope_sender)
-    return ascii_lower(sender.domain) if sender.has_at and sender.domain else None
+    return _ascii_domain(sender.domain) if sender.has_at and sender.domain else None
 
 
 def fields_to_sign(fields: Sequence[tuple[bytes, bytes]]) -> tuple[bytes, ...]:
