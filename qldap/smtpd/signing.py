@@ -9,7 +9,8 @@ recipients, and the signature lines are put in front of the spooled message.
 Why a worker process: dkimpy computes RSA with Python integers and canonicalizes bodies with regular
 expressions, both of which hold the interpreter lock — about 11 ms for an RSA-2048 signature and
 some 85 ms per MiB of body (docs/mailauth.md) — so a thread would stall every other session for as
-long.  One spawned process (started at the first signature, restarted after a crash) does the work;
+long.  Up to :data:`WORKERS` spawned processes (started when needed, replaced after a crash; two, so
+that one large message does not hold up the signatures behind it) do the work;
 the stdin/stdout mode (one session per process) signs on a thread instead (``workers=0``).  Which
 keys apply is decided here, in the loop, from files that are cached until they change.
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import signal
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -35,6 +37,7 @@ from qldap.queue.envelope import Envelope
 from qldap.smtpd.queueing import MessageSpool, QueueOutcome, parse_envelope
 from qldap.smtpd.session import Session
 
+WORKERS = min(2, os.cpu_count() or 1)
 UNSIGNABLE = "Zunable to sign the message (#4.3.0)"  # the queue-style text the session turns into 451
 
 Log = Callable[[str, int], None]
@@ -54,7 +57,7 @@ def may_sign(session: Session) -> bool:
 class SubmissionSigner:
     """Signs submitted messages for one daemon: the keys of control/dkimkeys, a worker to sign with."""
 
-    def __init__(self, ctl: ControlDir, *, workers: int = 1) -> None:
+    def __init__(self, ctl: ControlDir, *, workers: int = WORKERS) -> None:
         self.dkim = DkimSigner(ctl)
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
