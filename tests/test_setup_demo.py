@@ -112,6 +112,13 @@ def test_qldap_demo_end_to_end_without_slapd(open_tmp: Path) -> None:
     assert not base.exists()
 
 
+def _tried(lines: list[str], start: str) -> str:
+    """The one "Try:" line of the --keep output that starts with *start* (indented by two blanks)."""
+    found = [x.strip() for x in lines if x.startswith("  " + start)]
+    assert len(found) == 1, f"one line starting {start!r} expected"
+    return found[0]
+
+
 def _live_members(pgid: int) -> list[str]:
     """Members of process group `pgid` that have not exited, as "PID STATE" strings, from /proc.
 
@@ -134,16 +141,27 @@ def _live_members(pgid: int) -> list[str]:
 
 
 def test_qldap_demo_keep_prints_working_commands(open_tmp: Path) -> None:
-    """--keep: the daemons keep running, the printed stop command stops exactly them."""
-    lines, text = _demo(open_tmp, "--keep")
+    """--keep: the daemons keep running, the printed lines work as pasted, the stop command stops them."""
+    lines, _ = _demo(open_tmp, "--keep")
     stop = _after(lines, "qldap demo: stop the daemons with: ")
     groups = [int(g) for g in stop.removeprefix("kill -TERM -- ").split()]
     assert len(groups) == 3 and all(g < 0 for g in groups)
     remove = _after(lines, "qldap demo: remove everything with: ")
     try:
-        assert "curl -s pop3://127.0.0.1:" in text and " -u alice:demo" in text
         for pgid in groups:
             assert _live_members(-pgid), f"the daemon group {-pgid} is not running"
+        # the "Try:" lines, pasted as printed, with the venv's programs on PATH as the README says
+        env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"]))
+        curl = _tried(lines, "curl -s pop3://127.0.0.1:")
+        assert curl.endswith(" -u alice:demo")
+        got = subprocess.run(["sh", "-c", curl], env=env, capture_output=True, text=True, timeout=60)
+        assert got.returncode == 0 and "Subject: Hello from qldap demo" in got.stdout, got.stderr
+        swaks = _tried(lines, "swaks --server 127.0.0.1:")
+        sent = subprocess.run(["sh", "-c", swaks], env=env, capture_output=True, text=True, timeout=60)
+        assert sent.returncode == 0 and "<-  250 ok " in sent.stdout, sent.stdout + sent.stderr  # queued
+        lookup = _tried(lines, "QLDAP_ROOT=")
+        found = subprocess.run(["sh", "-c", lookup], env=env, capture_output=True, text=True, timeout=60)
+        assert found.returncode == 0 and "alice" in found.stdout, found.stdout + found.stderr
     finally:
         subprocess.run(["bash", "-c", stop], check=False, timeout=60)
     for pgid in groups:
