@@ -109,7 +109,7 @@ class AliasCache:
 
     Why: ``getpwnam("alias")`` walks every NSS source (on systemd hosts about sixty system calls:
     passwd plus the userdb directories), once per local delivery — more than the delivery itself.
-    qmail-lspawn(8) asks per delivery; two ``stat`` calls detect every edit of the usual files-based
+    The C qmail-lspawn asks per delivery; two ``stat`` calls detect every edit of the usual files-based
     set-up at once, and :data:`ALIAS_MAX_AGE` bounds how long a change made elsewhere (another NSS
     source) stays unseen.  Thread-safe (one tuple is replaced atomically).
     """
