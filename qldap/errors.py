@@ -14,6 +14,7 @@ exception keeps the byte-exact text and derives the status from it instead of fo
 
 from __future__ import annotations
 
+import errno
 import re
 
 _STATUS = re.compile(r"\(#(\d\.\d{1,3}\.\d{1,3})\)")
@@ -58,3 +59,26 @@ class PermanentFailure(DeliveryFailure):
     """Give up: the message bounces, SMTP answers 5xx, programs exit 100."""
 
     temporary = False
+
+
+# qmail's own wording for the errno values a delivery meets (its error_str table): report texts
+# such as "Unable to switch to HOME: file does not exist." are part of the contract, and the C
+# library's strerror() says it differently ("No such file or directory").
+_QMAIL_ERRNO_TEXT = {
+    errno.ENOENT: "file does not exist", errno.EACCES: "access denied", errno.EPERM: "permission denied",
+    errno.EEXIST: "file already exists", errno.ENOTDIR: "not a directory", errno.EISDIR: "is a directory",
+    errno.ENOSPC: "out of disk space", errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system", errno.ELOOP: "symbolic link loop",
+    errno.ENAMETOOLONG: "file name too long", errno.EIO: "input/output error", errno.ENOMEM: "out of memory",
+    errno.EMFILE: "process cannot open more files", errno.ENFILE: "system cannot open more files",
+    errno.EFBIG: "file too big", errno.ESTALE: "stale NFS file handle",
+    errno.EINTR: "interrupted system call",
+    errno.EAGAIN: "temporary failure", errno.ETIMEDOUT: "timed out",
+}  # fmt: skip
+
+
+def error_text(exc: OSError) -> str:
+    """The text qmail prints for *exc* (its ``error_str``), else the lower-cased system message."""
+    if exc.errno in _QMAIL_ERRNO_TEXT:
+        return _QMAIL_ERRNO_TEXT[exc.errno]
+    return (exc.strerror or str(exc)).lower()

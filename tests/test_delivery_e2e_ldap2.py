@@ -321,7 +321,10 @@ def test_check56_auto_reply_once_then_again_after_text_change(e: E) -> None:
 ])
 def test_check57_no_reply_to_robots(e: E, sender: str, head: bytes) -> None:
     store = alice(e, "deliveryMode: reply", "mailReplyText: I am away.")
-    assert e.send(ALICE, head + BODY, sender=sender) == Report("K", "did 1+0+0")
+    # qmail-local counts the reply as soon as a sender is there and leaves the silence to qmail-reply
+    # (found by tools/conformance: the C report is "did 1+1+0" for every sender but the null one)
+    counted = "did 1+0+0" if sender == "" else "did 1+1+0"
+    assert e.send(ALICE, head + BODY, sender=sender) == Report("K", counted)
     assert replies(e) == [] and e.injected == []
     assert len(new_files(store)) == 1
 

@@ -174,6 +174,24 @@ def test_dotqmail_exit_99_stops_but_forwards(home: Path, message: Path) -> None:
     assert out.sent[0][1] == ["c@x.example"]
 
 
+def test_dotqmail_exit_99_ignores_later_forwards(home: Path, message: Path) -> None:
+    # qmail-command(8): after exit 99 the following lines are ignored, forwards among them too (found
+    # by tools/conformance: qldap still forwarded to the addresses after the program)
+    q = home / ".qmail"
+    q.write_text("|exit 99\n&c@x.example\n./Maildir/\n")
+    q.chmod(0o600)
+    out = Outbox()
+    text = run(mkplan(home, dot_mode=DotMode.DOTONLY), R, message, CFG, out)
+    assert text == "did 0+0+1"
+    assert out.sent == [] and new_files(home / "Maildir") == []
+
+
+def test_missing_home_says_it_as_qmail_does(tmp_path: Path, message: Path) -> None:
+    with pytest.raises(TemporaryFailure) as exc:
+        run(mkplan(tmp_path / "nohome"), R, message, CFG, Outbox())
+    assert exc.value.text == f"Unable to switch to {tmp_path / 'nohome'}: file does not exist. (#4.3.0)"
+
+
 def test_mbox_from_dotqmail(home: Path, tmp_path: Path) -> None:
     q = home / ".qmail"
     q.write_text("./mbox\n")

@@ -39,6 +39,16 @@ def test_plain_reply() -> None:
     assert body == "I am away.\n"
 
 
+def test_reply_message_id_and_date_as_qmail_reply_makes_them() -> None:
+    # qmail-reply's Message-ID is <time.pid.qmail@HOST> for the recipient's domain and its Date has
+    # no weekday (found by tools/conformance)
+    msg = compose_reply("Away.", sender="bob@remote.example", recipient="alice@example.com",
+                        original=ORIG, dtline="Delivered-To: alice@example.com\n", me="mx1", now=86400 * 3)
+    lines = _parts(msg)[0].split("\n")
+    assert lines[1].startswith("Message-ID: <19700104000000.") and lines[1].endswith(".qmail@example.com>")
+    assert lines[2] == "Date: 4 Jan 1970 00:00:00 -0000"
+
+
 def test_header_section_rules() -> None:
     text = "%HEADER%\nSubject: Re: %SUBJECT%\nTo: evil@x.example\nBcc: x@y\nX-Note: kept\n\nAway"
     msg = compose_reply(text, sender="bob@remote.example", recipient="alice@example.com",
@@ -92,6 +102,7 @@ def test_reply_db_interval_and_text_change(tmp_path: Path) -> None:
     assert not db.answered_recently("bob@remote.example", "back soon", 2000)
     lines = (tmp_path / "qmail-reply.db").read_text().splitlines()
     assert lines[0].startswith("QRDBv1:") and lines[1] == "bob@remote.example:000003e8"
+    assert (tmp_path / "qmail-reply.db").stat().st_mode & 0o777 == 0o600  # qmail-local's umask 077
 
 
 def test_quota_warning_layout() -> None:

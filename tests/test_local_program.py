@@ -35,7 +35,7 @@ def test_env_values() -> None:
     env = program_env(R, default="a-b")
     assert env["RECIPIENT"] == "alice-ext-a-b@mail.example.com"
     assert env["EXT"] == "ext-a-b" and env["EXT2"] == "a-b" and env["EXT3"] == "b" and env["EXT4"] == ""
-    assert env["HOST2"] == "mail.example" and env["HOST3"] == "mail" and env["HOST4"] == "mail.example.com"
+    assert env["HOST2"] == "mail.example" and env["HOST3"] == "mail" and env["HOST4"] == "mail"
     assert env["DEFAULT"] == "a-b"
     assert env["SENDER"] == env["NEWSENDER"] == "bob@remote.example"
     assert env["DTLINE"] == "Delivered-To: alice-ext-a-b@mail.example.com\n"
@@ -99,3 +99,18 @@ def test_long_report_is_cut() -> None:
     text = cut_report("x" * 5000)
     assert len(text) == 3000 and text.endswith("Error report too long, sorry.")
     assert cut_report("short") == "short"
+
+
+def test_program_runs_under_umask_077(tmp_path: Path) -> None:
+    # qmail-local runs everything under umask 077 (found by tools/conformance: files a program made
+    # were 0644 under qldap, 0600 under qmail-ldap)
+    res = run_program("umask", _msg(tmp_path), env=_env(tmp_path), cwd=str(tmp_path), uid=2000, gid=2000)
+    assert res.output.strip() == "0077"
+
+
+def test_host_labels_stop_at_the_first_one() -> None:
+    # qmail-local strips at most up to the first label: for example.org HOST2..HOST4 are all "example"
+    env = program_env(Recipient("a", "example.org", "a", "/h", sender=""))
+    assert (env["HOST2"], env["HOST3"], env["HOST4"]) == ("example", "example", "example")
+    env = program_env(Recipient("a", "localhost", "a", "/h", sender=""))
+    assert (env["HOST2"], env["HOST3"], env["HOST4"]) == ("localhost", "localhost", "localhost")

@@ -88,6 +88,7 @@ def test_maildirsize_written_updated_and_rewritten_for_new_limits(tmp_path: Path
     (md / "maildirsize").write_text("5000S\n0 0\n")
     check_quota(md, Quota(10000, 0), 10)
     assert (md / "maildirsize").read_text().split("\n")[0] == "10000S"
+    assert (md / "maildirsize").stat().st_mode & 0o777 == 0o600  # as qmail-local (umask 077) makes it
     d = deliver_maildir(md, [b"hello\n"])
     record_delivery(md, d.size)
     assert (md / "maildirsize").read_text().splitlines()[-1] == f"{d.size} 1"

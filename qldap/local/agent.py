@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qldap.directory.schema import DotMode
-from qldap.errors import PermanentFailure, TemporaryFailure
+from qldap.errors import PermanentFailure, TemporaryFailure, error_text
 from qldap.fsutil import ensure_maildir
 from qldap.local import dotqmail
 from qldap.local.autoreply import (
@@ -94,8 +94,7 @@ def check_home(home: str) -> None:
     try:
         st = os.stat(home)
     except FileNotFoundError as exc:
-        reason = (exc.strerror or "file does not exist").lower()
-        raise TemporaryFailure(f"Unable to switch to {home}: {reason}. (#4.3.0)") from None
+        raise TemporaryFailure(f"Unable to switch to {home}: {error_text(exc)}. (#4.3.0)") from None
     except OSError as exc:
         raise TemporaryFailure(f"Unable to stat home directory: {exc.strerror}. (#4.3.0)") from None
     if not stat.S_ISDIR(st.st_mode):
@@ -215,9 +214,7 @@ def deliver(
     stop = False
     for ins in instructions:
         if stop:
-            if ins.kind is Kind.FORWARD:
-                forwards.append(ins.target)
-            continue
+            break  # exit 99: the lines after the program are ignored, forwards before it still go out
         if ins.kind is Kind.FORWARD:
             forwards.append(ins.target)
         elif ins.kind is Kind.PROGRAM:
@@ -291,6 +288,9 @@ def _mbox(path: Path, message: MessageFile, prefix: bytes, size: int, quota: Quo
 def _auto_reply(plan: Plan, r: Recipient, head: bytes, cfg: AgentConfig, now: float, tally: Tally) -> None:
     """qmail-reply: answer once per sender and text; failures are noted, never fatal."""
     assert plan.reply_text is not None
+    # qmail-local counts the reply as a forward as soon as it hands the message to qmail-reply, which
+    # may then decide to stay silent (robot sender, bulk mail, answered recently): "did F+1+P" either way
+    tally.forwards += 1
     if is_robot_sender(r.sender, cfg.reply_junk) or is_bulk_message(parse_headers(head)):
         return
     store = plan.default_delivery.split("\n", 1)[0]
@@ -303,7 +303,6 @@ def _auto_reply(plan: Plan, r: Recipient, head: bytes, cfg: AgentConfig, now: fl
     msg = compose_reply(plan.reply_text, sender=r.sender, recipient=r.address, original=head,
                         dtline=dtline(r), me=cfg.me, now=now)
     tally.outgoing.append(Outgoing("", (r.sender,), msg, is_reply=True))
-    tally.forwards += 1
     if db is not None:
         try:
             ensure_maildir(replies_in)

@@ -150,6 +150,16 @@ def _message_id(host: str, now: float) -> str:
     return f"<{time.strftime('%Y%m%d%H%M%S', time.gmtime(now))}.{os.getpid()}.qmail-reply@{host}>"
 
 
+def _qmail_message_id(host: str, now: float) -> str:
+    """qmail's own Message-ID shape, ``<YYYYMMDDHHMMSS.PID.qmail@HOST>``, as qmail-reply writes it."""
+    return f"<{time.strftime('%Y%m%d%H%M%S', time.gmtime(now))}.{os.getpid()}.qmail@{host}>"
+
+
+def qmail_date(now: float) -> str:
+    """qmail's ``Date:`` value: ``6 Dec 2026 19:32:56 -0000`` (GMT, no weekday)."""
+    return time.strftime("%d %b %Y %H:%M:%S -0000", time.gmtime(now)).lstrip("0")
+
+
 def compose_reply(
     text: str, *, sender: str, recipient: str, original: bytes, dtline: str, me: str, now: float | None = None
 ) -> bytes:
@@ -159,7 +169,10 @@ def compose_reply(
     subject = (_header(parse_headers(original), "Subject") or "").split("\n")[0].strip() or "Your Mail"
     lines = [line.replace("%SUBJECT%", subject) if line.startswith("Subject:") else line
              for line in build_header(fields, reply_rules(sender, recipient))]
-    head = dtline + f"Message-ID: {_message_id(me, t)}\nDate: {formatdate(t)}\n" + "\n".join(lines) + "\n"
+    # qmail-reply(8): Message-ID and Date as qmail-ldap's qmail-reply makes them, for the recipient's domain
+    host = recipient.rpartition("@")[2] or me
+    ids = f"Message-ID: {_qmail_message_id(host, t)}\nDate: {qmail_date(t)}\n"
+    head = dtline + ids + "\n".join(lines) + "\n"
     return (head + "\n" + body + "\n").encode("utf-8", "surrogateescape")
 
 
@@ -234,5 +247,7 @@ class ReplyDb:
                 break
             out += line + "\n"
         tmp = self.path.with_name(f"qmail-reply.db.{os.getpid()}")
-        tmp.write_text(out)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # qmail-local's umask 077
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
+            f.write(out)
         os.replace(tmp, self.path)

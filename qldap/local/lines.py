@@ -51,10 +51,10 @@ def _ext_n(ext: str, n: int) -> str:
 
 
 def _host_n(host: str, n: int) -> str:
+    """HOST minus its last *n* labels, never fewer than one (qmail-command(8)): for ``example.org``
+    HOST2, HOST3 and HOST4 are all ``example``, as qmail-local sets them."""
     labels = host.split(".")
-    if len(labels) <= n:
-        return host
-    return ".".join(labels[:-n])
+    return ".".join(labels[: max(1, len(labels) - n)])
 
 
 def program_env(r: Recipient, *, default: str | None = None, now: float | None = None) -> dict[str, str]:

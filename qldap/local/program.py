@@ -76,6 +76,7 @@ def run_program(
             env=dict(env),
             timeout=timeout,
             check=False,
+            umask=0o077,  # qmail-local(8) runs everything under umask 077: files a program makes are private
             **kwargs,  # type: ignore[call-overload]
         )
     except subprocess.TimeoutExpired:

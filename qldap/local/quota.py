@@ -168,7 +168,9 @@ def recalculate(
         if _stamps_unchanged(stamps):
             tmp = root / "tmp" / f"maildirsize.{int(time.time())}.{os.getpid()}"
             try:
-                with open(tmp, "w") as f:
+                # 0600 like every file qmail-local makes (it runs under umask 077)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as f:
                     f.write(f"{quota.spec()}\n{usage.bytes} {usage.count}\n")
                 os.replace(tmp, root / "maildirsize")
             except OSError:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from . import programs, smtpd, wire
+from . import local, programs, smtpd, wire
 from .core import Case, Decision
 
 
 def all_cases() -> list[Case]:
     """All cases of all groups."""
-    return [*smtpd.cases(), *programs.cases(), *wire.cases()]
+    return [*smtpd.cases(), *programs.cases(), *local.cases(), *wire.cases()]
 
 
 def all_decisions() -> list[Decision]:

@@ -32,8 +32,10 @@ ME = "mx.example.org"
 UID = 2000 if os.geteuid() == 0 else os.geteuid()
 GID = 2000 if os.geteuid() == 0 else os.getegid()
 TIMEOUT = 30.0
-MAILBOX_USERS = ("alice", "bob", "carol", "frank", "hank", "ivan", "kate", "leo", "mona", "nick", "olga",
-                 "paul", "catchall")  # fmt: skip
+MAILBOX_USERS = ("alice", "bob", "carol", "dave", "erin", "frank", "gina", "hank", "ivan", "jack", "kate",
+                 "leo", "mona", "nick", "olga", "paul", "catchall", "dashcatch", "dashexact", "rita", "sam",
+                 "tina", "uma", "vera", "walt", "wade", "wynn", "wren", "xena", "yves", "zara",
+                 "zoe")  # fmt: skip
 
 
 @dataclass(frozen=True)
