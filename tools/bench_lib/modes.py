@@ -28,6 +28,7 @@ from bench_lib.load import (
     message,
     reply,
 )
+from bench_lib.measure import Scenario, run_once
 from bench_lib.procs import TreeSampler
 from bench_lib.qldap_server import QldapServer
 from bench_lib.world import recipients
@@ -39,28 +40,58 @@ def add_flat_arguments(p: argparse.ArgumentParser) -> None:
     compare.add_arguments(p)
     p.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[10000, 1000000],
                    help="directory sizes to compare (default 10000,1000000)")
+    p.add_argument("--rounds", type=int, default=2, help="rounds over all sizes and servers")
     p.set_defaults(conns=[16], per_conn_messages=0)
 
 
 def run_flat(args: argparse.Namespace) -> dict[str, object]:
-    """compare at each size; per server the CPU/msg at each size and its ratio to the smallest."""
-    reports = []
-    for size in args.sizes:
-        sub = copy.copy(args)
-        sub.users = size
-        print(f"bench: flat: {size} users", flush=True)
-        reports.append(compare.run_compare(sub))
+    """One world per size, all up at once; rounds alternate sizes and servers so drift hits all alike.
+
+    Reported per server: CPU/msg at each size (mean over the rounds) and largest/smallest.
+    """
+    wanted = [s.strip() for s in args.servers.split(",") if s.strip()]
+    if "postfix" in wanted and postfix.installed() is not None:
+        wanted.remove("postfix")
+    benches: list[tuple[int, compare.Bench]] = []
+    by_size: dict[int, list[dict[str, object]]] = {n: [] for n in args.sizes}
+    sc = Scenario(f"c{args.conns[0]}", args.conns[0], 0, args.messages)
+    try:
+        for size in args.sizes:
+            sub = copy.copy(args)
+            sub.users = size
+            print(f"bench: flat: building {size} users", flush=True)
+            benches.append((size, compare.Bench(sub, wanted)))
+        rcpts = {n: recipients(n, args.messages, args.seed) for n in args.sizes}
+        warm = {n: recipients(n, compare.WARMUP, args.seed + 1000) for n in args.sizes}
+        for size, b in benches:
+            b.world.mailboxes([*rcpts[size], *warm[size]])
+            for name, server in b.servers.items():
+                run_once(server, b.tracker, b.world.slapd_pid, Scenario("warmup", 2, 0, compare.WARMUP),
+                         warm[size], f"w{name}")
+        for rnd in range(args.rounds):
+            for size, b in benches:
+                for name, server in b.servers.items():
+                    r = run_once(server, b.tracker, b.world.slapd_pid, sc, rcpts[size], f"{size}.{rnd}",
+                                 size=args.size, drain_seconds=args.drain_seconds)
+                    r["users"] = size
+                    by_size[size].append(r)
+                    print(f"bench: flat {size} users {name}: {r['delivered']} delivered, "
+                          f"{r['cpu_ms_per_msg']} ms CPU/msg", flush=True)
+    finally:
+        for _, b in benches:
+            b.close()
     summary: dict[str, dict[str, float]] = {}
-    for rep in reports:
-        runs = cast(list[dict[str, object]], rep["runs"])
-        for server in dict.fromkeys(str(r["server"]) for r in runs):
-            mine = [r for r in runs if r["server"] == server]
-            cpu = sum(float(cast(float, r["cpu_ms_per_msg"])) for r in mine) / len(mine)
-            summary.setdefault(server, {})[str(rep["users"])] = round(cpu, 3)
-    ratios = {s: round(v[str(args.sizes[-1])] / v[str(args.sizes[0])], 3) for s, v in summary.items()
-              if v.get(str(args.sizes[0]))}
+    for size, runs in by_size.items():
+        for label in dict.fromkeys(str(r["server"]) for r in runs):
+            mine = [float(cast(float, r["cpu_ms_per_msg"])) for r in runs if r["server"] == label]
+            summary.setdefault(label, {})[str(size)] = round(sum(mine) / len(mine), 3)
+    first, last = str(args.sizes[0]), str(args.sizes[-1])
+    ratios = {s: round(v[last] / v[first], 3) for s, v in summary.items() if v.get(first) and last in v}
+    reports = [{"mode": "compare", "users": n, "size": args.size, "ncpu": os.cpu_count(), "runs": runs}
+               for n, runs in by_size.items()]
     return {"mode": "flat", "sizes": args.sizes, "cpu_ms_per_msg": summary,
-            "largest_over_smallest": ratios, "reports": reports}
+            "largest_over_smallest": ratios, "reports": reports,
+            "setup_s": {str(n): round(b.setup_s, 1) for n, b in benches}}
 
 
 def flat_table(report: dict[str, object]) -> str:
