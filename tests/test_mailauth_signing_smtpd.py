@@ -6,14 +6,21 @@ OpenDKIM (tests/peers), never by dkimpy, which signed it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
+import signal
 import smtplib
+from pathlib import Path
 
 import pytest
 
+from qldap.control.files import ControlDir
 from qldap.queue.layout import create_queue
-from qldap.smtpd.queueing import SPILL_AT
+from qldap.smtpd.config import SmtpdConfig, SmtpdEnv
+from qldap.smtpd.queueing import SPILL_AT, MessageSpool, QueueOutcome
+from qldap.smtpd.session import Session
+from qldap.smtpd.signing import SubmissionSigner
 from tests.conftest import QRoot
 from tests.e2e.smtpd import ServerThread, options, queued
 from tests.fixtures_slapd import LdapBase
@@ -161,3 +168,48 @@ def test_the_stdio_mode_signs_on_a_thread(qroot: QRoot) -> None:
     assert code == 0, err
     [msg] = queued(qroot.path)
     assert opendkim(msg.message, records) == (0, "")
+
+
+def _children_running_spawn() -> list[int]:
+    """The pids of this process's multiprocessing children (the signing workers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == os.getpid() and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_killed_worker_costs_one_signature_never_the_message(qroot: QRoot) -> None:
+    """The worker dies (OOM killer, kill -9): that message goes unsigned, the next is signed again."""
+    configure_keys(qroot.control_dir, [("example.org", "r2026", "rsa")])
+    signer = SubmissionSigner(ControlDir(qroot.path), workers=1)
+    session = Session(SmtpdConfig(me="mx.example.org", env=SmtpdEnv(relayclient="")))
+    envelope = b"Falice@example.org\0Tfriend@remote.example\0\0"
+    logged: list[str] = []
+
+    def attempt() -> tuple[QueueOutcome | None, bytes]:
+        spool = MessageSpool(MESSAGE.replace(b"\r\n", b"\n"))
+        refused = asyncio.run(signer.sign(session, spool, envelope, lambda text, _level: logged.append(text)))
+        data = spool.source()
+        assert isinstance(data, bytes)
+        spool.close()
+        return refused, data
+
+    try:
+        assert attempt()[1].startswith(b"DKIM-Signature: ")
+        [worker] = _children_running_spawn()
+        os.kill(worker, signal.SIGKILL)
+        refused, data = attempt()
+        assert refused is None and not data.startswith(b"DKIM-Signature")  # queued unsigned
+        assert any("signing process failed" in line and line.endswith("sent unsigned") for line in logged)
+        assert attempt()[1].startswith(b"DKIM-Signature: ")  # a new worker took over
+    finally:
+        signer.close()
