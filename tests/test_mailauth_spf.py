@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from qldap.mailauth.resolve import Dns
+from qldap.mailauth.resolve import Dns, DnsTempError
 from qldap.mailauth.spf import _State, check_host, check_sender, expand, parse_record
 from tests.dnsserver import DnsServer, long_txt, txt
 
@@ -404,3 +404,26 @@ def test_parse_record_rejects_before_evaluating() -> None:
     ):
         with pytest.raises(_PermError):
             parse_record(bad)
+
+
+def test_answers_are_cached_for_their_ttl_errors_never(server: DnsServer) -> None:
+    """Answers are kept for their TTL (60 s here), NXDOMAIN for 60 s; a timeout is asked again."""
+    now = [1000.0]
+    dns = Dns(server.resolver(timeout=0.5), timeout=0.5, clock=lambda: now[0])
+    server.update({("cached.example", "TXT"): [txt("v=spf1 -all")]})
+
+    async def go() -> None:
+        for _ in range(3):
+            assert await dns.txt("cached.example") == (b"v=spf1 -all",)
+            assert await dns.txt("nothing-here.example") is None
+        assert dns.queries == 2
+        now[0] += 61
+        await dns.txt("cached.example")
+        await dns.txt("nothing-here.example")
+        assert dns.queries == 4
+        for _ in range(2):
+            with pytest.raises(DnsTempError):
+                await dns.txt("slow.test")
+        assert dns.queries == 6
+
+    asyncio.run(go())

@@ -197,3 +197,17 @@ def test_relay_clients_are_not_checked(root: QRoot, start: Start, zone: DnsServe
         send(st2, "x@forged.test", message("x@forged.test"), source="127.0.0.3")
     st3 = start({"NOMAILAUTH": ""})
     send(st3, "y@forged.test", message("y@forged.test"), source="127.0.0.3")
+
+
+def test_large_message_verified_in_a_worker(root: QRoot, start: Start, key: RsaKey) -> None:
+    """A 400 KiB message is verified in the spawned worker process: still dkim=pass, and a tampered
+    copy fails there too."""
+    big = message("alice@example.com").replace(b"body line\r\n", b"0123456789abcdef" * 64 * 400 + b"\r\n")
+    signed = key.sign_perl(big, "example.com", "sel")
+    st = start({"MAILAUTH": ""})
+    send(st, "someone@elsewhere.test", signed)
+    send(st, "someone@elsewhere.test", signed.replace(b"0123456789", b"9876543210", 1))
+    first, second = sorted(queued(root.path), key=lambda m: m.number)
+    assert b"dkim=pass header.d=example.com" in ar_fields(first.message)[0]
+    assert b"dkim=fail (body hash mismatch" in ar_fields(second.message)[0]
+    assert st.server is not None and st.server.checks._pool is not None  # the worker did the work

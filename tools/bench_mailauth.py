@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""CPU cost per message of mail authentication: DKIM signing now, verification to be added.
+"""CPU cost per message of mail authentication: DKIM signing, and the inbound SPF/DKIM/DMARC checks.
 
 Not a test (no thresholds): run ``.venv/bin/python tools/bench_mailauth.py`` and compare the lines;
 docs/mailauth.md records the figures.  Each case prints one line,
@@ -10,18 +10,40 @@ daemon's event loop pays).
 Adding a case: write a function that takes the message and returns a zero-argument callable doing
 the work for one message (set-up such as key generation happens before it is returned), and add it
 to :data:`CASES`.  ``--only NAME`` runs the cases whose names contain NAME.
+
+The verification cases ask a loopback name server (tests/dnsserver.py) that runs in a child
+process, so its CPU is not counted: what is measured is the daemon's side — building and parsing
+the DNS messages, the SPF/DMARC logic, dkimpy's canonicalization and signature check, the header.
+The daemon's answer cache (qldap.mailauth.resolve) is on, as in production, so the repeated
+message pays no DNS round trip; the ``no DNS cache`` case shows the cost of a first message from a
+domain.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import base64
 import multiprocessing
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
 
 from qldap.mailauth.dkimsign import sign_message
+from qldap.mailauth.dkimverify import verify_message
+from qldap.mailauth.dmarc import check_dmarc
+from qldap.mailauth.inbound import InboundPolicy
 from qldap.mailauth.keys import Algorithm, PrivateKey, generate_key, key_material
+from qldap.mailauth.resolve import Dns
+from qldap.mailauth.spf import check_sender
+from qldap.smtpd.mailcheck import InboundChecks
+from qldap.smtpd.queueing import MessageSpool
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.dnsserver
+from tests.dnsserver import DnsServer, long_txt, txt
 
 Work = Callable[[], object]
 
@@ -60,6 +82,92 @@ def sign_dual(message: bytes) -> Work:
 
 
 _POOL: list[ProcessPoolExecutor] = []
+_SERVERS: list[Any] = []  # the name servers (spawned processes)
+_LOOP = asyncio.new_event_loop()
+
+
+def _serve(records: dict[tuple[str, str], list[str]], port_out: Any) -> None:
+    server = DnsServer(records)
+    port_out.send(server.port)
+    time.sleep(3600)
+
+
+def _zone(keys: list[PrivateKey], public: dict[str, bytes], cache: bool = True) -> Dns:
+    """Start the loopback name server for example.org in a child process; a Dns that asks it."""
+    records: dict[tuple[str, str], list[str]] = {
+        ("example.org", "TXT"): [txt("v=spf1 include:_spf.example.org -all")],
+        ("_spf.example.org", "TXT"): [txt("v=spf1 ip4:198.51.100.0/24 ip4:192.0.2.0/24 -all")],
+        ("_dmarc.example.org", "TXT"): [txt("v=DMARC1; p=reject; rua=mailto:dmarc@example.org")],
+    }
+    for key in keys:
+        kind = "rsa" if key.algorithm is Algorithm.RSA else "ed25519"
+        p = base64.b64encode(public[key.selector]).decode()
+        records[(f"{key.selector}._domainkey.example.org", "TXT")] = [long_txt(f"v=DKIM1; k={kind}; p={p}")]
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_serve, args=(records, child), daemon=True)
+    proc.start()
+    _SERVERS.append(proc)
+    port = parent.recv()
+    probe = DnsServer.__new__(DnsServer)  # only for its resolver(): same settings as the tests
+    probe.port = port
+    return Dns(probe.resolver(timeout=2.0), timeout=2.0, cache_size=4096 if cache else 0)
+
+
+def _signed(message: bytes, algorithms: list[Algorithm], cache: bool = True) -> tuple[bytes, Dns]:
+    keys, public = [], {}
+    for n, algorithm in enumerate(algorithms):
+        new = generate_key(algorithm)
+        selector = f"s{n}"
+        keys.append(PrivateKey("example.org", selector, algorithm, key_material(algorithm, new.private_pem)))
+        public[selector] = new.public
+    return sign_message(message, keys) + message, _zone(keys, public, cache)
+
+
+def _run(make: Callable[[], Coroutine[Any, Any, object]]) -> Work:
+    return lambda: _LOOP.run_until_complete(make())
+
+
+def verify_rsa(message: bytes) -> Work:
+    signed, dns = _signed(message, [Algorithm.RSA])
+    return _run(lambda: verify_message(dns, signed))
+
+
+def verify_ed25519(message: bytes) -> Work:
+    signed, dns = _signed(message, [Algorithm.ED25519])
+    return _run(lambda: verify_message(dns, signed))
+
+
+def spf_include(message: bytes) -> Work:
+    _signed_message, dns = _signed(message, [])
+    return _run(lambda: check_sender(dns, "192.0.2.25", "mail.example.org", "alice@example.org"))
+
+
+def dmarc_lookup(message: bytes) -> Work:
+    _signed_message, dns = _signed(message, [])
+    return _run(lambda: check_dmarc(dns, ["Alice <alice@example.org>"], None, ()))
+
+
+def whole_message(message: bytes, cache: bool = True) -> Work:
+    """What smtpd does per message: SPF at MAIL, then DKIM + DMARC + Authentication-Results."""
+    signed, dns = _signed(message, [Algorithm.RSA], cache)
+    checks = InboundChecks(dns)
+    policy = InboundPolicy("mx.example.net")
+
+    async def one() -> object:
+        spf = await checks.check_spf("192.0.2.25", "mail.example.org", "alice@example.org")
+        spool = MessageSpool(b"Received: from mail.example.org\n")
+        spool.write(signed)
+        refused = await checks.after_data(policy, spf, ["bob@example.net"], spool, lambda _t: None)
+        assert refused is None
+        return spool.source()
+
+    return _run(one)
+
+
+def whole_message_uncached(message: bytes) -> Work:
+    """The same with every lookup on the wire (5 queries: 2 SPF, DKIM key, 2 DMARC)."""
+    return whole_message(message, cache=False)
 
 
 def sign_rsa_in_worker(message: bytes) -> Work:
@@ -76,6 +184,12 @@ CASES: dict[str, Callable[[bytes], Work]] = {
     "dkim sign ed25519": sign_ed25519,
     "dkim sign rsa-2048 + ed25519": sign_dual,
     "dkim sign rsa-2048 in a worker process (caller's CPU)": sign_rsa_in_worker,
+    "verify: dkim rsa-2048 (key lookup included)": verify_rsa,
+    "verify: dkim ed25519 (key lookup included)": verify_ed25519,
+    "verify: spf pass via include (2 TXT lookups)": spf_include,
+    "verify: dmarc record lookup": dmarc_lookup,
+    "verify: whole message in smtpd (spf + dkim rsa-2048 + dmarc + header)": whole_message,
+    "verify: whole message, no DNS cache (5 lookups on the wire)": whole_message_uncached,
 }
 """Case name → set-up returning the per-message work."""
 
@@ -106,6 +220,9 @@ def main() -> None:
     finally:
         for pool in _POOL:
             pool.shutdown()
+        for proc in _SERVERS:
+            proc.kill()
+            proc.join()
 
 
 if __name__ == "__main__":

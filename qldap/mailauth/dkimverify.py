@@ -16,7 +16,7 @@ import enum
 import functools
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -107,6 +107,24 @@ def _check(
     return _outcome(DkimResult.FAIL, sig, "signature did not verify")
 
 
+def verify_with_keys(message: bytes, keys: Sequence[tuple[int, bytes]], minkey: int) -> list[DkimOutcome]:
+    """The CPU part for signatures whose keys are in hand: ``(index, key record)`` pairs.
+
+    A top-level function of bytes and ints so that it can run in a worker process (a large body's
+    canonicalization holds the interpreter for about 0.1 s per MiB).
+    """
+    d = dkim.DKIM(message, logger=_quiet_logger(), minkey=minkey)
+    out = []
+    for idx, key in keys:
+        try:
+            sig, include, sigheaders = d.verify_headerprep(idx)
+        except dkim.DKIMException as exc:
+            out.append(DkimOutcome(DkimResult.PERMERROR, reason=str(exc)))
+            continue
+        out.append(_check(d, sig, include, sigheaders[idx], key))
+    return out
+
+
 async def verify_message(
     dns: Dns,
     message: bytes,
@@ -114,31 +132,41 @@ async def verify_message(
     executor: Executor | None = None,
     minkey: int = MIN_KEY_BITS,
 ) -> tuple[DkimOutcome, ...]:
-    """Every DKIM-Signature of *message* (LF or CRLF line ends), topmost first; () when unsigned."""
+    """Every DKIM-Signature of *message* (LF or CRLF line ends), topmost first; () when unsigned.
+
+    The tags are checked and the keys fetched here; body hash and signatures are checked inline, or
+    in *executor* when given (see :func:`verify_with_keys`).
+    """
+    head = re.split(rb"\r?\n\r?\n", message, maxsplit=1)[0] + b"\n\n"  # the tags need no body
     try:
-        d = dkim.DKIM(message, logger=_quiet_logger(), minkey=minkey)
+        d = dkim.DKIM(head, logger=_quiet_logger(), minkey=minkey)
     except dkim.DKIMException as exc:
         return (DkimOutcome(DkimResult.PERMERROR, reason=f"unparsable message: {exc}"),)
     headers = [h for h in d.headers if h[0].lower() == b"dkim-signature"]
-    loop = asyncio.get_running_loop()
-    out: list[DkimOutcome] = []
-    for idx in range(min(len(headers), MAX_SIGNATURES)):
+    found: dict[int, DkimOutcome] = {}
+    keys: list[tuple[int, bytes]] = []
+    count = min(len(headers), MAX_SIGNATURES)
+    for idx in range(count):
         try:
-            prep = d.verify_headerprep(idx)
+            sig, _include, _sigheaders = d.verify_headerprep(idx)
         except dkim.DKIMException as exc:
-            out.append(_outcome(DkimResult.PERMERROR, _loose_tags(headers[idx][1]), str(exc)))
+            found[idx] = _outcome(DkimResult.PERMERROR, _loose_tags(headers[idx][1]), str(exc))
             continue
-        sig, include, sigheaders = prep
         name = (sig[b"s"] + b"._domainkey." + sig[b"d"]).decode("ascii", "replace")
         try:
             records = await dns.txt(name)
         except DnsTempError as exc:
-            out.append(_outcome(DkimResult.TEMPERROR, sig, f"key lookup: {exc}"))
+            found[idx] = _outcome(DkimResult.TEMPERROR, sig, f"key lookup: {exc}")
             continue
         if not records:
-            out.append(_outcome(DkimResult.PERMERROR, sig, f"no key at {name}"))
+            found[idx] = _outcome(DkimResult.PERMERROR, sig, f"no key at {name}")
             continue
-        header, key = sigheaders[idx], records[0]
-        job: Callable[[], DkimOutcome] = functools.partial(_check, d, sig, include, header, key)
-        out.append(job() if executor is None else await loop.run_in_executor(executor, job))
-    return tuple(out)
+        keys.append((idx, records[0]))
+    if keys:
+        job = functools.partial(verify_with_keys, message, keys, minkey)
+        if executor is None:
+            checked = job()
+        else:
+            checked = await asyncio.get_running_loop().run_in_executor(executor, job)
+        found.update(zip((idx for idx, _key in keys), checked, strict=True))
+    return tuple(found[idx] for idx in range(count))

@@ -11,9 +11,11 @@ accepted and tagged (or 451 under ``tempfail``), never refused permanently.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import random
+import signal
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ProcessPoolExecutor
 
 from qldap.address import split_address
 from qldap.mailauth.dkimverify import DkimOutcome, DkimResult, verify_message
@@ -29,24 +31,47 @@ from qldap.smtpd.queueing import MessageSpool
 from qldap.smtpd.replies import Reply
 from qldap.smtpd.session import CommitQueue, Send, Session
 
+INLINE_BYTES = 256 * 1024  # larger messages are verified in a worker process
 SPF_BUDGET = 20.0  # seconds for one SPF evaluation, all its lookups included
 DATA_BUDGET = 30.0  # seconds for the DKIM keys and the DMARC records of one message
+
+
+def _worker_init() -> None:
+    """The verification worker ignores the terminal's interrupt and hangup; it ends with the daemon."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 class InboundChecks:
     """The daemon's checker: one DNS seam, one executor for the signature arithmetic."""
 
-    def __init__(self, dns: Dns, executor: Executor | None = None, rng: random.Random | None = None) -> None:
+    def __init__(self, dns: Dns, rng: random.Random | None = None) -> None:
         self.dns = dns
-        self.executor = executor
         self.rng = rng or random.Random()
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _executor(self, size: int) -> Executor | None:
+        """None (verify inline: about a millisecond) for a usual message; a spawned worker process for
+        a large one, whose body canonicalization would otherwise hold the event loop."""
+        if size <= INLINE_BYTES:
+            return None
+        if self._pool is None:
+            context = multiprocessing.get_context("spawn")  # never fork a threaded daemon
+            self._pool = ProcessPoolExecutor(1, mp_context=context, initializer=_worker_init)
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the verification worker, if one was started."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     @classmethod
-    def sharing(cls, resolver: Resolver, dns: Dns | None, executor: Executor | None) -> InboundChecks:
+    def sharing(cls, resolver: Resolver, dns: Dns | None) -> InboundChecks:
         """A checker asking *dns*, else the dnspython resolver behind the daemon's *resolver*."""
         if dns is None:
             dns = Dns(resolver.dnspython() if isinstance(resolver, DnsResolver) else None)
-        return cls(dns, executor)
+        return cls(dns)
 
     async def spf(self, session: Session, sender: str) -> SpfOutcome:
         """SPF for *session*'s client and HELO name and *sender* (see :meth:`check_spf`)."""
@@ -64,7 +89,7 @@ class InboundChecks:
     async def _dkim_dmarc(
         self, message: bytes, spf: SpfOutcome
     ) -> tuple[tuple[DkimOutcome, ...], DmarcOutcome]:
-        dkim = await verify_message(self.dns, message, executor=self.executor)
+        dkim = await verify_message(self.dns, message, executor=self._executor(len(message)))
         end = header_end(message)
         dmarc = await check_dmarc(self.dns, field_values(message[:end], "From"), spf, dkim, self.rng)
         return dkim, dmarc

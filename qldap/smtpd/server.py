@@ -161,7 +161,7 @@ class SmtpServer:
         self.handoff = handoff or QueueHandoff(options.root, workers=options.queue_workers)
         self.parts = _Parts(options, self.lookup_pool, self.log)
         self.signing = SubmissionSigner(self.parts.ctl)  # DKIM for relayed mail (qldap-dkim(8))
-        self.checks = InboundChecks.sharing(self.resolver, authdns, self.lookup_pool)
+        self.checks = InboundChecks.sharing(self.resolver, authdns)
         self.connections: set[_Connection] = set()
         self.own_ips: frozenset[str] = frozenset({"127.0.0.1"})
         self.ids = itertools.count(1)
@@ -236,6 +236,7 @@ class SmtpServer:
     def close(self) -> None:
         """Release thread pools and directory connections (blocking: waits for running hand-offs)."""
         self.handoff.close()
+        self.checks.close()
         self.signing.close()
         self.lookup_pool.shutdown(wait=True)
         self.parts.close()
