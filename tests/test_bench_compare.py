@@ -71,3 +71,47 @@ def test_compare_tiny_run_delivers_everything_on_both_servers(tmp_path: Path) ->
     for group in doc["pids"].values():
         for name, pid in group.items():
             assert _gone(pid), f"{name} (pid {pid}) still running after the bench"
+
+
+def _bench(tmp_path: Path, *argv: str) -> dict[str, object]:
+    report = tmp_path / "report.json"
+    proc = subprocess.run([sys.executable, str(TOOL), *argv, "--json", str(report)],
+                          capture_output=True, text=True, timeout=600, cwd=str(ROOT))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc: dict[str, object] = json.loads(report.read_text())
+    return doc
+
+
+@pytest.mark.slow
+def test_drain_fills_the_queue_while_send_is_stopped_then_delivers_all(tmp_path: Path) -> None:
+    require_slapd()
+    doc = _bench(tmp_path, "drain", "--users", "20", "--messages", "8", "--ref-messages", "4", "-c", "2")
+    phases = doc["phases"]
+    assert isinstance(phases, list) and [p["phase"] for p in phases] == ["small", "large"]
+    for ph in phases:
+        # every message sat in the queue when send started: the backlog really was a backlog
+        assert ph["accepted"] == ph["queued_messages"] == ph["in_queue_at_send_start"], ph
+        assert ph["delivered"] == ph["queued_messages"] and ph["undelivered"] == 0, ph
+
+
+@pytest.mark.slow
+def test_sessions_parks_every_session_in_data_and_completes_it(tmp_path: Path) -> None:
+    require_slapd()
+    doc = _bench(tmp_path, "sessions", "--users", "20", "--sessions", "6", "--hold", "0.2")
+    servers = ["qldap"] + (["postfix"] if postfix.installed() is None else [])
+    for name in servers:
+        r = doc[name]
+        assert isinstance(r, dict)
+        assert r["parked"] == 6 and r["completed"] == 6 and not r["errors"], r
+        assert r["rss_kib_while_parked"] > 0
+
+
+@pytest.mark.slow
+def test_flat_reports_each_size_for_each_server(tmp_path: Path) -> None:
+    require_slapd()
+    doc = _bench(tmp_path, "flat", "--sizes", "20,40", "-n", "3", "--rounds", "1", "--servers", "qldap")
+    assert doc["cpu_ms_per_msg"].keys() == {"qldap"}  # type: ignore[attr-defined]
+    assert set(doc["cpu_ms_per_msg"]["qldap"]) == {"20", "40"}  # type: ignore[index]
+    for rep in doc["reports"]:  # type: ignore[attr-defined]
+        for run in rep["runs"]:
+            assert run["delivered"] == run["messages"] == 3, run
