@@ -84,6 +84,7 @@ def sign_dual(message: bytes) -> Work:
 _POOL: list[ProcessPoolExecutor] = []
 _SERVERS: list[Any] = []  # the name servers (spawned processes)
 _LOOP = asyncio.new_event_loop()
+_CHECKS: list[InboundChecks] = []  # their verification workers are stopped at the end
 
 
 def _serve(records: dict[tuple[str, str], list[str]], port_out: Any) -> None:
@@ -152,6 +153,7 @@ def whole_message(message: bytes, cache: bool = True) -> Work:
     """What smtpd does per message: SPF at MAIL, then DKIM + DMARC + Authentication-Results."""
     signed, dns = _signed(message, [Algorithm.RSA], cache)
     checks = InboundChecks(dns)
+    _CHECKS.append(checks)
     policy = InboundPolicy("mx.example.net")
 
     async def one() -> object:
@@ -220,6 +222,8 @@ def main() -> None:
     finally:
         for pool in _POOL:
             pool.shutdown()
+        for checks in _CHECKS:
+            checks.close()
         for proc in _SERVERS:
             proc.kill()
             proc.join()
