@@ -7,7 +7,9 @@ session's environment (``RELAYCLIENT`` present = may relay).
 
 Query order (pbscheck(8)): first server number (time XOR pid) mod n, one second to answer; on
 each timeout servers 0, 1, …, n−1 in turn, one second each; worst case n+1 seconds.  Only a
-Response for the asked address counts; anything else is ignored while waiting.  Socket errors mean
+Response for the asked address that comes from one of the ``pbsservers`` at ``pbsport`` counts
+(qmail-ldap's pbscheck read any datagram; qldap drops the others, so a rogue cannot race the server
+and grant itself relaying); anything else is ignored while waiting.  Socket errors mean
 "no relaying", never a failure of the SMTP session.
 """
 
@@ -64,6 +66,32 @@ def add_datagram(cfg: PbsConfig, ip: str, environ: Mapping[str, str], log: Log =
         return None
 
 
+def server_sources(cfg: PbsConfig) -> frozenset[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]:
+    """The (address, port) pairs an answer may come from: the ``pbsservers`` at ``pbsport``."""
+    out = set()
+    for server in cfg.servers:
+        try:
+            out.add((ipaddress.ip_address(server), cfg.port))
+        except ValueError:
+            continue
+    return frozenset(out)
+
+
+def from_server(source: tuple[str | int, ...], allowed: frozenset[tuple[object, int]]) -> bool:
+    """True when the datagram's *source* (``recvfrom`` address) is one of *allowed*.
+
+    Why: a Response grants relaying, so one from anyone else who can reach our port — a rogue
+    racing the real server — must be dropped (pbscheck(8)); IPv4-mapped IPv6 sources count as IPv4.
+    """
+    try:
+        ip = ipaddress.ip_address(str(source[0]).split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return (ip, int(source[1])) in allowed
+
+
 def accept_response(data: bytes, packed: bytes) -> Response | None:
     """*data* when it is a Response about *packed*; None for anything else."""
     packet = decode(data)
@@ -103,6 +131,7 @@ def query(cfg: PbsConfig, ip: str, *, seed: int | None = None, wait: float = QUE
     if packed is None or not cfg.servers:
         return None
     datagram = encode(Query(packed))
+    allowed = server_sources(cfg)
     socks: dict[socket.AddressFamily, socket.socket] = {}
     try:
         for index in query_order(len(cfg.servers), default_seed() if seed is None else seed):
@@ -114,7 +143,8 @@ def query(cfg: PbsConfig, ip: str, *, seed: int | None = None, wait: float = QUE
             while (left := deadline - time.monotonic()) > 0:
                 ready, _w, _x = select.select(list(socks.values()), [], [], left)
                 for s in ready:
-                    answer = accept_response(s.recv(2048), packed)
+                    data, source = s.recvfrom(2048)
+                    answer = accept_response(data, packed) if from_server(source, allowed) else None
                     if answer is not None:
                         return answer
         log("pbscheck: no response from server")
@@ -143,10 +173,11 @@ async def pbs_add(cfg: PbsConfig, ip: str, env: Mapping[str, str], log: Log = _i
             log(f"pbsadd: warning: unable to send to {server}: {exc.strerror or exc}")
 
 
-async def _answer(loop: asyncio.AbstractEventLoop, sock: socket.socket, packed: bytes) -> Response:
+async def _answer(loop: asyncio.AbstractEventLoop, sock: socket.socket, packed: bytes,
+                  allowed: frozenset[tuple[object, int]]) -> Response:
     while True:
-        data, _addr = await loop.sock_recvfrom(sock, 2048)
-        answer = accept_response(data, packed)
+        data, source = await loop.sock_recvfrom(sock, 2048)
+        answer = accept_response(data, packed) if from_server(source, allowed) else None
         if answer is not None:
             return answer
 
@@ -167,7 +198,8 @@ async def pbs_check(cfg: PbsConfig, ip: str, *, seed: int | None = None, wait: f
                 sock.setblocking(False)
                 await loop.sock_sendto(sock, datagram, (server, cfg.port))
                 try:
-                    return granted(await asyncio.wait_for(_answer(loop, sock, packed), wait), cfg)
+                    answer = _answer(loop, sock, packed, server_sources(cfg))
+                    return granted(await asyncio.wait_for(answer, wait), cfg)
                 except TimeoutError:
                     continue
     except OSError as exc:
