@@ -26,6 +26,9 @@ from qldap.mailauth.resolve import Dns, DnsTempError
 
 MAX_SIGNATURES = 8
 MIN_KEY_BITS = 1024
+LIBRARY_ERRORS = (dkim.DKIMException, ValueError, IndexError, KeyError, TypeError, UnicodeError)
+"""What dkimpy raises on hostile input besides its own errors (a header section opening with a
+continuation line is an IndexError): a broken message or signature is ``permerror``, never a crash."""
 
 
 class DkimResult(enum.Enum):
@@ -100,8 +103,8 @@ def _check(
         ok = d.verify_sig(sig, include, header, dnsfunc)
     except dkim.ValidationError as exc:
         return _outcome(DkimResult.FAIL, sig, str(exc))
-    except dkim.DKIMException as exc:
-        return _outcome(DkimResult.PERMERROR, sig, str(exc))
+    except LIBRARY_ERRORS as exc:
+        return _outcome(DkimResult.PERMERROR, sig, str(exc) or type(exc).__name__)
     if ok:
         return _outcome(DkimResult.PASS, sig)
     return _outcome(DkimResult.FAIL, sig, "signature did not verify")
@@ -113,12 +116,15 @@ def verify_with_keys(message: bytes, keys: Sequence[tuple[int, bytes]], minkey: 
     A top-level function of bytes and ints so that it can run in a worker process (a large body's
     canonicalization holds the interpreter for about 0.1 s per MiB).
     """
-    d = dkim.DKIM(message, logger=_quiet_logger(), minkey=minkey)
+    try:
+        d = dkim.DKIM(message, logger=_quiet_logger(), minkey=minkey)
+    except LIBRARY_ERRORS as exc:
+        return [DkimOutcome(DkimResult.PERMERROR, reason=f"unparsable message: {exc}") for _ in keys]
     out = []
     for idx, key in keys:
         try:
             sig, include, sigheaders = d.verify_headerprep(idx)
-        except dkim.DKIMException as exc:
+        except LIBRARY_ERRORS as exc:
             out.append(DkimOutcome(DkimResult.PERMERROR, reason=str(exc)))
             continue
         out.append(_check(d, sig, include, sigheaders[idx], key))
@@ -134,14 +140,17 @@ async def verify_message(
 ) -> tuple[DkimOutcome, ...]:
     """Every DKIM-Signature of *message* (LF or CRLF line ends), topmost first; () when unsigned.
 
+    Raises:
+        BrokenProcessPool: *executor*'s worker process died.
+
     The tags are checked and the keys fetched here; body hash and signatures are checked inline, or
     in *executor* when given (see :func:`verify_with_keys`).
     """
     head = re.split(rb"\r?\n\r?\n", message, maxsplit=1)[0] + b"\n\n"  # the tags need no body
     try:
         d = dkim.DKIM(head, logger=_quiet_logger(), minkey=minkey)
-    except dkim.DKIMException as exc:
-        return (DkimOutcome(DkimResult.PERMERROR, reason=f"unparsable message: {exc}"),)
+    except LIBRARY_ERRORS as exc:
+        return (DkimOutcome(DkimResult.PERMERROR, reason=f"unparsable message: {exc or type(exc).__name__}"),)
     headers = [h for h in d.headers if h[0].lower() == b"dkim-signature"]
     found: dict[int, DkimOutcome] = {}
     keys: list[tuple[int, bytes]] = []
@@ -149,7 +158,7 @@ async def verify_message(
     for idx in range(count):
         try:
             sig, _include, _sigheaders = d.verify_headerprep(idx)
-        except dkim.DKIMException as exc:
+        except LIBRARY_ERRORS as exc:
             found[idx] = _outcome(DkimResult.PERMERROR, _loose_tags(headers[idx][1]), str(exc))
             continue
         name = (sig[b"s"] + b"._domainkey." + sig[b"d"]).decode("ascii", "replace")

@@ -16,6 +16,7 @@ import random
 import signal
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from qldap.address import split_address
 from qldap.mailauth.dkimverify import DkimOutcome, DkimResult, verify_message
@@ -89,7 +90,11 @@ class InboundChecks:
     async def _dkim_dmarc(
         self, message: bytes, spf: SpfOutcome
     ) -> tuple[tuple[DkimOutcome, ...], DmarcOutcome]:
-        dkim = await verify_message(self.dns, message, executor=self._executor(len(message)))
+        try:
+            dkim = await verify_message(self.dns, message, executor=self._executor(len(message)))
+        except (BrokenProcessPool, OSError) as exc:  # the worker died (or could not start): next time anew
+            self.close()
+            dkim = (DkimOutcome(DkimResult.TEMPERROR, reason=f"verifier failed: {exc}"),)
         end = header_end(message)
         dmarc = await check_dmarc(self.dns, field_values(message[:end], "From"), spf, dkim, self.rng)
         return dkim, dmarc
