@@ -147,9 +147,13 @@ def test_man_qmail_smtpd_works_after_a_regular_install(tmp_path: Path) -> None:
     subprocess.run([*pip, "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(src)],
                    check=True, capture_output=True, timeout=600)  # fmt: skip
     (wheel,) = (tmp_path / "dist").glob("qldap-*.whl")
+    # a venv of its own: pip installing into this interpreter (even with --prefix) would first
+    # uninstall the editable qldap the test run itself uses
     prefix = tmp_path / "prefix"
-    subprocess.run([*pip, "install", "--no-deps", "--no-index", "-q", "--prefix", str(prefix), str(wheel)],
-                   check=True, capture_output=True, timeout=600)  # fmt: skip
+    subprocess.run([sys.executable, "-m", "venv", str(prefix)], check=True, capture_output=True, timeout=600)
+    subprocess.run([str(prefix / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "install",
+                    "--no-deps", "--no-index", "-q", str(wheel)], check=True, capture_output=True,
+                   timeout=600)  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k not in ("MANPATH", "MANOPT")}
     env.update(PATH=f"{prefix / 'bin'}:/usr/bin:/bin", MANWIDTH="250", HOME=str(tmp_path))
     where = subprocess.run(["man", "-w", "qmail-smtpd"], env=env, capture_output=True, text=True, timeout=60)
