@@ -155,11 +155,6 @@ def _qmail_message_id(host: str, now: float) -> str:
     return f"<{time.strftime('%Y%m%d%H%M%S', time.gmtime(now))}.{os.getpid()}.qmail@{host}>"
 
 
-def qmail_date(now: float) -> str:
-    """qmail's ``Date:`` value: ``6 Dec 2026 19:32:56 -0000`` (GMT, no weekday)."""
-    return time.strftime("%d %b %Y %H:%M:%S -0000", time.gmtime(now)).lstrip("0")
-
-
 def compose_reply(
     text: str, *, sender: str, recipient: str, original: bytes, dtline: str, me: str, now: float | None = None
 ) -> bytes:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import re
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,12 +41,24 @@ class Observed:
 
 @dataclass(frozen=True)
 class Case:
-    """One input for both sides; *run* returns both observations (already normalised)."""
+    """One input for both sides; *run* returns both observations (already normalised).
+
+    *parallel* cases touch nothing shared but the control files (their own capture directories, no
+    message stores), so the runner may run several at once when they need the same *controls*.
+    """
 
     group: str
     name: str
     run: Callable[[World], Observed]
     decisions: Sequence[Decision] = field(default_factory=tuple)
+    parallel: bool = False
+    controls: Mapping[str, str | None] | None = None
+
+    def batch_key(self) -> tuple[tuple[str, str | None], ...] | None:
+        """Cases with the same key may run together; None = alone."""
+        if not self.parallel:
+            return None
+        return tuple(sorted((self.controls or {}).items(), key=lambda kv: kv[0]))
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import argparse
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import registry
@@ -70,6 +71,23 @@ def select(cases: list[Case], groups: list[str], names: list[str]) -> list[Case]
             if (not groups or c.group in groups) and (not names or any(n in c.name for n in names))]
 
 
+def batches(cases: list[Case]) -> list[list[Case]]:
+    """*cases* in runs that may go at once: parallel cases grouped by their controls (in order of
+    first appearance), every other case alone and in its place among them."""
+    out: list[list[Case]] = []
+    groups: dict[object, list[Case]] = {}
+    for case in cases:
+        key = case.batch_key()
+        if key is None:
+            out.append([case])
+        elif key in groups:
+            groups[key].append(case)
+        else:
+            groups[key] = [case]
+            out.append(groups[key])
+    return out
+
+
 def line(o: Outcome) -> str:
     """The one line of a case."""
     label = {"passed": "passed", "decided": "decided", "failed": "FAILED", "error": "ERROR"}[o.verdict]
@@ -85,6 +103,8 @@ def main(p: argparse.ArgumentParser) -> int:
     p.add_argument("--case", action="append", default=[], help="only cases whose name contains this")
     p.add_argument("--list", action="store_true", help="list the cases and exit")
     p.add_argument("-v", "--verbose", action="store_true", help="print the diff of every failed case")
+    p.add_argument("-j", "--jobs", type=int, default=4,
+                   help="cases of one batch (same controls, nothing else shared) run at once (default 4)")
     args = p.parse_args()
     cases = select(registry.all_cases(), args.group, args.case)
     if args.list:
@@ -110,12 +130,14 @@ def main(p: argparse.ArgumentParser) -> int:
     counts = {"passed": 0, "decided": 0, "failed": 0, "error": 0}
     try:
         world.start()
-        for case in cases:
-            outcome = judge(case, world)
-            counts[outcome.verdict] += 1
-            print(line(outcome), flush=True)
-            if outcome.verdict in ("failed", "error") and (args.verbose or os.environ.get("CI")):
-                print("    " + outcome.detail.replace("\n", "\n    "), flush=True)
+        with ThreadPoolExecutor(args.jobs) as pool:
+            for batch in batches(cases):
+                # a batch shares its control files: they are written once, then its cases run at once
+                for outcome in pool.map(lambda c: judge(c, world), batch):
+                    counts[outcome.verdict] += 1
+                    print(line(outcome), flush=True)
+                    if outcome.verdict in ("failed", "error") and (args.verbose or os.environ.get("CI")):
+                        print("    " + outcome.detail.replace("\n", "\n    "), flush=True)
     finally:
         world.close()
     failed = counts["failed"] + counts["error"]

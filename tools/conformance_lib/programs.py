@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from .core import Case, Decision, Observed, show
 from .world import Result, World
@@ -20,8 +21,10 @@ from .world import Result, World
 def _both(world: World, program: str, argv: Sequence[str], stdin: bytes = b"",
           env: Mapping[str, str] | None = None) -> tuple[Result, Result]:  # fmt: skip
     full = world.env(env)
-    return (world.run([world.c(program), *argv], stdin, full, cwd=world.base),
-            world.run([world.q(program), *argv], stdin, full, cwd=world.base))  # fmt: skip
+    with ThreadPoolExecutor(2) as pool:  # the two sides share nothing but the controls
+        c = pool.submit(world.run, [world.c(program), *argv], stdin, full, cwd=world.base)
+        q = pool.submit(world.run, [world.q(program), *argv], stdin, full, cwd=world.base)
+        return c.result(), q.result()
 
 
 def _text(r: Result, stderr: bool = False) -> str:
@@ -45,7 +48,7 @@ def simple(group: str, name: str, program: str, argv: Sequence[str], stdin: byte
             tc, tq = re.sub(pat, rep, tc), re.sub(pat, rep, tq)
         return Observed(tc, tq)
 
-    return Case(group, name, run, decisions)
+    return Case(group, name, run, decisions, parallel=True, controls=controls)
 
 
 # -- qmail-verify ------------------------------------------------------------------------------
@@ -119,7 +122,7 @@ def digest_cross(scheme: str, extra: Sequence[str]) -> Case:
         prefix = lambda h: h.split("}")[0] + "}" + ("$" + h.split("$")[1] if "$" in h else "")  # noqa: E731
         return Observed(f"{prefix(made_c)}\n{_text(cv)}", f"{prefix(made_q)}\n{_text(qv)}")
 
-    return Case("digest", f"cross-{scheme}{''.join(extra)}", run)
+    return Case("digest", f"cross-{scheme}{''.join(extra)}", run, parallel=True)
 
 
 def digest_cases() -> list[Case]:
@@ -205,7 +208,7 @@ def cdb_case(name: str, text: bytes) -> Case:
             out.append(f"exit {r.rc}\n{data.hex()}")
         return Observed(out[0], out[1])
 
-    return Case("cdb", name, run)
+    return Case("cdb", name, run, parallel=True)
 
 
 def cdb_cases() -> list[Case]:

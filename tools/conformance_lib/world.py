@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,8 @@ class World:
         self.qbin = Path(sys.executable).parent
         self._saved_control: Path | None = None
         self._lock: IO[str] | None = None
+        self._written: dict[str, str | None] | None = None
+        self._controls_lock = threading.Lock()
 
     # -- lifetime ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -125,6 +128,14 @@ class World:
         """Write the same control files on both sides: the base set with *overrides* applied."""
         files: dict[str, str | None] = dict(base_controls(self.port))
         files.update(overrides or {})
+        with self._controls_lock:
+            if files == self._written:
+                return  # cases of one parallel batch share them (see Case.parallel)
+            self._written = None
+            self._write_controls(files)
+            self._written = files
+
+    def _write_controls(self, files: Mapping[str, str | None]) -> None:
         for ctl in (self.home / "control", self.qroot / "control"):
             shutil.rmtree(ctl, ignore_errors=True)
             ctl.mkdir(parents=True)
@@ -177,6 +188,29 @@ class World:
         """Path of a qldap console script in the venv."""
         return str(self.qbin / program)
 
+    def private_capture(self, tag: str) -> tuple[str, Path]:
+        """A copy of the reference's capture-queue writing into a capture directory of its own.
+
+        Returns (the program for ``QMAILQUEUE``, its capture directory); lets cases and the two sides
+        of one case run at the same time without reading each other's messages.
+        """
+        d = self.scratch("capture-" + tag)
+        (d / "bin").mkdir()
+        prog = d / "bin" / "capture-queue"
+        shutil.copy2(self.cbin / "capture-queue", prog)
+        (d / "capture").mkdir()
+        (d / "capture").chmod(0o777)
+        return str(prog), d / "capture"
+
+    @staticmethod
+    def read_captures(cap: Path) -> list[tuple[bytes, bytes]]:
+        """The (message, envelope) pairs capture-queue wrote into *cap*, oldest first."""
+        out = []
+        for msg in sorted(cap.glob("*.msg"), key=lambda p: p.stat().st_mtime_ns):
+            envf = msg.with_suffix(".env")
+            out.append((msg.read_bytes(), envf.read_bytes() if envf.exists() else b""))
+        return out
+
     def clear_captures(self) -> None:
         """Empty the C capture directory (capture-queue writes <pid>.msg/.env there)."""
         cap = self.home / "capture"
@@ -186,12 +220,7 @@ class World:
 
     def captures(self) -> list[tuple[bytes, bytes]]:
         """The (message, envelope) pairs capture-queue wrote, oldest first."""
-        cap = self.home / "capture"
-        out = []
-        for msg in sorted(cap.glob("*.msg"), key=lambda p: p.stat().st_mtime_ns):
-            envf = msg.with_suffix(".env")
-            out.append((msg.read_bytes(), envf.read_bytes() if envf.exists() else b""))
-        return out
+        return self.read_captures(self.home / "capture")
 
     def slapd_down(self) -> int:
         """A port where nothing listens (an LDAP outage without stopping the shared slapd)."""
