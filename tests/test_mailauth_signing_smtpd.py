@@ -213,3 +213,16 @@ def test_a_killed_worker_costs_one_signature_never_the_message(qroot: QRoot) -> 
         assert attempt()[1].startswith(b"DKIM-Signature: ")  # a new worker took over
     finally:
         signer.close()
+
+
+def test_nodkimsign_exempts_a_relaying_client(root: QRoot) -> None:
+    """A front-end MX that relays inbound mail here has RELAYCLIENT, but its mail is not ours to sign."""
+    configure_keys(root.control_dir, [("example.org", "r2026", "rsa")])
+    st = ServerThread(options(root.path, {"RELAYCLIENT": "", "NODKIMSIGN": ""})).start()
+    try:
+        with smtplib.SMTP(*st.addr, timeout=60) as smtp:
+            assert smtp.sendmail("alice@example.org", RECIPIENTS, MESSAGE) == {}
+    finally:
+        st.stop()
+    [msg] = queued(root.path)
+    assert b"DKIM-Signature" not in msg.message

@@ -79,6 +79,7 @@ class SmtpdEnv:
     ldapsoftok: bool = False
     loglevel: int = 0
     nolocal: bool = False
+    nodkimsign: bool = False
     qmailqueue: str | None = None
     rbl: bool = False
     rblonlyheader: bool = False
@@ -130,6 +131,7 @@ class SmtpdEnv:
             ldapsoftok="LDAPSOFTOK" in env,
             loglevel=min(num("LOGLEVEL"), MAX_LOGLEVEL),
             nolocal="NOLOCAL" in env,
+            nodkimsign="NODKIMSIGN" in env,
             qmailqueue=env.get("QMAILQUEUE"),
             rbl="RBL" in env,
             rblonlyheader="RBLONLYHEADER" in env,

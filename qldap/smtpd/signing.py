@@ -50,8 +50,10 @@ def _worker_init() -> None:
 
 
 def may_sign(session: Session) -> bool:
-    """True for a session whose mail this host signs: authenticated, or RELAYCLIENT for the client."""
-    return session.auth_user is not None or session.cfg.env.relayclient is not None
+    """True for a session whose mail this host signs: authenticated, or RELAYCLIENT for the client,
+    unless the client rules set NODKIMSIGN (a relay that passes on inbound mail, a host that signs)."""
+    env = session.cfg.env
+    return not env.nodkimsign and (session.auth_user is not None or env.relayclient is not None)
 
 
 class SubmissionSigner:
