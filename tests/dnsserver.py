@@ -7,7 +7,8 @@ tests start this server on ``127.0.0.1:0`` and point a resolver at it.  Records 
 asked type is NOERROR/no data.  Names in ``silent`` never get an answer (a timeout), names in
 ``servfail`` get SERVFAIL.  Every question is recorded in :attr:`asked` so a test can count lookups.
 Answers bigger than the client's UDP size are sent truncated (TC), which makes the client retry
-over TCP, as a real server would.
+over TCP, as a real server would.  Tests give the resolver a timeout of seconds, not fractions: on
+a loaded machine a definite answer must never turn into a timeout.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class DnsServer:
             self.records[(_key(name), rdtype.upper())] = list(values)
             self.known.add(_key(name))
 
-    def resolver(self, timeout: float = 1.0) -> dns.asyncresolver.Resolver:
+    def resolver(self, timeout: float = 2.0) -> dns.asyncresolver.Resolver:
         """A dnspython resolver that asks only this server, with *timeout* seconds per query."""
         res = dns.asyncresolver.Resolver(configure=False)
         res.nameservers = ["127.0.0.1"]

@@ -71,7 +71,7 @@ def server(keys: tuple[RsaKey, Ed25519Key]) -> Iterator[DnsServer]:
 
 
 def dns_for(server: DnsServer) -> Dns:
-    return Dns(server.resolver(timeout=0.5), timeout=0.5)
+    return Dns(server.resolver(timeout=2.0), timeout=2.0)
 
 
 def verify(server: DnsServer, message: bytes) -> tuple[DkimOutcome, ...]:

@@ -60,7 +60,7 @@ def results(server: DnsServer, domain: str, record: str | None, ips: list[str] =
         server.update({(domain, "TXT"): [txt(record)]})
 
     async def go() -> dict[str, str]:
-        dns = Dns(server.resolver(), timeout=1.0)
+        dns = Dns(server.resolver(timeout=2.0), timeout=2.0)
         return {ip: (await check_host(dns, ip, domain, f"user@{domain}")).result.value for ip in ips}
 
     return asyncio.run(go())
@@ -139,7 +139,7 @@ def test_appendix_a3_dnsbl_style(server: DnsServer) -> None:
     )
 
     async def go() -> list[str]:
-        dns = Dns(server.resolver(), timeout=1.0)
+        dns = Dns(server.resolver(timeout=2.0), timeout=2.0)
         cases = [
             ("198.51.100.7", "mary"),
             ("192.168.15.15", "joel"),
@@ -216,7 +216,7 @@ def test_macro_ipv6_and_escapes() -> None:
 
 def outcome(server: DnsServer, domain: str, ip: str = "192.0.2.10", sender: str | None = None) -> str:
     async def go() -> str:
-        dns = Dns(server.resolver(timeout=0.5), timeout=0.5)
+        dns = Dns(server.resolver(timeout=2.0), timeout=2.0)
         return (await check_host(dns, ip, domain, sender or f"u@{domain}")).result.value
 
     return asyncio.run(go())
@@ -330,7 +330,7 @@ def test_exp_explanation_on_fail(server: DnsServer) -> None:
     )
 
     async def go() -> str:
-        dns = Dns(server.resolver(), timeout=1.0)
+        dns = Dns(server.resolver(timeout=2.0), timeout=2.0)
         return (await check_host(dns, "192.0.2.99", "expl.example", "u@expl.example")).explanation
 
     assert asyncio.run(go()) == "192.0.2.99 is not one of expl.example's designated mail servers."
@@ -360,7 +360,7 @@ def test_helo_identity_for_null_sender(server: DnsServer) -> None:
     )
 
     async def go() -> list[tuple[str, str, bool]]:
-        dns = Dns(server.resolver(), timeout=1.0)
+        dns = Dns(server.resolver(timeout=2.0), timeout=2.0)
         out = []
         for ip, helo, sender in [
             ("192.0.2.65", "relay.example.com", ""),
@@ -409,7 +409,7 @@ def test_parse_record_rejects_before_evaluating() -> None:
 def test_answers_are_cached_for_their_ttl_errors_never(server: DnsServer) -> None:
     """Answers are kept for their TTL (60 s here), NXDOMAIN for 60 s; a timeout is asked again."""
     now = [1000.0]
-    dns = Dns(server.resolver(timeout=0.5), timeout=0.5, clock=lambda: now[0])
+    dns = Dns(server.resolver(timeout=2.0), timeout=2.0, clock=lambda: now[0])
     server.update({("cached.example", "TXT"): [txt("v=spf1 -all")]})
 
     async def go() -> None:

@@ -70,7 +70,7 @@ def start(root: QRoot, zone: DnsServer) -> Iterator[Start]:
     running: list[ServerThread] = []
 
     def make(env: dict[str, str]) -> ServerThread:
-        dns = Dns(zone.resolver(timeout=0.5), timeout=0.5)
+        dns = Dns(zone.resolver(timeout=2.0), timeout=2.0)
         st = ServerThread(options(root.path, env), StaticResolver(), authdns=dns).start()
         running.append(st)
         return st
