@@ -177,6 +177,15 @@ def test_tempfail_answers_451(root: QRoot, start: Start) -> None:
     assert err.value.smtp_code == 451 and err.value.smtp_error.startswith(b"4.7.1 SPF")
 
 
+def test_tempfail_answers_451_after_data_for_dmarc(root: QRoot, start: Start) -> None:
+    """tempfail: SPF passes, but the From domain's DMARC record cannot be fetched → 451 4.7.1 after DATA."""
+    st = start({"MAILAUTH": "tempfail dmarcreject"})
+    with pytest.raises(smtplib.SMTPDataError) as err:
+        send(st, "bounce@example.com", message("x@quiet.test"))
+    assert err.value.smtp_code == 451 and err.value.smtp_error.startswith(b"4.7.1 DMARC")
+    assert queued(root.path) == []
+
+
 def test_null_sender_checks_helo(root: QRoot, start: Start) -> None:
     """MAIL FROM:<>: the HELO identity is checked and reported as smtp.helo."""
     send(start({"MAILAUTH": ""}), "", message("mailer-daemon@helo.example.com"), helo="helo.example.com")
@@ -185,13 +194,17 @@ def test_null_sender_checks_helo(root: QRoot, start: Start) -> None:
 
 
 def test_relay_clients_are_not_checked(root: QRoot, start: Start, zone: DnsServer) -> None:
-    """RELAYCLIENT: no SPF lookup, no header; a control/mailauth file alone also turns checks on."""
+    """RELAYCLIENT: no SPF lookup, no header (forged ones still go); control/mailauth turns checks on."""
     root.control("mailauth", "spfreject")
     root.control("authservid", "auth.example.org")
     st = start({"RELAYCLIENT": ""})
     before = len(zone.asked)
-    send(st, "x@forged.test", message("x@forged.test"), source="127.0.0.3")
-    assert ar_fields(only_message(root)) == [] and len(zone.asked) == before
+    forged = (
+        "Authentication-Results: auth.example.org; dmarc=pass\r\nAuthentication-Results: x.test; none\r\n"
+    )
+    send(st, "x@forged.test", message("x@forged.test", forged), source="127.0.0.3")
+    assert ar_fields(only_message(root)) == [b"Authentication-Results: x.test; none"]
+    assert len(zone.asked) == before
     st2 = start({})
     with pytest.raises(smtplib.SMTPSenderRefused):
         send(st2, "x@forged.test", message("x@forged.test"), source="127.0.0.3")

@@ -102,11 +102,27 @@ class InboundChecks:
     async def data_end(
         self, cfg: SmtpdConfig, action: CommitQueue, spool: MessageSpool, log: Callable[[str], None]
     ) -> CommitQueue | Send:
-        """At the final dot: *action* unchanged (spool amended when checked), or the refusal."""
-        if action.spf is None or cfg.mailauth is None:
+        """At the final dot: *action* unchanged (spool amended when checked), or the refusal.
+
+        A message of a relaying or authenticated client is not checked, but forged fields with our
+        authserv-id go all the same: a local user must not fool another one's filter either.
+        """
+        if cfg.mailauth is None:
+            return action
+        if action.spf is None:
+            self.strip_only(cfg.mailauth, spool, log)
             return action
         refused = await self.after_data(cfg.mailauth, action.spf, action.recipients, spool, log)
         return action if refused is None else Send(refused)
+
+    def strip_only(self, policy: InboundPolicy, spool: MessageSpool, log: Callable[[str], None]) -> None:
+        """Remove Authentication-Results fields claiming our authserv-id; add none."""
+        message = spool.client_data()
+        end = header_end(message)
+        header, removed = strip_forged(message[:end], policy.authserv_id)
+        if removed:
+            log(f"mailauth: removed {removed} forged Authentication-Results field(s)")
+            spool.amend(b"", end, header)
 
     async def after_data(
         self,
