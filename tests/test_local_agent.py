@@ -175,7 +175,7 @@ def test_dotqmail_exit_99_stops_but_forwards(home: Path, message: Path) -> None:
 
 
 def test_dotqmail_exit_99_ignores_later_forwards(home: Path, message: Path) -> None:
-    # qmail-command(8): after exit 99 the following lines are ignored, forwards among them too (found
+    # qmail-local(8), DELIVERY: after exit 99 the following lines are ignored, forwards among them too (found
     # by tools/conformance: qldap still forwarded to the addresses after the program)
     q = home / ".qmail"
     q.write_text("|exit 99\n&c@x.example\n./Maildir/\n")

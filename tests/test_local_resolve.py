@@ -1,4 +1,4 @@
-"""qmail-local(8), QMAILUSER ATTRIBUTES: a matched entry → delivery plan, checks in the spec's order
+"""qmail-local(8), QMAILUSER ATTRIBUTES: a matched entry → delivery plan, checks in the man page's order
 (pure)."""
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from qldap.queue.states import Part, State, classify, parts_of, scan, state_of
 from tests.conftest import QRoot
 
 COLUMNS = (Part.MESS, Part.INTD, Part.TODO, Part.INFO, Part.LOCAL, Part.REMOTE, Part.BOUNCE)
-# The spec's table, column for column: + present, - absent, ? either.
+# The state table of qldap-queue(5), States, column for column: + present, - absent, ? either.
 TABLE = {
     State.S1: "-------",
     State.S2: "+------",

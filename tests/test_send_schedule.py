@@ -15,7 +15,7 @@ from qldap.send.schedule import (
     verp_sender,
 )
 
-# The remote column of the spec's table (qmail-send(8), SCHEDULING), attempts 1–40, exactly as printed there.
+# The remote retry schedule of qmail-send(8), SCHEDULING, attempts 1–40.
 SPEC_REMOTE_TABLE = """
 1 0-00:00:00 11 0-11:06:40 21 1-20:26:40 31 4-04:00:00
 2 0-00:06:40 12 0-13:26:40 22 2-01:00:00 32 4-10:46:40

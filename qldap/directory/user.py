@@ -1,9 +1,9 @@
 """QmailUser and QmailGroup: frozen records of every schema attribute, built once from an Entry.
 
-Why values stay unvalidated strings here: local delivery must run its checks in the spec's order
-(accountStatus before numbers, paths, ids — qmail-local(8), QMAILUSER ATTRIBUTES), so building a record only
-enforces the "one value" rule of single-valued attributes; the checks themselves are the pure functions of
-:mod:`qldap.directory.validate`, applied by whoever needs the value.
+Why values stay unvalidated strings here: local delivery must run its checks in the order
+qmail-local(8), QMAILUSER ATTRIBUTES documents (accountStatus before numbers, paths, ids), so building
+a record only enforces the "one value" rule of single-valued attributes; the checks themselves are
+the pure functions of :mod:`qldap.directory.validate`, applied by whoever needs the value.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Validation of directory values in the spec's terms: user, path, program and forward checks, ids, numbers.
+"""Validation of directory values (qmail-local(8), QMAILUSER ATTRIBUTES): user, path, program and forward
+checks, ids, numbers.
 
 Why pure functions apart from the records: the directory is not trusted (qmail-local(8) QMAILUSER ATTRIBUTES —
 a value may carry shell metacharacters, ``..`` components or header-injecting newlines), and each consumer

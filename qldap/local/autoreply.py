@@ -164,8 +164,9 @@ def compose_reply(
     subject = (_header(parse_headers(original), "Subject") or "").split("\n")[0].strip() or "Your Mail"
     lines = [line.replace("%SUBJECT%", subject) if line.startswith("Subject:") else line
              for line in build_header(fields, reply_rules(sender, recipient))]
-    # qmail-reply(8): Message-ID and Date as qmail-ldap's qmail-reply makes them, for the recipient's domain
-    host = recipient.rpartition("@")[2] or me
+    # qmail-reply(1): Message-ID and Date (qldap.dates.qmail_date: GMT, no weekday) as qmail-ldap's
+    # qmail-reply makes them, for the recipient's domain
+    host = Address.parse(recipient).domain or me
     ids = f"Message-ID: {_qmail_message_id(host, t)}\nDate: {qmail_date(t)}\n"
     head = dtline + ids + "\n".join(lines) + "\n"
     return (head + "\n" + body + "\n").encode("utf-8", "surrogateescape")

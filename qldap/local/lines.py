@@ -51,7 +51,7 @@ def _ext_n(ext: str, n: int) -> str:
 
 
 def _host_n(host: str, n: int) -> str:
-    """HOST minus its last *n* labels, never fewer than one (qmail-command(8)): for ``example.org``
+    """HOST minus its last *n* labels, never fewer than one (qmail-local(8), DELIVERY): for ``example.org``
     HOST2, HOST3 and HOST4 are all ``example``, as qmail-local sets them."""
     labels = host.split(".")
     return ".".join(labels[: max(1, len(labels) - n)])

@@ -3,8 +3,8 @@
 Why a pure function: the rewrite runs once per recipient when a message leaves ``todo/`` and its
 result is written into the ``local``/``remote`` channel files; the manager's file handling wraps
 :func:`rewrite_recipient`, and the bounce composer uses :func:`display_recipient` to show users the
-address they wrote instead of the virtual-domain form.  Keys are probed in the order of the spec:
-``user@domain``, ``domain``, each dot-suffix of the domain, the empty key.
+address they wrote instead of the virtual-domain form.  Keys are probed in the order of qmail-send(8),
+PREPROCESSING: ``user@domain``, ``domain``, each dot-suffix of the domain, the empty key.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ def attempt_offsets(channel: Channel, lifetime: int = DEFAULT_LIFETIME) -> tuple
 
 
 def format_offset(seconds: int) -> str:
-    """``D-HH:MM:SS`` as in the spec's schedule table."""
+    """``D-HH:MM:SS`` as in the schedule table of tests/test_send_schedule.py."""
     days, rest = divmod(seconds, 86400)
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
