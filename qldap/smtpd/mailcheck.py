@@ -33,6 +33,7 @@ from qldap.smtpd.replies import Reply
 from qldap.smtpd.session import CommitQueue, Send, Session
 
 INLINE_BYTES = 256 * 1024  # larger messages are verified in a worker process
+HEADER_BYTES = 1 << 20  # what is read of an unchecked message to find forged fields
 SPF_BUDGET = 20.0  # seconds for one SPF evaluation, all its lookups included
 DATA_BUDGET = 30.0  # seconds for the DKIM keys and the DMARC records of one message
 
@@ -117,7 +118,7 @@ class InboundChecks:
 
     def strip_only(self, policy: InboundPolicy, spool: MessageSpool, log: Callable[[str], None]) -> None:
         """Remove Authentication-Results fields claiming our authserv-id; add none."""
-        message = spool.client_data()
+        message = spool.client_data(HEADER_BYTES)
         end = header_end(message)
         header, removed = strip_forged(message[:end], policy.authserv_id)
         if removed:

@@ -107,14 +107,16 @@ class MessageSpool:
         """Put *data* in front of the message (DKIM-Signature lines made over what is spooled)."""
         self._prefix = data + self._prefix
 
-    def client_data(self) -> bytes:
-        """The message as the client sent it (after the trace head), for the inbound checks."""
+    def client_data(self, limit: int = -1) -> bytes:
+        """The message as the client sent it (after the trace head), at most *limit* bytes when
+        not negative, for the inbound checks."""
+        end = None if limit < 0 else self._head_len + limit
         if self._file is None:
-            return b"".join(self._chunks)[self._head_len :]
+            return b"".join(self._chunks)[self._head_len : end]
         f = self._file
         f.flush()
         f.seek(self._head_len)
-        return f.read()
+        return f.read(limit)
 
     def amend(self, prefix: bytes, header_len: int, header: bytes) -> None:
         """Queue *prefix* before the trace head, and *header* instead of the client's first
