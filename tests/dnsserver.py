@@ -7,8 +7,8 @@ tests start this server on ``127.0.0.1:0`` and point a resolver at it.  Records 
 asked type is NOERROR/no data.  Names in ``silent`` never get an answer (a timeout), names in
 ``servfail`` get SERVFAIL.  Every question is recorded in :attr:`asked` so a test can count lookups.
 Answers bigger than the client's UDP size are sent truncated (TC), which makes the client retry
-over TCP, as a real server would.  Tests give the resolver a timeout of seconds, not fractions: on
-a loaded machine a definite answer must never turn into a timeout.
+over TCP, as a real server would.  Tests wait :data:`ANSWER_TIMEOUT` for names that answer and
+:data:`SILENT_TIMEOUT` only where silence is the point.
 """
 
 from __future__ import annotations
@@ -29,6 +29,10 @@ import dns.rdatatype
 import dns.rrset
 
 Records = Mapping[tuple[str, str], Iterable[str]]
+ANSWER_TIMEOUT = 10.0
+"""Seconds a test waits for a name that answers: long, so a loaded machine never turns it into a timeout."""
+SILENT_TIMEOUT = 1.0
+"""Seconds a test waits where the name server is meant to stay silent."""
 
 
 def _key(name: str) -> str:
@@ -66,7 +70,7 @@ class DnsServer:
             self.records[(_key(name), rdtype.upper())] = list(values)
             self.known.add(_key(name))
 
-    def resolver(self, timeout: float = 2.0) -> dns.asyncresolver.Resolver:
+    def resolver(self, timeout: float = ANSWER_TIMEOUT) -> dns.asyncresolver.Resolver:
         """A dnspython resolver that asks only this server, with *timeout* seconds per query."""
         res = dns.asyncresolver.Resolver(configure=False)
         res.nameservers = ["127.0.0.1"]
@@ -177,4 +181,4 @@ def long_txt(value: str) -> str:
     return txt(*(value[i : i + 255] for i in range(0, len(value), 255)))
 
 
-__all__ = ["DnsServer", "Records", "dns", "long_txt", "txt"]
+__all__ = ["ANSWER_TIMEOUT", "SILENT_TIMEOUT", "DnsServer", "Records", "dns", "long_txt", "txt"]

@@ -28,7 +28,7 @@ from qldap.mailauth.dmarc import (
 from qldap.mailauth.resolve import Dns
 from qldap.mailauth.results import authserv_id_of, header_line, strip_forged
 from qldap.mailauth.spf import SpfOutcome, SpfResult
-from tests.dnsserver import DnsServer, txt
+from tests.dnsserver import ANSWER_TIMEOUT, SILENT_TIMEOUT, DnsServer, txt
 from tests.mailauth_keys import Ed25519Key, RsaKey, ed25519_key, rsa_key
 
 MESSAGE = (
@@ -70,12 +70,12 @@ def server(keys: tuple[RsaKey, Ed25519Key]) -> Iterator[DnsServer]:
     srv.close()
 
 
-def dns_for(server: DnsServer) -> Dns:
-    return Dns(server.resolver(timeout=2.0), timeout=2.0)
+def dns_for(server: DnsServer, timeout: float = ANSWER_TIMEOUT) -> Dns:
+    return Dns(server.resolver(), timeout=timeout)
 
 
-def verify(server: DnsServer, message: bytes) -> tuple[DkimOutcome, ...]:
-    return asyncio.run(verify_message(dns_for(server), message))
+def verify(server: DnsServer, message: bytes, timeout: float = ANSWER_TIMEOUT) -> tuple[DkimOutcome, ...]:
+    return asyncio.run(verify_message(dns_for(server, timeout), message))
 
 
 # -- DKIM --------------------------------------------------------------------------------------------
@@ -105,7 +105,8 @@ def test_key_errors(server: DnsServer, keys: tuple[RsaKey, Ed25519Key]) -> None:
     """No key record → permerror; a silent name server → temperror; a broken signature → permerror."""
     signed = keys[0].sign_perl(MESSAGE, "example.com", "sel")
     assert verify(server, signed.replace(b"s=sel;", b"s=nokey;"))[0].result is DkimResult.PERMERROR
-    assert verify(server, signed.replace(b"s=sel;", b"s=slow;"))[0].result is DkimResult.TEMPERROR
+    slow = signed.replace(b"s=sel;", b"s=slow;")
+    assert verify(server, slow, SILENT_TIMEOUT)[0].result is DkimResult.TEMPERROR
     assert verify(server, signed.replace(b"a=rsa-sha256", b"a=rsa-md5"))[0].result is DkimResult.PERMERROR
     assert verify(server, MESSAGE) == ()
 
@@ -131,8 +132,8 @@ def dk(result: DkimResult, domain: str) -> DkimOutcome:
 
 
 def dmarc(server: DnsServer, from_domain: str, s: SpfOutcome | None, d: tuple[DkimOutcome, ...] = (),
-          rng: random.Random | None = None):  # type: ignore[no-untyped-def]  # fmt: skip
-    return asyncio.run(check_dmarc(dns_for(server), [f"Someone <x@{from_domain}>"], s, d, rng))
+          rng: random.Random | None = None, timeout: float = ANSWER_TIMEOUT):  # type: ignore[no-untyped-def]  # fmt: skip
+    return asyncio.run(check_dmarc(dns_for(server, timeout), [f"Someone <x@{from_domain}>"], s, d, rng))
 
 
 def test_pass_via_spf_alignment(server: DnsServer) -> None:
@@ -212,7 +213,8 @@ def test_none_temperror_permerror(server: DnsServer) -> None:
         assert dmarc(server, domain, spf(SpfResult.FAIL, domain)).result is DmarcResult.NONE, domain
     badrua = dmarc(server, "badrua.test", spf(SpfResult.FAIL, "badrua.test"))
     assert badrua.result is DmarcResult.FAIL and badrua.policy is Policy.NONE  # bad p= with rua= is p=none
-    assert dmarc(server, "slow.test", spf(SpfResult.PASS, "slow.test")).result is DmarcResult.TEMPERROR
+    slow = dmarc(server, "slow.test", spf(SpfResult.PASS, "slow.test"), timeout=SILENT_TIMEOUT)
+    assert slow.result is DmarcResult.TEMPERROR
     assert (
         dmarc(server, "example.com", spf(SpfResult.TEMPERROR, "example.com")).result is DmarcResult.TEMPERROR
     )
