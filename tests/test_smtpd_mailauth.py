@@ -9,6 +9,7 @@ Perl's Mail::DKIM.
 
 from __future__ import annotations
 
+import asyncio
 import smtplib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,8 +17,10 @@ from pathlib import Path
 import pytest
 
 from qldap.mailauth.resolve import Dns
+from qldap.mailauth.spf import SpfResult
 from qldap.queue.layout import create_queue
-from qldap.smtpd.dns import StaticResolver
+from qldap.smtpd.dns import DnsResolver, StaticResolver
+from qldap.smtpd.mailcheck import InboundChecks
 from tests.conftest import QRoot
 from tests.dnsserver import ANSWER_TIMEOUT, SILENT_TIMEOUT, DnsServer, txt
 from tests.e2e.smtpd import ServerThread, options, queued
@@ -224,3 +227,12 @@ def test_large_message_verified_in_a_worker(root: QRoot, start: Start, key: RsaK
     assert b"dkim=pass header.d=example.com" in ar_fields(first.message)[0]
     assert b"dkim=fail (body hash mismatch" in ar_fields(second.message)[0]
     assert st.server is not None and st.server.checks._pool is not None  # the worker did the work
+
+
+def test_checks_share_the_daemons_resolver(zone: DnsServer) -> None:
+    """Without an explicit Dns, the checks ask through the dnspython resolver of the daemon's
+    DnsResolver (the one configured from /etc/resolv.conf in production)."""
+    checks = InboundChecks.sharing(DnsResolver(resolver=zone.resolver()), None)
+    out = asyncio.run(checks.check_spf("127.0.0.2", "client.test", "a@example.com"))
+    assert out.result is SpfResult.PASS and ("example.com.", "TXT") in zone.asked
+    assert isinstance(InboundChecks.sharing(StaticResolver(), None).dns, Dns)  # its own default resolver
