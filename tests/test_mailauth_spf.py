@@ -10,9 +10,11 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qldap.mailauth.resolve import Dns, DnsTempError
-from qldap.mailauth.spf import _State, check_host, check_sender, expand, parse_record
+from qldap.mailauth.spf import SpfResult, _State, check_host, check_sender, expand, parse_record
 from tests.dnsserver import ANSWER_TIMEOUT, SILENT_TIMEOUT, DnsServer, long_txt, txt
 
 # RFC 7208 appendix A: the example.com / example.org zone
@@ -435,3 +437,23 @@ def test_answers_are_cached_for_their_ttl_errors_never(server: DnsServer) -> Non
         assert dns.queries == 6
 
     asyncio.run(go())
+
+
+@settings(max_examples=60, deadline=None)
+@given(local=st.text(max_size=30), helo=st.text(max_size=30), ip=st.ip_addresses())
+def test_any_sender_and_helo_end_in_a_result(server: DnsServer, local: str, helo: str, ip: object) -> None:
+    """Macros expand whatever the client sent (spaces, dots, non-ASCII, empty labels) into names that
+    are asked or refused, never a crash."""
+    server.update(
+        {
+            ("macros.example", "TXT"): [
+                txt("v=spf1 exists:%{l}.%{h}.%{ir}.%{v}.x.example a:%{L}.x.example ~all")
+            ]
+        }
+    )
+
+    async def go() -> SpfResult:
+        dns = Dns(server.resolver(), timeout=ANSWER_TIMEOUT)
+        return (await check_sender(dns, str(ip), helo, f"{local}@macros.example")).result
+
+    assert asyncio.run(go()) in (SpfResult.SOFTFAIL, SpfResult.PERMERROR, SpfResult.NONE, SpfResult.FAIL)
