@@ -46,11 +46,13 @@ class Dns:
         self,
         resolver: dns.asyncresolver.Resolver | None = None,
         *,
+        source: Callable[[], dns.asyncresolver.Resolver | None] | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         cache_size: int = CACHE_SIZE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._resolver = resolver
+        self._source = source  # asked on first use (the daemon's resolver reads resolv.conf lazily)
         self.timeout = timeout
         self.queries = 0  # questions sent to a name server, for tests and the benchmark
         self._cache: dict[tuple[str, str], tuple[float, _Value]] = {}
@@ -76,6 +78,8 @@ class Dns:
         self._cache[key] = (self._clock() + ttl, value)
 
     def _get(self) -> dns.asyncresolver.Resolver:
+        if self._resolver is None and self._source is not None:
+            self._resolver, self._source = self._source(), None
         if self._resolver is None:
             try:
                 self._resolver = dns.asyncresolver.Resolver()

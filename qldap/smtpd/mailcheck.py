@@ -72,7 +72,7 @@ class InboundChecks:
     def sharing(cls, resolver: Resolver, dns: Dns | None) -> InboundChecks:
         """A checker asking *dns*, else the dnspython resolver behind the daemon's *resolver*."""
         if dns is None:
-            dns = Dns(resolver.dnspython() if isinstance(resolver, DnsResolver) else None)
+            dns = Dns(source=resolver.dnspython if isinstance(resolver, DnsResolver) else None)
         return cls(dns)
 
     async def spf(self, session: Session, sender: str) -> SpfOutcome:
