@@ -31,6 +31,7 @@ from qldap.metrics import QueueFigures
 from qldap.queue.cleanup import CLEANUP_INTERVAL, clean_all
 from qldap.queue.layout import SPLIT, QueueLayout
 from qldap.send import channels
+from qldap.send.batch import Batcher
 from qldap.send.channels import BounceInjector, CrashHook, Preprocessed
 from qldap.send.config import SendConfig
 from qldap.send.passes import Passes
@@ -90,6 +91,7 @@ class Manager:
         self.slots = {Channel.LOCAL: Slots(cfg.local_slots), Channel.REMOTE: Slots(cfg.remote_slots)}
         self._files = ThreadPoolExecutor(FILE_WORKERS, "qldap-send-files", block_signals)
         self._local_pool = ThreadPoolExecutor(max(1, cfg.concurrencylocal), "qldap-local", block_signals)
+        self._ends = Batcher(self._files)  # the ends of messages: unlinks and eliminations, batched
         self._passes = Passes(
             layout, self.slots, local=local, remote=remote, local_pool=self._local_pool, files=self._files,
             log=log, status=self._log_status, released=self._kick, stopping=lambda: self.stopping, hook=hook,
@@ -317,14 +319,11 @@ class Manager:
         remaining = result.remaining
         if remaining == 0:
             path = channels.channel_path(self.layout, msg.number, channel)
-            loop = asyncio.get_running_loop()
             last = msg.channels == {channel} and not msg.eliminating
             if last:
                 # the usual end of a message: unlink the channel file and eliminate in one hand-off
                 msg.eliminating = True
-                unlinked, done = await loop.run_in_executor(
-                    self._files, self._finish_job(msg), path, time.time()
-                )
+                unlinked, done = await self._ends.run(self._finish_job(msg), path, time.time())
                 msg.eliminating = False
                 if not unlinked:
                     self.log(reports.clean_warning(os.path.relpath(path, self.layout.queue)))
@@ -335,7 +334,7 @@ class Manager:
                     self._eliminated(msg, done)
                     self._kick()
                     return
-            elif not await loop.run_in_executor(self._files, channels.unlink_done, path):
+            elif not await self._ends.run(channels.unlink_done, path):
                 self.log(reports.clean_warning(os.path.relpath(path, self.layout.queue)))
                 remaining = 1
         msg.busy.discard(channel)
@@ -364,12 +363,11 @@ class Manager:
         if msg.eliminating:
             return
         msg.eliminating = True
-        loop = asyncio.get_running_loop()
         cfg = self.cfg
         job = partial(
             channels.eliminate, self.layout, msg.number, msg.sender, cfg, self._inject_bounce, self.log
         )
-        done = await loop.run_in_executor(self._files, job, time.time())
+        done = await self._ends.run(job, time.time())
         msg.eliminating = False
         self._eliminated(msg, done)
 

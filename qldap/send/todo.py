@@ -25,6 +25,7 @@ from qldap.send.config import SendConfig
 from qldap.send.schedule import RETRY_TROUBLE
 
 SCAN_INTERVAL = 1500
+INLINE_LIST_BYTES = 64 * 1024  # a directory this size holds at most a few thousand entries
 TROUBLE_PAUSE = 10
 
 
@@ -89,12 +90,11 @@ class Todo:
         self.host.background(self._scan())
 
     async def _scan(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
             while True:
                 self._again = False
                 try:
-                    names = await loop.run_in_executor(self._files, os.listdir, self.host.layout.dir("todo"))
+                    names = await self._list(self.host.layout.dir("todo"))
                 except OSError as exc:
                     self.log(f"alert: unable to opendir todo: {exc.strerror}; sleeping...")
                     await asyncio.sleep(TROUBLE_PAUSE)
@@ -105,6 +105,18 @@ class Todo:
                     return
         finally:
             self._scanning = False
+
+    async def _list(self, path: str) -> list[str]:
+        """The names in ``todo/``: on the loop while the directory is small (a listing costs less than
+        a thread hand-off and back), on the file pool once a backlog has grown it.
+
+        Raises:
+            OSError: the directory cannot be read.
+        """
+        await asyncio.sleep(0)  # let the pulls that arrived meanwhile coalesce into this scan
+        if os.stat(path).st_size <= INLINE_LIST_BYTES:
+            return os.listdir(path)
+        return await asyncio.get_running_loop().run_in_executor(self._files, os.listdir, path)
 
     def submit(self, number: int) -> None:
         """Preprocess ``todo/N`` unless that number is busy (then it is looked at when it is free)."""
