@@ -67,12 +67,15 @@ SUPERVISOR_ENV = "QLDAP_SUPERVISOR_PID"
 
 def daemon_command(spec: ServiceSpec, root: Path) -> list[str]:
     """The command line of the real daemon for *spec*: ``python -m qldap.cli.qldap NAME --root ROOT``
-    with one ``--listen`` per address and ``--rules FILE`` when the section names one."""
+    with one ``--listen`` per address, ``--rules FILE`` when the section names one, and one option per
+    ``limits:`` entry (``--max-per-ip 10`` …)."""
     argv = [sys.executable, "-m", "qldap.cli.qldap", spec.name, "--root", str(root)]
     for addr in spec.listen:
         argv += ["--listen", str(addr)]
     if spec.rules is not None:
         argv += ["--rules", str(spec.rules)]
+    for option, value in spec.limits:
+        argv += [option, str(value)]
     return argv
 
 

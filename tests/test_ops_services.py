@@ -71,7 +71,7 @@ def test_unknown_section(root: Path) -> None:
 
 def test_unknown_key(root: Path) -> None:
     assert error_of('send: {}\nsmtpd:\n  lisen: ["127.0.0.1:25"]\n', root) == (
-        "services.yaml: smtpd: unknown key 'lisen'; allowed: listen, rules, env, metrics (line 3)"
+        "services.yaml: smtpd: unknown key 'lisen'; allowed: listen, rules, env, metrics, limits (line 3)"
     )
 
 
@@ -79,7 +79,7 @@ def test_key_allowed_elsewhere_is_refused_where_it_makes_no_sense(root: Path) ->
     assert error_of('send:\n  listen: ["127.0.0.1:25"]\n', root) == (
         "services.yaml: send: unknown key 'listen'; allowed: env, metrics (line 2)"
     )
-    assert "pop3d: unknown key 'rules'; allowed: listen, env, metrics" in error_of(
+    assert "pop3d: unknown key 'rules'; allowed: listen, env, metrics, limits" in error_of(
         'pop3d: {listen: ["127.0.0.1:110"], rules: control/tcp.smtp}', root
     )
 

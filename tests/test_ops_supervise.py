@@ -363,7 +363,7 @@ def test_up_refuses_an_invalid_services_yaml(root: Path, capsys: pytest.CaptureF
     assert up_main([str(root)]) == 111
     assert capsys.readouterr().err == (
         "qldap up: fatal: services.yaml: smtpd: unknown key 'lisen'; "
-        "allowed: listen, rules, env, metrics (line 2)\n"
+        "allowed: listen, rules, env, metrics, limits (line 2)\n"
     )
 
 

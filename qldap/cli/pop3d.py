@@ -21,18 +21,20 @@ import ssl
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 from qldap.auth.check import cleartext_enabled
 from qldap.auth.modules import MailboxSettings
 from qldap.cli._run import start_metrics
 from qldap.control.files import ControlDir, find_root
+from qldap.control.limits import DEFAULT_DEADLINE, SessionLimits
 from qldap.directory.open import open_directory
 from qldap.errors import ConfigError
 from qldap.exitcodes import ExitCode
 from qldap.local.spawn import default_maildir
 from qldap.logs import stamper
 from qldap.pbs.config import PbsConfig, PbsRole, load_config
-from qldap.pop3.server import Pop3dConfig, Pop3Server
+from qldap.pop3.server import DEFAULT_FAILURE_DELAY, DEFAULT_MAX_SESSIONS, Pop3dConfig, Pop3Server
 
 PROG = "qldap pop3d"
 DEFAULT_LISTEN = "0.0.0.0:110"
@@ -95,10 +97,11 @@ def read_config(ctl: ControlDir) -> Pop3dConfig:
     )
 
 
-async def _serve(ctl: ControlDir, listens: Sequence[tuple[str, int]]) -> int:
+async def _serve(ctl: ControlDir, listens: Sequence[tuple[str, int]], limits: SessionLimits,
+                 failure_delay: float) -> int:
     try:
         start_metrics(PROG, "pop3d", os.environ)
-        cfg = read_config(ctl)
+        cfg = replace(read_config(ctl), limits=limits, failure_delay=failure_delay)
         directory = open_directory(ctl, log=lambda text: _log(f"{PROG}: {text}"))
     except ConfigError as exc:
         _log(f"{PROG}: fatal: {exc}")
@@ -114,6 +117,7 @@ async def _serve(ctl: ControlDir, listens: Sequence[tuple[str, int]]) -> int:
             """SIGHUP: new connections use freshly read controls and directory; a failure keeps the old."""
             try:
                 new_cfg, new_directory = read_config(ctl), open_directory(ctl)
+                new_cfg = replace(new_cfg, limits=limits, failure_delay=failure_delay)
             except ConfigError as exc:
                 _log(f"{PROG}: alert: unable to reload controls: {exc}")
                 return
@@ -147,12 +151,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG)
     parser.add_argument("--root", help="qmail root (default $QLDAP_ROOT or /var/qmail)")
     parser.add_argument("--listen", action="append", default=[], help=f"HOST:PORT (default {DEFAULT_LISTEN})")
+    parser.add_argument("--max-sessions", type=int, default=DEFAULT_MAX_SESSIONS, help="concurrent sessions")
+    parser.add_argument("--max-per-ip", type=int, default=0,
+                        help="concurrent sessions from one client address (0: no limit)")
+    parser.add_argument("--session-deadline", type=float, default=DEFAULT_DEADLINE,
+                        help="seconds a whole session may last (0: none)")
+    parser.add_argument("--failure-delay", type=float, default=DEFAULT_FAILURE_DELAY,
+                        help="seconds before a failed login is answered")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    limits = SessionLimits(max(1, args.max_sessions), max(0, args.max_per_ip),
+                           max(0.0, args.session_deadline))
     try:
         listens = [parse_listen(text) for text in (args.listen or [DEFAULT_LISTEN])]
     except ValueError as exc:
         parser.error(str(exc))
     try:
-        return asyncio.run(_serve(ControlDir(find_root(args.root)), listens))
+        return asyncio.run(_serve(ControlDir(find_root(args.root)), listens, limits,
+                                  max(0.0, args.failure_delay)))
     except KeyboardInterrupt:
         return ExitCode.OK

@@ -18,10 +18,11 @@ from pathlib import Path
 
 from qldap.cli._run import start_metrics
 from qldap.control.files import find_root
+from qldap.control.limits import DEFAULT_DEADLINE, ClientCounter, SessionLimits
 from qldap.control.services import parse_listen
 from qldap.errors import ConfigError
 from qldap.exitcodes import ExitCode
-from qldap.remote.qmqpd import serve_qmqpd
+from qldap.remote.qmqpd import DEFAULT_MAX_SESSIONS, serve_qmqpd
 
 PROG = "qldap qmqpd"
 DEFAULT_LISTEN = "0.0.0.0:628"
@@ -32,17 +33,18 @@ def _log(text: str) -> None:
     sys.stderr.flush()
 
 
-async def _serve(root: Path, listens: Sequence[tuple[str, int]]) -> int:
+async def _serve(root: Path, listens: Sequence[tuple[str, int]], limits: SessionLimits) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: None)
     running = []
+    clients = ClientCounter(limits)  # shared by every listener: the limits are per daemon
     try:
         start_metrics(PROG, "qmqpd", os.environ)
         for host, port in listens:
-            server, injector = await serve_qmqpd(root, host, port)
+            server, injector = await serve_qmqpd(root, host, port, clients=clients)
             running.append((server, injector))
             bound = server.sockets[0].getsockname()
             _log(f"qldap qmqpd: listening on {bound[0]}:{bound[1]}")
@@ -67,13 +69,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG)
     parser.add_argument("--root", help="qmail root (default $QLDAP_ROOT or /var/qmail)")
     parser.add_argument("--listen", action="append", default=[], help=f"HOST:PORT (default {DEFAULT_LISTEN})")
+    parser.add_argument("--max-sessions", type=int, default=DEFAULT_MAX_SESSIONS, help="concurrent sessions")
+    parser.add_argument("--max-per-ip", type=int, default=0,
+                        help="concurrent sessions from one client address (0: no limit)")
+    parser.add_argument("--session-deadline", type=float, default=DEFAULT_DEADLINE,
+                        help="seconds a whole session may last (0: none)")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    limits = SessionLimits(max(1, args.max_sessions), max(0, args.max_per_ip),
+                           max(0.0, args.session_deadline))
     try:
         listens = [parse_listen(text) for text in (args.listen or [DEFAULT_LISTEN])]
     except ValueError as exc:
         _log(f"{PROG}: fatal: {exc}")
         return ExitCode.USAGE
-    return asyncio.run(_serve(find_root(args.root), [(lst.host, lst.port) for lst in listens]))
+    return asyncio.run(_serve(find_root(args.root), [(lst.host, lst.port) for lst in listens], limits))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from qldap.cli._run import run, start_metrics
 from qldap.control.files import ControlDir, find_root
+from qldap.control.limits import DEFAULT_DEADLINE
 from qldap.errors import ConfigError
 from qldap.exitcodes import ExitCode
 from qldap.logs import Logger
@@ -82,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", action="append", default=[], type=parse_env, metavar="KEY=VALUE",
                    help="a service-wide session variable (repeatable)")  # fmt: skip
     p.add_argument("--max-sessions", type=int, default=DEFAULT_MAX_SESSIONS, help="concurrent sessions")
+    p.add_argument("--max-per-ip", type=int, default=0,
+                   help="concurrent sessions from one client address (0: no limit)")  # fmt: skip
+    p.add_argument("--session-deadline", type=float, default=DEFAULT_DEADLINE,
+                   help="seconds a whole session may last (0: none)")  # fmt: skip
     p.add_argument("--queue-workers", type=int, default=DEFAULT_QUEUE_WORKERS,
                    help="threads injecting messages concurrently")  # fmt: skip
     p.add_argument("--lookup-workers", type=int, default=DEFAULT_LOOKUP_WORKERS,
@@ -142,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             rules=ns.rules,
             environ=environ,
             max_sessions=max(1, ns.max_sessions),
+            max_per_ip=max(0, ns.max_per_ip),
+            session_deadline=max(0.0, ns.session_deadline),
             queue_workers=max(1, ns.queue_workers),
             lookup_workers=max(1, ns.lookup_workers),
         )

@@ -37,14 +37,27 @@ class Daemon(enum.Enum):
 
 
 ALLOWED_KEYS: Mapping[Daemon, tuple[str, ...]] = {
-    Daemon.SMTPD: ("listen", "rules", "env", "metrics"),
+    Daemon.SMTPD: ("listen", "rules", "env", "metrics", "limits"),
     Daemon.SEND: ("env", "metrics"),
-    Daemon.POP3D: ("listen", "env", "metrics"),
+    Daemon.POP3D: ("listen", "env", "metrics", "limits"),
     Daemon.PBSDBD: ("env", "metrics"),
-    Daemon.QMQPD: ("listen", "env", "metrics"),
+    Daemon.QMQPD: ("listen", "env", "metrics", "limits"),
 }
 """The keys each section may have; ``listen`` is required where it is allowed; ``metrics`` (one
-``HOST:PORT``, off when absent) is the daemon's Prometheus endpoint (docs/operations.md)."""
+``HOST:PORT``, off when absent) is the daemon's Prometheus endpoint (docs/operations.md); ``limits``
+bounds the sessions (:data:`LIMIT_KEYS`)."""
+
+LIMIT_KEYS: Mapping[Daemon, Mapping[str, tuple[str, int]]] = {
+    Daemon.SMTPD: {"sessions": ("--max-sessions", 1), "per_ip": ("--max-per-ip", 0),
+                   "deadline": ("--session-deadline", 0)},
+    Daemon.POP3D: {"sessions": ("--max-sessions", 1), "per_ip": ("--max-per-ip", 0),
+                   "deadline": ("--session-deadline", 0), "failure_delay": ("--failure-delay", 0)},
+    Daemon.QMQPD: {"sessions": ("--max-sessions", 1), "per_ip": ("--max-per-ip", 0),
+                   "deadline": ("--session-deadline", 0)},
+}
+"""Per daemon, the keys of ``limits:`` → (the daemon's option, the smallest value allowed):
+concurrent sessions, sessions from one client address (0 = no limit), seconds a whole session may
+last (0 = none), and for pop3d the seconds before a failed login is answered (qldap-services(5))."""
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
@@ -78,6 +91,7 @@ class ServiceSpec:
     rules: Path | None = None
     env: tuple[tuple[str, str], ...] = ()
     metrics: Listen | None = None
+    limits: tuple[tuple[str, int], ...] = ()  # (daemon option, value) in services.yaml order
 
     @property
     def name(self) -> str:
@@ -230,6 +244,7 @@ def _section(daemon: Daemon, node: Node, root: Path, where: _Where) -> ServiceSp
     rules: Path | None = None
     env: tuple[tuple[str, str], ...] = ()
     metrics: Listen | None = None
+    limits: tuple[tuple[str, int], ...] = ()
     for key, key_node, value in _pairs(node, where, name):
         if key not in allowed:
             raise where.error(key_node, name, f"unknown key {key!r}; allowed: {', '.join(allowed)}")
@@ -239,11 +254,13 @@ def _section(daemon: Daemon, node: Node, root: Path, where: _Where) -> ServiceSp
             rules = _rules(value, root, where, name)
         elif key == "metrics":
             metrics = _metrics(value, where, name)
+        elif key == "limits":
+            limits = _limits(daemon, value, where, name)
         else:
             env = _env(value, where, name)
     if "listen" in allowed and not listen:
         raise where.error(node, name, 'listen: required: a list of "HOST:PORT" addresses')
-    return ServiceSpec(daemon, listen, rules, env, metrics)
+    return ServiceSpec(daemon, listen, rules, env, metrics, limits)
 
 
 def _listen(node: Node, where: _Where, name: str) -> tuple[Listen, ...]:
@@ -272,6 +289,34 @@ def _metrics(node: Node, where: _Where, name: str) -> Listen:
         return parse_listen(text)
     except ValueError as exc:
         raise where.error(node, name, "metrics", str(exc)) from None
+
+
+def _limits(daemon: Daemon, node: Node, where: _Where, name: str) -> tuple[tuple[str, int], ...]:
+    if _is_null(node):
+        return ()
+    if not isinstance(node, MappingNode):
+        shape = f"must be a mapping such as {{per_ip: 10}}, not {_describe(node)}"
+        raise where.error(node, name, "limits", shape)
+    allowed = LIMIT_KEYS[daemon]
+    out = []
+    for key, key_node, value in _pairs(node, where, name, "limits"):
+        if key not in allowed:
+            raise where.error(key_node, name, "limits", f"unknown key {key!r}; allowed: {', '.join(allowed)}")
+        option, least = allowed[key]
+        number = _whole(value)
+        if number is None or number < least:
+            raise where.error(value, name, "limits", f"{key}: must be a whole number of at least {least}")
+        out.append((option, number))
+    return tuple(out)
+
+
+def _whole(node: Node) -> int | None:
+    if isinstance(node, ScalarNode) and node.tag == "tag:yaml.org,2002:int":
+        try:
+            return int(str(node.value), 0)
+        except ValueError:
+            return None
+    return None
 
 
 def _rules(node: Node, root: Path, where: _Where, name: str) -> Path:

@@ -45,6 +45,7 @@ from qldap.auth.modules import (
     prepare_mailbox,
     resolve_mail_host,
 )
+from qldap.control.limits import ClientCounter, SessionLimits
 from qldap.directory.lookup import Directory
 from qldap.logs import printable
 from qldap.metrics import recorder
@@ -56,6 +57,9 @@ from qldap.pop3.session import Pop3Session, SessionInfo, Transfer, open_session
 from qldap.pop3.session import Refused as SessionRefused
 
 TIMEOUT = 1200.0
+DEFAULT_MAX_SESSIONS = 100
+DEFAULT_FAILURE_DELAY = 2.0  # seconds before a failed login is answered, as SMTP AUTH pauses (qmail-pop3d(8))
+DEADLINE_REPLY = b"-ERR session time limit exceeded\r\n"
 CONNECT_TIMEOUT = 30.0  # seconds to reach a cluster backend (auth_pop(8))
 Log = Callable[[str], None]
 
@@ -72,6 +76,8 @@ class Pop3dConfig:
     cleartext: bool = False
     loglevel: str = ""
     timeout: float = TIMEOUT
+    limits: SessionLimits = field(default_factory=lambda: SessionLimits(DEFAULT_MAX_SESSIONS))
+    failure_delay: float = DEFAULT_FAILURE_DELAY
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +173,9 @@ def _child_main() -> int:
 # -- the asyncio side -----------------------------------------------------------------------------------
 
 
+_DEADLINE = object()  # what _read returns once the session deadline has passed
+
+
 class _Conn(asyncio.Protocol):
     """Received bytes into a queue (None = EOF); write back-pressure as an event."""
 
@@ -217,23 +226,59 @@ class Pop3Server:
         self.executor = executor
         self.log = log
         self.tasks: set[asyncio.Task[None]] = set()
+        self.clients = ClientCounter(cfg.limits)
 
     def protocol(self) -> asyncio.Protocol:
         """A protocol for one new connection (pass as ``protocol_factory``)."""
         return _Conn(self._start)
 
     def _start(self, conn: _Conn, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        ip = str(peer[0]) if peer else "unknown"
+        refusal = self.clients.admit(ip)
+        if refusal is not None:  # qldap-services(5) limits: sessions, per_ip
+            cast(asyncio.WriteTransport, transport).write(b"-ERR " + refusal.value.encode() + b"\r\n")
+            transport.close()
+            self.log(f"pop3d: {refusal.value}, refused a connection from {ip}")
+            return
         metrics = recorder()  # a no-op unless $QLDAP_METRICS started an endpoint
         metrics.session_opened()
         task = asyncio.get_running_loop().create_task(self._connection(conn, transport))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(lambda _t: self.clients.release(ip))
         task.add_done_callback(lambda _t: metrics.session_closed())
 
     async def _write(self, conn: _Conn, transport: asyncio.BaseTransport, data: bytes) -> None:
         assert isinstance(transport, asyncio.WriteTransport)
         transport.write(data)
         await asyncio.wait_for(conn.can_write.wait(), self.cfg.timeout)
+
+    def _deadline(self) -> float | None:
+        """When the session must end (loop time), None without a deadline."""
+        limit = self.cfg.limits.deadline
+        return asyncio.get_running_loop().time() + limit if limit > 0 else None
+
+    async def _read(self, conn: _Conn, deadline: float | None) -> bytes | object | None:
+        """The next bytes (None at EOF); :data:`_DEADLINE` once the session deadline has passed.
+
+        Why both a per-read timeout and a deadline: a client trickling one byte every few seconds
+        never lets the per-read timeout fire, and would hold its session slot for ever.
+
+        Raises:
+            TimeoutError: the client sent nothing for the per-read timeout.
+        """
+        wait = self.cfg.timeout
+        if deadline is not None:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return _DEADLINE
+            if left < wait:
+                try:
+                    return await asyncio.wait_for(conn.inbox.get(), left)
+                except TimeoutError:
+                    return _DEADLINE
+        return await asyncio.wait_for(conn.inbox.get(), wait)
 
     async def _connection(self, conn: _Conn, transport: asyncio.BaseTransport) -> None:
         try:
@@ -250,10 +295,15 @@ class Pop3Server:
         popup = Popup(self.cfg.hostname, pid=os.getpid(), now=int(time.time()),
                       tls_available=self.cfg.tls is not None, apop=self.cfg.cleartext)
         await self._write(conn, transport, popup.greeting().data)
+        deadline = self._deadline()
         while True:
-            data = await asyncio.wait_for(conn.inbox.get(), self.cfg.timeout)
+            data = await self._read(conn, deadline)
             if data is None:
                 return
+            if data is _DEADLINE:
+                await self._write(conn, transport, DEADLINE_REPLY)
+                return
+            assert isinstance(data, bytes)
             effects = popup.receive(data)
             if any(isinstance(e, StartTls) for e in effects):
                 # the ClientHello follows our "+OK": it must stay in the socket for the TLS layer
@@ -299,6 +349,7 @@ class Pop3Server:
             result = Refused(failure, f"cluster forwarding to {result.mail_host} failed")
         if isinstance(result, Refused):
             self.log(f"pop3d: login refused from {ip} ({int(result.exit)}): {printable(result.reason)}")
+            await asyncio.sleep(self.cfg.failure_delay)  # guesses cost time: no answer before the delay
             for effect in popup.auth_done(int(result.exit)):
                 if isinstance(effect, Reply):
                     await self._write(conn, transport, effect.data)
@@ -435,6 +486,7 @@ class Pop3Server:
             await self._write(conn, transport, opened.reply)
             return
         transport.resume_reading()
+        deadline = self._deadline()
         try:
             effects = opened.start() + (opened.receive(pending) if pending else [])
             while True:
@@ -447,8 +499,11 @@ class Pop3Server:
                             await self._write(conn, transport, chunk)
                     elif isinstance(effect, Close):
                         return
-                data = await asyncio.wait_for(conn.inbox.get(), self.cfg.timeout)
-                if data is None:
+                data = await self._read(conn, deadline)
+                if data is _DEADLINE:
+                    await self._write(conn, transport, DEADLINE_REPLY)
+                    return
+                if not isinstance(data, bytes):
                     return
                 effects = await loop.run_in_executor(self.executor, opened.receive, data)
         finally:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qldap.control.files import ControlDir
+from qldap.control.limits import ClientCounter, SessionLimits
 from qldap.dates import qmail_date
 from qldap.metrics import recorder
 from qldap.queue.codes import QueueError
@@ -44,6 +45,7 @@ from qldap.remote.qmqp import (
 BAD_ADDRESS = "Dsorry, I can't accept addresses like that (#5.1.3)"
 TOO_BIG = "Dsorry, that message size exceeds my databytes limit (#5.3.4)"
 _INDENT = " " * 10
+DEFAULT_MAX_SESSIONS = 100
 
 HostLookup = Callable[[str], Awaitable[str | None]]
 
@@ -92,6 +94,9 @@ class QmqpServer:
         max_bytes: the largest request accepted, 0 = any.
         timeout: seconds allowed for each read and write.
         remote_host: looks up the peer's name for the Received line; None writes ``unknown``.
+        clients: counts sessions against the services.yaml ``limits:`` (qldap-services(5)); past a
+            limit the connection gets ``Z…too many sessions…`` at once, and reading a request stops
+            at the session deadline however the client trickles its bytes.
     """
 
     def __init__(
@@ -105,18 +110,27 @@ class QmqpServer:
         timeout: float = IO_TIMEOUT,
         clock: Callable[[], float] = time.time,
         remote_host: HostLookup | None = None,
+        clients: ClientCounter | None = None,
     ) -> None:
         self.injector, self.local, self.how, self.uid = injector, local, how, uid
         self.max_bytes, self.timeout, self.clock, self.remote_host = max_bytes, timeout, clock, remote_host
+        self.clients = clients or ClientCounter(SessionLimits(DEFAULT_MAX_SESSIONS))
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Serve one connection: read one request, answer once, close."""
         peer = writer.get_extra_info("peername")
         ip = str(peer[0]) if isinstance(peer, tuple) else "unknown"
+        refusal = self.clients.admit(ip)
+        if refusal is not None:
+            writer.write(netstring(f"Z{refusal.value} (#4.3.2)".encode()))
+            writer.close()
+            return
         metrics = recorder()  # a no-op unless $QLDAP_METRICS started an endpoint
         metrics.session_opened()
+        limit = self.clients.limits.deadline
+        until = asyncio.get_running_loop().time() + limit if limit > 0 else None
         try:
-            reply = await self._answer(reader, ip)
+            reply = await self._answer(reader, ip, until)
             if reply is not None:
                 writer.write(netstring(reply.encode("utf-8", "surrogateescape")))
                 await asyncio.wait_for(writer.drain(), self.timeout)
@@ -125,15 +139,16 @@ class QmqpServer:
         finally:
             writer.close()
             metrics.session_closed()
+            self.clients.release(ip)
 
-    async def _answer(self, reader: asyncio.StreamReader, ip: str) -> str | None:
-        length = await asyncio.wait_for(read_netstring_length(reader), self.timeout)
+    async def _answer(self, reader: asyncio.StreamReader, ip: str, until: float | None) -> str | None:
+        length = await asyncio.wait_for(read_netstring_length(reader), self._wait(until))
         if self.max_bytes and length > self.max_bytes:
             # Read and drop the rest first: closing with unread input would reset the connection
             # and could destroy the reply before the client reads it.
-            await self._read(reader, length + 1, keep=False)
+            await self._read(reader, length + 1, until, keep=False)
             return TOO_BIG
-        payload = await self._read(reader, length + 1, keep=True)
+        payload = await self._read(reader, length + 1, until, keep=True)
         if payload[-1:] != b",":
             raise NetstringError("request without its comma")
         request = parse_request(bytes(payload[:-1]))
@@ -149,11 +164,27 @@ class QmqpServer:
             return exc.text
         return f"Kok {int(self.clock())} qp {queued.qp}"
 
-    async def _read(self, reader: asyncio.StreamReader, count: int, *, keep: bool) -> bytearray:
+    def _wait(self, until: float | None) -> float:
+        """The time this read may take: the I/O timeout, cut short by the session deadline *until*.
+
+        Raises:
+            TimeoutError: the deadline has passed.
+        """
+        if until is None:
+            return self.timeout
+        left = until - asyncio.get_running_loop().time()
+        if left <= 0:
+            raise TimeoutError("session deadline")
+        return min(self.timeout, left)
+
+    async def _read(self, reader: asyncio.StreamReader, count: int, until: float | None, *,
+                    keep: bool) -> bytearray:
         data = bytearray()
         left = count
         while left:
-            chunk = await asyncio.wait_for(reader.readexactly(min(CHUNK, left)), self.timeout)
+            chunk = await asyncio.wait_for(reader.read(min(CHUNK, left)), self._wait(until))
+            if not chunk:
+                raise asyncio.IncompleteReadError(bytes(data), count)
             left -= len(chunk)
             if keep:
                 data += chunk
@@ -167,6 +198,7 @@ async def serve_qmqpd(
     *,
     ids: QmailIds | None = None,
     remote_host: HostLookup | None = None,
+    clients: ClientCounter | None = None,
 ) -> tuple[asyncio.Server, Injector]:
     """Listen for QMQP on *host*:*port* and queue into ``ROOT/queue``; close both results to stop.
 
@@ -181,7 +213,7 @@ async def serve_qmqpd(
     injector = Injector(root, ids=qmail_ids)
     server = QmqpServer(
         injector, ctl.me(), how=how_invoked(os.getuid(), qmail_ids), uid=os.getuid(),
-        max_bytes=ctl.integer("databytes", 0), remote_host=remote_host,
+        max_bytes=ctl.integer("databytes", 0), remote_host=remote_host, clients=clients,
     )  # fmt: skip
     try:
         listener = await asyncio.start_server(server.handle, host, port)

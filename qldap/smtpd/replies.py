@@ -58,6 +58,7 @@ DEFAULT_550_GREETING = "Sorry, your mail was administratively denied. (#5.7.1)"
 DEFAULT_421_GREETING = "Service temporarily not available (#4.3.2)"
 BAD_SEQUENCE = _r(503, "bad sequence of commands (#5.5.1)")
 SERVICE_UNAVAILABLE = _r(421, "Service temporarily not available (#4.3.2)")
+TOO_MANY_FROM_IP = _r(421, "too many sessions from your address (#4.3.2)")  # qldap-services(5) per_ip
 LINE_TOO_LONG = _r(500, "Text line too long.")
 TIMEOUT = _r(451, "timeout (#4.4.2)")
 

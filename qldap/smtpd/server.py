@@ -37,6 +37,7 @@ from pathlib import Path
 from qldap.address import canonical_ipv4
 from qldap.control.domains import Locals, RcptHosts
 from qldap.control.files import ControlDir, path_signature
+from qldap.control.limits import DEFAULT_DEADLINE, ClientCounter, Refusal, SessionLimits
 from qldap.control.rules import RulesError, RulesFile
 from qldap.directory.lookup import Directory
 from qldap.directory.open import open_directory
@@ -90,6 +91,8 @@ class ServerOptions:
     rules: Path | None = None  # None: ROOT/control/qmail-smtpd.rules
     environ: Mapping[str, str] = field(default_factory=dict)
     max_sessions: int = DEFAULT_MAX_SESSIONS
+    max_per_ip: int = 0  # sessions from one client address; 0 = no limit (qldap-services(5) limits:)
+    session_deadline: float = DEFAULT_DEADLINE  # seconds a whole session may last; 0 = none
     lookup_workers: int = DEFAULT_LOOKUP_WORKERS
     queue_workers: int = DEFAULT_QUEUE_WORKERS
     stop_grace: float = 30.0
@@ -163,6 +166,8 @@ class SmtpServer:
         self.signing = SubmissionSigner(self.parts.ctl)  # DKIM for relayed mail (qldap-dkim(8))
         self.checks = InboundChecks.sharing(self.resolver, authdns)
         self.connections: set[_Connection] = set()
+        self.clients = ClientCounter(SessionLimits(options.max_sessions, options.max_per_ip,
+                                                   options.session_deadline))
         self.own_ips: frozenset[str] = frozenset({"127.0.0.1"})
         self.ids = itertools.count(1)
         self._servers: list[asyncio.Server] = []
@@ -258,6 +263,8 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.task: asyncio.Task[None] | None = None
         self.id = 0
+        self.ip = ""
+        self._admitted = False
         self.level = server.level
         self._loop = asyncio.get_running_loop()
         self._waiter: asyncio.Future[bool] | None = None
@@ -275,11 +282,16 @@ class _Connection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         server = self.server
-        if len(server.connections) >= server.options.max_sessions:
-            transport.write(replies.SERVICE_UNAVAILABLE.to_bytes())
+        peer = transport.get_extra_info("peername")
+        self.ip = _client_ip(str(peer[0])) if peer else "unknown"
+        refusal = server.clients.admit(self.ip)
+        if refusal is not None:
+            busy = replies.SERVICE_UNAVAILABLE if refusal is Refusal.TOTAL else replies.TOO_MANY_FROM_IP
+            transport.write(busy.to_bytes())
             transport.close()
-            server.log("too many sessions, refused a connection", 1)
+            server.log(f"{refusal.value}, refused a connection from {self.ip}", 1)
             return
+        self._admitted = True
         server.connections.add(self)
         self._metrics.session_opened()
         self.id = next(server.ids)
@@ -349,6 +361,9 @@ class _Connection(asyncio.Protocol):
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self.server.connections.discard(self)
+        if self._admitted:
+            self._admitted = False
+            self.server.clients.release(self.ip)
         self._metrics.session_closed()
         if self._spool is not None:
             self._spool.close()
@@ -403,6 +418,8 @@ class _Connection(asyncio.Protocol):
     async def _dialogue(self, session: Session) -> None:
         await self._send(session, session.start())
         reader = self.reader
+        limit = self.server.options.session_deadline
+        deadline = self._loop.time() + limit if limit > 0 else None
         while not self._closing:
             event = reader.next_event()
             if event is None:
@@ -414,7 +431,17 @@ class _Connection(asyncio.Protocol):
                 if self._stopping and not reader.in_data:
                     await self._send(session, Send(replies.SERVICE_UNAVAILABLE, close=True))
                     return
-                if not await self._wait(session.read_timeout) and not self._lost:
+                wait: float = session.read_timeout
+                if deadline is not None:  # slowloris: a trickle of bytes must not last for ever
+                    wait = min(wait, deadline - self._loop.time())
+                    if wait <= 0:
+                        self._log(f"session deadline of {limit:g} s reached, closing", 1)
+                        self._drop_message()
+                        await self._send(session, session.timeout())
+                        return
+                if not await self._wait(wait) and not self._lost:
+                    if deadline is not None and self._loop.time() >= deadline:
+                        continue  # the deadline, not the client's silence: logged above
                     await self._send(session, session.timeout())
                 continue
             match event:
