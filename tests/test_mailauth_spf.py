@@ -360,7 +360,8 @@ def test_ipv6_client(server: DnsServer) -> None:
 
 
 def test_helo_identity_for_null_sender(server: DnsServer) -> None:
-    """Sections 2.3, 2.4: for MAIL FROM:<> the HELO name is checked (postmaster@helo), reported as such."""
+    """Sections 2.3, 2.4: the HELO name is checked first (postmaster@helo); for MAIL FROM:<> its result
+    is the result, otherwise it rides along beside the MAIL FROM result."""
     server.update(
         {
             ("relay.example.com", "TXT"): [txt("v=spf1 ip4:192.0.2.65 -all")],
@@ -368,7 +369,7 @@ def test_helo_identity_for_null_sender(server: DnsServer) -> None:
         }
     )
 
-    async def go() -> list[tuple[str, str, bool]]:
+    async def go() -> list[tuple[str, str, bool, str | None]]:
         dns = Dns(server.resolver(), timeout=ANSWER_TIMEOUT)
         out = []
         for ip, helo, sender in [
@@ -376,17 +377,21 @@ def test_helo_identity_for_null_sender(server: DnsServer) -> None:
             ("192.0.2.66", "relay.example.com", ""),
             ("192.0.2.65", "[192.0.2.65]", ""),
             ("192.0.2.10", "relay.example.com", "u@example.com"),
+            ("192.0.2.65", "relay.example.com", "u@example.com"),
+            ("192.0.2.10", "unknown", "u@example.com"),
         ]:
             o = await check_sender(dns, ip, helo, sender)
-            out.append((o.result.value, o.identity, o.helo))
+            out.append((o.result.value, o.identity, o.helo, o.helo_result.value if o.helo_result else None))
         return out
 
     server.update({("example.com", "TXT"): [txt("v=spf1 a -all")]})
     assert asyncio.run(go()) == [
-        ("pass", "relay.example.com", True),
-        ("fail", "relay.example.com", True),
-        ("none", "[192.0.2.65]", True),
-        ("pass", "u@example.com", False),
+        ("pass", "relay.example.com", True, None),
+        ("fail", "relay.example.com", True, None),
+        ("none", "[192.0.2.65]", True, None),
+        ("pass", "u@example.com", False, "fail"),  # HELO fails, MAIL FROM passes: both reported
+        ("fail", "u@example.com", False, "pass"),
+        ("pass", "u@example.com", False, None),  # "unknown" is no domain: no HELO check
     ]
 
 

@@ -196,6 +196,13 @@ def test_null_sender_checks_helo(root: QRoot, start: Start) -> None:
     assert b"spf=pass smtp.helo=helo.example.com;" in ar
 
 
+def test_helo_checked_first_and_reported_beside_mail_from(root: QRoot, start: Start) -> None:
+    """A HELO name with an SPF record is checked too (RFC 7208 section 2.3) and reported as smtp.helo."""
+    send(start({"MAILAUTH": ""}), "bounce@example.com", message("alice@example.com"), helo="helo.example.com")
+    (ar,) = ar_fields(only_message(root))
+    assert b"spf=pass smtp.mailfrom=bounce@example.com; spf=pass smtp.helo=helo.example.com;" in ar
+
+
 def test_relay_clients_are_not_checked(root: QRoot, start: Start, zone: DnsServer) -> None:
     """RELAYCLIENT: no SPF lookup, no header (forged ones still go); control/mailauth turns checks on."""
     root.control("mailauth", "spfreject")

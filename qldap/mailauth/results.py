@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 
 from qldap.mailauth.dkimverify import DkimOutcome, DkimResult
 from qldap.mailauth.dmarc import DmarcOutcome, DmarcResult
-from qldap.mailauth.spf import SpfOutcome
+from qldap.mailauth.spf import SpfOutcome, SpfResult
 
 HEADER = "Authentication-Results"
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+\-./^_`{|}~@]+\Z")
@@ -34,10 +34,14 @@ def _comment(text: str) -> str:
     return "(" + re.sub(r"[()\\\r\n]", " ", text).strip() + ")"
 
 
-def spf_resinfo(spf: SpfOutcome) -> str:
-    """``spf=<result> smtp.mailfrom=…`` (or ``smtp.helo=…`` when the HELO identity was checked)."""
+def spf_resinfo(spf: SpfOutcome) -> list[str]:
+    """``spf=<result> smtp.mailfrom=…`` (or ``smtp.helo=…`` when the HELO identity was the one
+    checked), then ``spf=<result> smtp.helo=<helo>`` for a separate HELO check that found a record."""
     prop = "smtp.helo" if spf.helo else "smtp.mailfrom"
-    return f"spf={spf.result.value} {prop}={_value(spf.identity)}"
+    out = [f"spf={spf.result.value} {prop}={_value(spf.identity)}"]
+    if spf.helo_result is not None and spf.helo_result is not SpfResult.NONE and spf.helo_name:
+        out.append(f"spf={spf.helo_result.value} smtp.helo={_value(spf.helo_name)}")
+    return out
 
 
 def dkim_resinfo(sig: DkimOutcome) -> str:
@@ -75,7 +79,7 @@ def header_line(
     """The whole folded header field, LF-terminated: one method result per line."""
     results: list[str] = []
     if spf is not None:
-        results.append(spf_resinfo(spf))
+        results.extend(spf_resinfo(spf))
     if dkim:
         results.extend(dkim_resinfo(s) for s in dkim)
     elif spf is not None or dmarc is not None:

@@ -69,6 +69,8 @@ class SpfOutcome:
     reason: str = ""
     explanation: str = ""
     helo: bool = False  # the identity checked was the HELO name
+    helo_result: SpfResult | None = None  # the separate HELO check done first (section 2.3)
+    helo_name: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -456,12 +458,22 @@ async def check_host(dns: Dns, ip: str, domain: str, sender: str, helo: str = ""
 
 
 async def check_sender(dns: Dns, ip: str, helo: str, sender: str) -> SpfOutcome:
-    """section 2.3/section 2.4: the MAIL FROM result; for a null sender, the HELO identity's result."""
+    """Sections 2.3 and 2.4: the HELO identity is checked first (when it is a domain name), then
+    the MAIL FROM identity; for a null sender the HELO result is the MAIL FROM result.
+
+    The HELO result of a non-null sender rides along in ``helo_result`` (reported, not acted on:
+    DMARC and the reject words judge the MAIL FROM identity).
+    """
+    helo_outcome = None
+    if valid_domain(helo):
+        helo_outcome = await check_host(dns, ip, helo, "postmaster@" + helo, helo)
     if not sender:
-        if not valid_domain(helo):
+        if helo_outcome is None:
             return SpfOutcome(SpfResult.NONE, helo, helo, "no usable HELO name", helo=True)
-        outcome = await check_host(dns, ip, helo, "postmaster@" + helo, helo)
-        return SpfOutcome(outcome.result, helo, helo, outcome.reason, outcome.explanation, helo=True)
+        o = helo_outcome
+        return SpfOutcome(o.result, helo, helo, o.reason, o.explanation, helo=True)
     domain = split_address(sender)[1]
     outcome = await check_host(dns, ip, domain, sender, helo)
-    return SpfOutcome(outcome.result, sender, domain, outcome.reason, outcome.explanation)
+    return SpfOutcome(outcome.result, sender, domain, outcome.reason, outcome.explanation,
+                      helo_result=helo_outcome.result if helo_outcome is not None else None,
+                      helo_name=helo)  # fmt: skip
