@@ -47,6 +47,30 @@ class RblAction(enum.Enum):
     ADDHEADER = "addheader"
 
 
+SESSION_MEMO = 64  # domains remembered per session (a harvesting client cannot grow it further)
+
+
+def per_session(answer: Callable[[str], bool]) -> Callable[[str], bool]:
+    """*answer* (a locals or rcpthosts question) remembered for the rest of one SMTP session.
+
+    Why: qmail-smtpd(8) reads its control files once when the connection starts; asking them again
+    (a ``stat`` per file and question) for every RCPT of a long session costs system calls and GIL
+    hand-overs while the answer cannot change for that session anyway.  An error is not remembered:
+    the next question reads the files again.  At most :data:`SESSION_MEMO` domains are kept.
+    """
+    memo: dict[str, bool] = {}
+
+    def remembered(domain: str) -> bool:
+        hit = memo.get(domain)
+        if hit is None:
+            hit = answer(domain)
+            if len(memo) < SESSION_MEMO:
+                memo[domain] = hit
+        return hit
+
+    return remembered
+
+
 @dataclass(frozen=True, slots=True)
 class RblEntry:
     """One ``rbllist`` line: ``basedomain action matchon message…``."""

@@ -50,7 +50,7 @@ from qldap.pbs.config import PbsConfig, PbsRole, load_config
 from qldap.queue.received import tls_protocol
 from qldap.smtpd import replies
 from qldap.smtpd.auth import Authenticator
-from qldap.smtpd.config import SmtpdConfig, SmtpdEnv
+from qldap.smtpd.config import SmtpdConfig, SmtpdEnv, per_session
 from qldap.smtpd.dns import DnsResolver, Resolver
 from qldap.smtpd.mailcheck import InboundChecks
 from qldap.smtpd.policy import NO_FACTS, MxQuery, RblQuery, SpfQuery, VerifyQuery
@@ -404,8 +404,9 @@ class _Connection(asyncio.Protocol):
                     raise parts.pbs
                 env.update(await pbs_check(parts.pbs, ip, log=lambda text: server.log(text, 3)))
             cfg = SmtpdConfig.load(
-                parts.ctl, env, own_ips=server.own_ips | {local_ip}, is_local=parts.locals.contains,
-                rcpthosts_accepts=parts.rcpthosts.accepts, dash_ext=parts.dash_ext,
+                parts.ctl, env, own_ips=server.own_ips | {local_ip}, dash_ext=parts.dash_ext,
+                is_local=per_session(parts.locals.contains),
+                rcpthosts_accepts=per_session(parts.rcpthosts.accepts),
             )  # fmt: skip
         except ConfigError as exc:
             server.log(f"unable to read controls: {exc}", 1)
