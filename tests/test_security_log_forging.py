@@ -11,7 +11,9 @@ are fed addresses that another door (QMQP, a local injector) could have queued.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import os
 import re
 from collections.abc import Iterator
 
@@ -19,7 +21,9 @@ import pytest
 
 from qldap.address import AddressSyntaxError, parse_path
 from qldap.logs import printable
+from qldap.queue.layout import create_queue
 from qldap.remote.dialogue import DialogueSettings, Finished, Send, SmtpDialogue
+from qldap.remote.qmqpd import BAD_ADDRESS, serve_qmqpd
 from qldap.send.bounce import BouncePlan, plan_bounce
 from tests.conftest import QRoot
 from tests.fixtures_slapd import LdapBase
@@ -145,3 +149,31 @@ def test_pop3_accounting_line_is_escaped() -> None:
 
     info = SessionInfo(pid=1, remote_host="h\rx", remote_ip="1.2.3.4", user="u\nqmail-pop3d: FORGED")
     assert "\n" not in info.acct("login") and "\r" not in info.acct("login")
+
+
+@pytest.mark.parametrize("address", [b"victim@example.org\nBcc: x@evil.test", b"a\r@example.org"])
+def test_qmqpd_refuses_an_address_with_a_line_break(qroot: QRoot, address: bytes) -> None:
+    """QMQP is the one door that takes raw envelope bytes: CR/LF would reach Delivered-To: headers."""
+    create_queue(qroot.path)
+    qroot.control("me", "mx.example.org")
+
+    def nets(*items: bytes) -> bytes:
+        return b"".join(b"%d:%s," % (len(i), i) for i in items)
+
+    async def body() -> bytes:
+        server, injector = await serve_qmqpd(qroot.path, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(nets(nets(b"Subject: x\n\nhi\n", b"a@member.test", address)))
+            await writer.drain()
+            answer = await reader.read()
+            writer.close()
+            return answer
+        finally:
+            server.close()
+            await server.wait_closed()
+            injector.close()
+
+    assert asyncio.run(body()) == nets(BAD_ADDRESS.encode())
+    assert os.listdir(qroot.path / "queue" / "todo") == []

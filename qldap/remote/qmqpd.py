@@ -5,8 +5,10 @@ from any peer (qmail-qmqpd(8)), so it must only listen where cluster members can
 connection carries one request — a netstring of the message, sender and recipient netstrings — and
 gets one netstring reply: ``Kok <time> qp <qp>`` once the message is durably queued, the queue's
 caller text (``D…``/``Z…``) when injection failed, ``Dsorry, I can't accept addresses like that
-(#5.1.3)`` for an address containing NUL.  A request that is not well-formed QMQP gets no reply: the
-connection is closed and the client reports a dialogue failure.
+(#5.1.3)`` for an address containing NUL, CR or LF (qmail-qmqpd refused NUL only; a line break
+would reach a ``Delivered-To:`` or bounce header, or the next hop's ``RCPT TO``).  A request that
+is not well-formed QMQP gets no reply: the connection is closed and the client reports a dialogue
+failure.
 
 Decision: ``databytes`` (0 = unlimited) bounds the request size, since the whole request is held in
 memory while it is checked; a larger one is answered ``Dsorry, that message size exceeds my
@@ -70,7 +72,7 @@ class QmqpRequest:
 
 
 def parse_request(payload: bytes) -> QmqpRequest | str:
-    """The request inside the outer netstring, or the ``D…`` reply for an address with NUL.
+    """The request inside the outer netstring, or the ``D…`` reply for an address with NUL, CR or LF.
 
     Raises:
         NetstringError: the payload is not a message netstring followed by envelope netstrings.
@@ -79,8 +81,8 @@ def parse_request(payload: bytes) -> QmqpRequest | str:
     if len(parts) < 2:
         raise NetstringError("no sender netstring")
     message, addresses = parts[0], parts[1:]
-    if any(b"\0" in a for a in addresses):
-        return BAD_ADDRESS
+    if any(b"\0" in a or b"\n" in a or b"\r" in a for a in addresses):
+        return BAD_ADDRESS  # CR/LF too: they would reach Delivered-To:, bounces and RCPT TO (qmail-qmqpd(8))
     return QmqpRequest(message, Envelope(to_text(addresses[0]), tuple(to_text(a) for a in addresses[1:])))
 
 
