@@ -155,27 +155,32 @@ def digest_cases() -> list[Case]:
 
 
 # -- checkpassword programs --------------------------------------------------------------------
-def _checkpw(world: World, exe: str, user: str, pw: str, env: Mapping[str, str]) -> Result:
-    r, w = os.pipe()
-    os.write(w, f"{user}\0{pw}\0\0".encode())
-    os.close(w)
-    try:
-        # fd 3 carries the credentials (checkpassword protocol); the next program prints its environment
-        proc = subprocess.run([exe, "/usr/bin/env"], capture_output=True, env=dict(env), cwd=world.base,
-                              timeout=30, preexec_fn=lambda: os.dup2(r, 3), pass_fds=(r,))  # fmt: skip
-    finally:
-        os.close(r)
+def _checkpw(world: World, exe: str, user: str, pw: str, env: Mapping[str, str],
+             args: Sequence[str] = ()) -> Result:  # fmt: skip
+    # fd 3 carries the credentials (checkpassword protocol): the shell moves them there from stdin;
+    # the next program prints its environment and where it runs
+    shell = 'exec 3<&0 </dev/null; exec "$0" "$@"'
+    nxt = ["/bin/sh", "-c", 'echo "cwd=$(pwd)"; echo "id=$(id -u):$(id -g)"; exec /usr/bin/env']
+    proc = subprocess.run(["/bin/sh", "-c", shell, exe, *args, *nxt], input=f"{user}\0{pw}\0\0".encode(),
+                          capture_output=True, env=dict(env), cwd=world.base, timeout=30)  # fmt: skip
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
-ENV_KEYS = ("USER", "HOME", "MAILDIR", "SHELL", "QLDAPUID", "QLDAPGID", "AUTHENTICATED")
+# the environment the test itself sets up, and what the shells add: everything else was handed on
+ENV_OWN = ("PATH", "QLDAP_ROOT", "LANG", "TCPREMOTEIP", "PWD", "SHLVL", "_", "OLDPWD")
 
 
-def checkpw(name: str, program: str, user: str, pw: str, decisions: Sequence[Decision] = ()) -> Case:
+LC_CTYPE = Decision(
+    "checkpassword-lc-ctype", "Python's C-locale coercion (PEP 538) adds LC_CTYPE=C.UTF-8 to the environment",
+    lambda t: t.replace("\nLC_CTYPE=C.UTF-8\n", "\n"),
+)
+
+
+def checkpw(name: str, program: str, user: str, pw: str, decisions: Sequence[Decision] = (LC_CTYPE,)) -> Case:
     """auth_pop/auth_smtp with fd 3 credentials; compare exit and the environment handed on."""
 
     def observe(r: Result) -> str:
-        env = [line for line in r.out.decode("latin-1").splitlines() if line.split("=")[0] in ENV_KEYS]
+        env = [line for line in r.out.decode("latin-1").splitlines() if line.split("=")[0] not in ENV_OWN]
         return f"exit {r.rc}\n" + "\n".join(sorted(env))
 
     def run(world: World) -> Observed:
@@ -193,8 +198,48 @@ def checkpw_cases() -> list[Case]:
              ("ok-md5", "carol", "carolpw"), ("ok-crypt", "frank", "frankpw"), ("disabled", "dave", "davepw"),
              ("noaccess", "erin", "erinpw"), ("deleted", "gina", "ginapw"), ("unknown", "zed", "x"),
              ("cleartext-entry", "paul", "plainpw"), ("empty-password", "alice", ""),
-             ("cluster-other-host", "jack", "jackpw")]  # fmt: skip
+             ("cluster-other-host", "jack", "jackpw"), ("homedir-and-store", "sam", "sampw"),
+             ("mbox-store", "rita", "ritapw"), ("home-missing", "xavier", "xavierpw"),
+             ("quota-and-program-entry", "tina", "tinapw")]  # fmt: skip
     return [checkpw(f"{prog}-{n}", prog, u, p) for prog in ("auth_pop",) for n, u, p in users]
+
+
+# -- auth_smtp ---------------------------------------------------------------------------------
+def _b64(data: bytes) -> bytes:
+    import base64
+
+    return base64.b64encode(data)
+
+
+def auth_smtp_cases() -> list[Case]:
+    """auth_smtp: the record qmail-smtpd writes on its stdin (``login``/``plain`` and base64 fields);
+    compare the exit status and the ``K<login>``/``D``/``Z`` answer."""
+    down = {"ldapserver": "127.0.0.1:1", "ldaptimeout": "2"}
+    login = lambda u, p: b"login\0" + _b64(u) + b"\0" + _b64(p) + b"\0"  # noqa: E731
+    plain = lambda raw: b"plain\0" + _b64(raw) + b"\0"  # noqa: E731
+    runs: list[tuple[str, bytes, Mapping[str, str | None] | None]] = [
+        ("login-ok", login(b"alice", b"alicepw"), None),
+        ("login-bad-password", login(b"alice", b"nope"), None),
+        ("login-unknown-user", login(b"zed", b"x"), None),
+        ("login-empty-password", login(b"alice", b""), None),
+        ("login-sha", login(b"bob", b"bobpw"), None),
+        ("login-crypt", login(b"frank", b"frankpw"), None),
+        ("login-cleartext-entry", login(b"paul", b"plainpw"), None),
+        ("login-by-mail-address", login(b"alice@example.org", b"alicepw"), None),
+        ("plain-ok", plain(b"\0alice\0alicepw"), None),
+        ("plain-authzid", plain(b"alice\0alice\0alicepw"), None),
+        ("plain-bad-password", plain(b"\0alice\0nope"), None),
+        ("plain-no-password", plain(b"\0alice"), None),
+        ("plain-bad-base64", b"plain\0!!!\0", None),
+        ("login-missing-field", b"login\0" + _b64(b"alice") + b"\0", None),
+        ("unknown-type", b"cram-md5\0abc\0", None),
+        ("empty-input", b"", None),
+        ("deleted", login(b"gina", b"ginapw"), None),
+        ("disabled", login(b"dave", b"davepw"), None),
+        ("noaccess", login(b"erin", b"erinpw"), None),
+        ("ldap-down", login(b"alice", b"alicepw"), down),
+    ]
+    return [simple("auth_smtp", n, "auth_smtp", [], stdin, controls=c) for n, stdin, c in runs]
 
 
 # -- qmail-cdb ---------------------------------------------------------------------------------
@@ -224,4 +269,5 @@ def cdb_cases() -> list[Case]:
 
 
 def cases() -> list[Case]:
-    return [*verify_cases(), *lookup_cases(), *digest_cases(), *checkpw_cases(), *cdb_cases()]
+    return [*verify_cases(), *lookup_cases(), *digest_cases(), *checkpw_cases(), *auth_smtp_cases(),
+            *cdb_cases()]

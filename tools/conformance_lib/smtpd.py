@@ -305,6 +305,28 @@ def cases() -> list[Case]:
              "Content-Type: application/octet-stream|Content-Transfer-Encoding: base64|"
              "Content-Disposition: attachment; filename=\"x.exe\"||TVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAAAAAAAA|"
              "--BB--|.|QUIT"),
+        # more combinations
+        smtp("rcptcheck-domain-not-in-locals", H + "RCPT TO:<nobody@relay.example.net>|QUIT", env=rc),
+        smtp("rcptcheck-locals-missing", H + "RCPT TO:<nobody@sub.example.org>|QUIT", env=rc,
+             controls={"locals": None, "rcpthosts": "example.org\nsub.example.org"}),
+        smtp("maxrcptcount-relayclient", H + "RCPT TO:<x@remote.example.com>|RCPT TO:<y@remote.example.com>|QUIT",
+             env={"MAXRCPTCOUNT": "1", "RELAYCLIENT": ""}),
+        smtp("tarpit-count-two", H + "RCPT TO:<alice@example.org>|RCPT TO:<ivan@example.org>|"
+             "RCPT TO:<bob@example.org>|RCPT TO:<carol@example.org>|QUIT", env={"TARPITCOUNT": "2", "TARPITDELAY": "0"}),
+        smtp("data-databytes-at-limit", ALICE + "|DATA|" + "x" * 20 + "|.|QUIT", env={"DATABYTES": "22"}),
+        smtp("mail-body-8bitmime", "EHLO c|MAIL FROM:<a@b.example> BODY=8BITMIME|RCPT TO:<alice@example.org>|QUIT"),
+        smtp("rcpt-duplicate", ALICE + "|RCPT TO:<alice@example.org>|" + MSG),
+        smtp("helo-twice", "HELO a|HELO b|MAIL FROM:<a@b.example>|RCPT TO:<alice@example.org>|" + MSG),
+        smtp("rset-then-mail", H + "RCPT TO:<alice@example.org>|RSET|MAIL FROM:<c@d.example>|RCPT TO:<ivan@example.org>|"
+             + MSG),
+        smtp("badmailfrom-relayclient", "HELO c|MAIL FROM:<spam@bad.example>|RCPT TO:<alice@example.org>|QUIT",
+             env={"RELAYCLIENT": ""}, controls={"badmailfrom": "spam@bad.example"}),
+        smtp("badrcptto-relayclient", H + "RCPT TO:<alice@example.org>|QUIT", env={"RELAYCLIENT": ""},
+             controls={"badrcptto": "alice@example.org"}),
+        smtp("sendercheck-loose-local-unknown", "HELO c|MAIL FROM:<nobody@sub.example.org>|RCPT TO:<alice@example.org>|QUIT",
+             env={"SENDERCHECK": "LOOSE"}, controls=nocatch),
+        smtp("sendercheck-strict-local-unknown", "HELO c|MAIL FROM:<nobody@sub.example.org>|RCPT TO:<alice@example.org>|QUIT",
+             env={"SENDERCHECK": "STRICT"}, controls=nocatch),
         smtp("nolocal", H + "RCPT TO:<alice@example.org>|QUIT", env={"NOLOCAL": ""}),
         smtp("nolocal-relay", H + "RCPT TO:<x@remote.example.com>|QUIT",
              env={"NOLOCAL": "", "RELAYCLIENT": ""}),
