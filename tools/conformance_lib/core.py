@@ -53,6 +53,7 @@ class Case:
     decisions: Sequence[Decision] = field(default_factory=tuple)
     parallel: bool = False
     controls: Mapping[str, str | None] | None = None
+    needs_root: bool = False  # changes to the mailbox's uid, like qmail-lspawn
 
     def batch_key(self) -> tuple[tuple[str, str | None], ...] | None:
         """Cases with the same key may run together; None = alone."""

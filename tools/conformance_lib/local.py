@@ -193,7 +193,7 @@ def delivery(name: str, recipient: str, *, sender: str = SENDER, message: bytes 
             seen.append(_normalise("\n".join(x for x in (got, stores(world)) if x)))
         return Observed(seen[0], seen[1])
 
-    return Case("local", name, run, decisions)
+    return Case("local", name, run, decisions, needs_root=True)
 
 
 # -- set-ups -----------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ for byte.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from collections.abc import Mapping, Sequence
