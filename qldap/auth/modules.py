@@ -36,6 +36,7 @@ from qldap.control.files import ControlDir
 from qldap.directory.open import open_directory
 from qldap.errors import ConfigError
 from qldap.fsutil import write_all
+from qldap.logs import printable
 
 AUTOMAILDIR_CONTROL = "automaildirmake"
 DAEMON_USERS = ("qmaild", "nofiles")
@@ -266,7 +267,7 @@ def start_local(
     run_pbs_tool(args.pbs_tool, environ, log)
     failure = prepare_mailbox(settings, creds, args.aliasempty, environ)
     if failure is not None:
-        log(f"unable to prepare the mailbox of {creds.login} in {creds.home} ({int(failure)})")
+        log(f"unable to prepare the mailbox of {printable(creds.login)} in {creds.home} ({int(failure)})")
         return failure
     failure = exec_subprogram(args.argv, environ)
     log(f"unable to run {args.argv[0]}")
