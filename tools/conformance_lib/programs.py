@@ -124,6 +124,20 @@ def digest_cross(scheme: str, extra: Sequence[str]) -> Case:
     return Case("digest", f"cross-{scheme}{''.join(extra)}", run, parallel=True)
 
 
+def digest_verify_c_made(scheme: str, password: str) -> Case:
+    """A hash the C digest made (fixed salt), checked by both sides' ``digest -v`` with *password*."""
+
+    def run(world: World) -> Observed:
+        world.controls()
+        made = world.run([world.c("digest"), "-s", "Zml4ZWRzYWx0", "-t", scheme, "secret"], env=world.env())
+        hashed = made.out.decode().strip()
+        c, q = _both(world, "digest", ["-v", password, hashed])
+        return Observed(f"{hashed}\n{_text(c, True)}", f"{hashed}\n{_text(q, True)}")
+
+    return Case("digest", f"verify-c-made-{scheme}-{'right' if password == 'secret' else 'wrong'}", run,
+                parallel=True)
+
+
 def digest_cases() -> list[Case]:
     out: list[Case] = []
     b64salt, hexsalt = "c2FsdHNhbHQ=", "73616c7473616c74"
@@ -149,6 +163,24 @@ def digest_cases() -> list[Case]:
         out.append(simple("digest", name, "digest", ["-v", "secret", h]))
     out.append(simple("digest", "option-C", "digest", ["-C", "-t", "sha", "secret"], decisions=(DIGEST_C,)))
     out.append(simple("digest", "usage", "digest", []))
+    out.append(simple("digest", "type-ns-mta-md5", "digest",
+                      ["-s", b64salt, "-t", "ns-mta-md5", "secret"]))
+    out.append(simple("digest", "all-types-fixed-salt", "digest", ["-s", b64salt, "secret"]))
+    salt16 = "Zml4ZWRzYWx0Zml4ZWRzbHQ="
+    out.append(simple("digest", "crypt-format-sha256", "digest",
+                      ["-f", "$5$XXXXXXXXXXXXXXXX$", "-s", salt16, "-t", "crypt", "secret"]))
+    out.append(simple("digest", "crypt-format-sha512", "digest",
+                      ["-f", "$6$XXXXXXXXXXXXXXXX$", "-s", salt16, "-t", "crypt", "secret"]))
+    out.append(simple("digest", "option-c", "digest", ["-c", "-s", b64salt, "-t", "ssha", "secret"]))
+    usage = [(r"(?s)\nusage:.*", "\nusage: <the usage text>")]  # the wording of the usage lines is free
+    out.append(simple("digest", "bad-base64-salt", "digest", ["-s", "!!!", "-t", "ssha", "secret"],
+                      stderr=True, scrub=usage))
+    out.append(simple("digest", "bad-hex-salt", "digest", ["-S", "zz", "-t", "ssha", "secret"],
+                      stderr=True, scrub=usage))
+    out.append(simple("digest", "verify-usage", "digest", ["-v", "secret"]))
+    for scheme in ("md4", "md5", "ns-mta-md5", "smd5", "sha", "ssha", "rmd160", "crypt"):
+        for pw in ("secret", "wrong"):
+            out.append(digest_verify_c_made(scheme, pw))
     out.append(simple("digest", "unknown-type", "digest", ["-t", "nosuch", "secret"]))
     return out
 
