@@ -73,6 +73,31 @@ class Directory:
             self.cache.put(key, result)
         return result
 
+    def recipient_query(self, address: str) -> tuple[tuple[str, str, str], tuple[Candidate, ...]] | Trash:
+        """For an asynchronous searcher: the cache key and the candidates of *address*, or Trash.
+
+        The same steps as :meth:`find_recipient` up to the searches, so both ways agree; the caller
+        searches the candidates in order, ends at the first :func:`candidate_answer`, and stores the
+        result with :meth:`remember`.
+
+        Raises:
+            AddressWithoutHost: *address* has no ``@``.
+        """
+        local, domain = split_address(address)
+        if not local:
+            return Trash()
+        domain = real_domain(domain, self.config.alias_domains)
+        return ("rcpt", local, domain), candidates(local, domain, dash_ext=self.config.dash_ext)
+
+    def cached(self, key: tuple[str, str, str]) -> LookupResult | None:
+        """The cached answer for a :meth:`recipient_query` key (None: ask the directory)."""
+        return self.cache.get(key) if self.cache is not None else None
+
+    def remember(self, key: tuple[str, str, str], result: LookupResult) -> None:
+        """Store an answer found for a :meth:`recipient_query` key (errors are never stored)."""
+        if self.cache is not None:
+            self.cache.put(key, result)
+
     def _first_match(self, cands: Sequence[Candidate]) -> LookupResult:
         oc = self.config.objectclass
         searched: list[str] = []
@@ -82,10 +107,9 @@ class Directory:
                 entries = self.searcher.search(cand.filter(oc), schema.USER_ATTRIBUTES)
             except DirectoryUnavailable as exc:
                 return Unavailable(exc)
-            if len(entries) == 1:
-                return Found(entries[0], cand)
-            if entries:
-                return Ambiguous(len(entries), cand.address)
+            answer = candidate_answer(cand, entries)
+            if answer is not None:
+                return answer
         return NotFound(tuple(searched))
 
     # -- logins and passwords ------------------------------------------------------------------------
@@ -190,3 +214,12 @@ class Directory:
     def close(self) -> None:
         """Release the backend's connections."""
         self.searcher.close()
+
+
+def candidate_answer(cand: Candidate, entries: Sequence[Entry]) -> LookupResult | None:
+    """One entry → Found; several → Ambiguous (the candidate loop stops); none → None (try the next)."""
+    if len(entries) == 1:
+        return Found(entries[0], cand)
+    if entries:
+        return Ambiguous(len(entries), cand.address)
+    return None

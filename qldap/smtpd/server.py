@@ -140,6 +140,7 @@ class _Parts:
                 self.pbs = exc
 
     def close(self) -> None:
+        self.verifier.close()
         if isinstance(self.directory, Directory):
             self.directory.close()
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from qldap.address import Address
 from qldap.control.cdb import CdbReader
 from qldap.directory import schema
+from qldap.directory.aio import AsyncRecipients, usable
 from qldap.directory.base import Ambiguous, Found, LookupResult, NotFound, Trash, Unavailable
 from qldap.directory.errors import AddressWithoutHost, NotUnique
 from qldap.directory.lookup import Directory
@@ -114,6 +115,9 @@ class Verifier:
         self.directory = directory
         self.pool = pool
         self.users = CdbReader(Path(root) / "users" / "cdb")
+        # the searches from the event loop when possible (no thread hand-off per RCPT)
+        aio = isinstance(directory, Directory) and usable(directory)
+        self._aio = AsyncRecipients(directory) if aio and isinstance(directory, Directory) else None
 
     def check(self, address: str) -> VerifyAnswer:
         """Blocking verification of *address* (runs the directory lookup in the calling thread)."""
@@ -127,6 +131,10 @@ class Verifier:
         answer = answer_for(result)
         if answer is not None:
             return answer
+        return self._fallbacks(directory, address)
+
+    def _fallbacks(self, directory: Directory, address: str) -> VerifyAnswer:
+        """Nothing in the directory: the local fallbacks of delivery decide (blocking: users/cdb, NSS)."""
         if not directory.config.local_delivery:
             return Invalid(NO_MAILBOX)
         local = Address.parse(address).local
@@ -137,5 +145,23 @@ class Verifier:
         return Valid() if known else Invalid(NO_MAILBOX)
 
     async def verify(self, address: str) -> VerifyAnswer:
-        """:meth:`check` on the lookup thread pool."""
-        return await asyncio.get_running_loop().run_in_executor(self.pool, self.check, address)
+        """The directory asked from the loop when it can be (else, or when that cannot ask, :meth:`check`
+        on the lookup thread pool); the local fallbacks always run on the pool."""
+        loop = asyncio.get_running_loop()
+        directory = self.directory
+        if self._aio is not None and isinstance(directory, Directory):
+            try:
+                result = await self._aio.find_recipient(address)
+            except AddressWithoutHost:
+                return Invalid(NO_MAILBOX)
+            if result is not None:
+                answer = answer_for(result)
+                if answer is not None:
+                    return answer
+                return await loop.run_in_executor(self.pool, self._fallbacks, directory, address)
+        return await loop.run_in_executor(self.pool, self.check, address)
+
+    def close(self) -> None:
+        """Drop the loop's directory connection (reload, stop)."""
+        if self._aio is not None:
+            self._aio.close()
