@@ -117,4 +117,14 @@ def test_quota_warning_layout() -> None:
     assert "Subject: QUOTA-WARNING!" in lines
     assert "From: Qmail-QUOTAGUARD <MAILER-DAEMON@mx1.example.com>" in lines
     assert "\t1 Jan 1970 00:00:00 -0000" in lines  # qmail's date: day not padded, English months, UTC
-    assert body == "Please clean up.\n"
+    assert body == "Please clean up."  # the file's text as it is (it had no final newline)
+    assert lines[5].startswith("Message-ID: <19700101000000.") and lines[5].endswith(".qmail@mx1.example.com>")
+    assert lines[6] == "Date: 1 Jan 1970 00:00:00 -0000"
+
+
+def test_quota_warning_ending_in_newline_gets_an_empty_line() -> None:
+    # qmail-quotawarn adds one empty line after a text that ends in a newline (found by tools/conformance)
+    msg = compose_quota_warning("Please clean up.\n", user="alice", host="example.com",
+                                recipient="alice@example.com", dtline="Delivered-To: alice@example.com\n",
+                                me="mx1.example.com", now=0)
+    assert msg.endswith(b"\n\nPlease clean up.\n\n")

@@ -12,7 +12,6 @@ import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from email.utils import formatdate
 from pathlib import Path
 
 from qldap.address import Address
@@ -146,10 +145,6 @@ def reply_rules(sender: str, recipient: str) -> list[FieldRule]:
     ]
 
 
-def _message_id(host: str, now: float) -> str:
-    return f"<{time.strftime('%Y%m%d%H%M%S', time.gmtime(now))}.{os.getpid()}.qmail-reply@{host}>"
-
-
 def _qmail_message_id(host: str, now: float) -> str:
     """qmail's own Message-ID shape, ``<YYYYMMDDHHMMSS.PID.qmail@HOST>``, as qmail-reply writes it."""
     return f"<{time.strftime('%Y%m%d%H%M%S', time.gmtime(now))}.{os.getpid()}.qmail@{host}>"
@@ -191,11 +186,12 @@ def compose_quota_warning(
         "Return-Path: <>\n" + dtline + f"Qmail-QuotaWarning: {user}@{host}\n"
         "Received: (directly through the qmail-quotawarning program);\n"
         f"\t{date}\n"
-        f"Message-ID: {_message_id(me, t)}\nDate: {formatdate(t)}\n"
+        f"Message-ID: {_qmail_message_id(me, t)}\nDate: {qmail_date(t)}\n"
         + "\n".join(build_header(fields, rules))
         + "\n"
     )
-    return (head + "\n" + body + ("" if body.endswith("\n") else "\n")).encode("utf-8", "surrogateescape")
+    # qmail-quotawarn: the text as it is in the file, and one empty line more when it ends in a newline
+    return (head + "\n" + body + ("\n" if body.endswith("\n") else "")).encode("utf-8", "surrogateescape")
 
 
 class ReplyDb:

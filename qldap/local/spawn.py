@@ -310,8 +310,9 @@ class LocalSpawner:
         raise TemporaryFailure("Temporary error in automatic homedir creation. (#4.3.0)")
 
     def _agent_config(self) -> AgentConfig:
-        warning = self.ctl.raw_lines("quotawarning")
-        return AgentConfig(me=self.ctl.me(), quota_warning="\n".join(warning) if warning else None)
+        # the raw file, as qmail-quotawarn reads it: its final newline decides the blank line after it
+        warning = self.ctl.read_text("quotawarning")
+        return AgentConfig(me=self.ctl.me(), quota_warning=warning if warning and warning.strip() else None)
 
     def _run_agent(self, plan: Plan, r: Recipient, message: MessageFile, acct: Account) -> Tally:
         cfg = self._agent_config()

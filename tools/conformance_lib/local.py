@@ -334,6 +334,11 @@ def cases() -> list[Case]:
         delivery("quota-count", "olga@example.org"),
         delivery("quota-size-over", "carol@example.org", setup=fill("carol", 1, 900)),
         delivery("quota-count-over", "olga@example.org", setup=fill("olga", 1, 10)),
+        delivery("quota-warning", "carol@example.org", setup=fill("carol", 1, 600),
+                 controls={"quotawarning": "Your mailbox is almost full.\nPlease clean up."}),
+        delivery("quota-warning-not-configured", "carol@example.org", setup=fill("carol", 1, 600)),
+        delivery("quota-over-with-warning", "carol@example.org", setup=fill("carol", 1, 900),
+                 controls={"quotawarning": "Your mailbox is almost full."}),
         delivery("quota-stale-maildirsize", "carol@example.org",
                  setup=both(fill("carol", 1, 100), home_file("carol", "Maildir/maildirsize", "1000S,100C\n0 0\n", 0o600))),
         # .qmail files (qmailDotMode dotonly / both, ldapdefaultdotmode)
