@@ -51,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="FILE", help="also write every run as JSON to FILE ('-': stdout only)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, maillog, Maildirs)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--profile", metavar="DIR",
+                   help="py-spy collapsed stacks of the qldap daemons, per run, in DIR")
+    p.add_argument("--profile-gil", action="store_true", help="sample only the GIL holder (CPU view)")
 
 
 class Bench:
@@ -122,7 +125,8 @@ def run_compare(args: argparse.Namespace) -> dict[str, object]:
         for sc in plan:
             for i, name in enumerate(order):
                 r = run_once(bench.servers[name], bench.tracker, slapd, sc, lists[sc.name],
-                             f"{sc.name}.{i}", size=args.size, drain_seconds=args.drain_seconds)
+                             f"{sc.name}.{i}", size=args.size, drain_seconds=args.drain_seconds,
+                             profile_dir=args.profile, profile_gil=args.profile_gil)
                 runs.append(r)
                 print(f"bench: {sc.name} {name}: {r['accepted']} accepted, {r['delivered']} delivered, "
                       f"{r['cpu_ms_per_msg']} ms CPU/msg", flush=True)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from bench_lib import profile
 from bench_lib.load import Load, LoadResult, Poller, Tracker, drive, percentile
 from bench_lib.procs import TreeSampler
 
@@ -45,8 +47,13 @@ def _ms(seconds: float) -> float:
 
 def run_once(server: Server, tracker: Tracker, slapd_pid: int, scenario: Scenario, rcpts: Sequence[int],
              run_id: str, *, size: int = 2048, drain_seconds: float = 300.0, poll: float = 0.05,
-             max_seconds: float = 900.0) -> dict[str, object]:
-    """Run *scenario* against *server*; a JSON-ready dict of what was measured."""
+             max_seconds: float = 900.0, profile_dir: str | None = None, profile_gil: bool = False
+             ) -> dict[str, object]:
+    """Run *scenario* against *server*; a JSON-ready dict of what was measured.
+
+    With *profile_dir*, py-spy samples the daemons of a qldap server into DIR/<run>-<daemon>.txt
+    (a forking C server has no Python stacks to show).
+    """
     tracker.clear(rcpts)
     pids = {**server.daemons(), "slapd": slapd_pid}
     samplers = {name: TreeSampler(pid) for name, pid in pids.items()}
@@ -54,6 +61,8 @@ def run_once(server: Server, tracker: Tracker, slapd_pid: int, scenario: Scenari
     self0 = os.times()
     for s in samplers.values():
         s.start()
+    spies = (profile.start(profile_dir, server.daemons(), profile_gil, re.sub(r"[^\w.-]", "_", run_id) + "-")
+             if profile_dir and server.label == "qldap" else [])
     poller = Poller(tracker, poll)
     poller.start()
     wall0 = time.time()
@@ -63,6 +72,7 @@ def run_once(server: Server, tracker: Tracker, slapd_pid: int, scenario: Scenari
     while tracker.outstanding() and time.monotonic() < end:
         time.sleep(0.05)
     time.sleep(SETTLE_S)
+    profile.stop(spies)
     poller.stop()
     for s in samplers.values():
         s.stop()
