@@ -47,7 +47,8 @@ class Smtpd:
         self.proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=full)
         self.lines: queue.Queue[str] = queue.Queue()
         self.log: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         line = self.lines.get(timeout=20)
         m = READY.fullmatch(line)
         if m is None:
@@ -61,6 +62,10 @@ class Smtpd:
         for line in self.proc.stderr:
             self.lines.put(line.rstrip("\n"))
             self.log.append(line.rstrip("\n"))
+
+    def reader_alive(self) -> bool:
+        """True until the stderr reader has seen the end of the stream (all of ``log`` is in)."""
+        return self._reader.is_alive()
 
     def client(self, source: str | None = None) -> Client:
         c = Client(self.addr, source)

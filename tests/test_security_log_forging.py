@@ -15,6 +15,7 @@ import asyncio
 import base64
 import os
 import re
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -50,9 +51,14 @@ def smtpd(root: QRoot) -> Iterator[Smtpd]:
 
 
 def log_lines(d: Smtpd) -> list[str]:
-    """What the log file holds once the daemon stopped: its stderr split at LF only (as multilog)."""
+    """What the log file holds once the daemon stopped: its stderr split at LF only (as multilog).
+
+    The lines are collected by a reader thread: wait until it has seen the end of the stream.
+    """
     d.stop()
-    assert d.proc.stderr is not None
+    until = time.monotonic() + 20
+    while d.reader_alive() and time.monotonic() < until:
+        time.sleep(0.05)
     return d.log
 
 
