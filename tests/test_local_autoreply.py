@@ -118,7 +118,8 @@ def test_quota_warning_layout() -> None:
     assert "From: Qmail-QUOTAGUARD <MAILER-DAEMON@mx1.example.com>" in lines
     assert "\t1 Jan 1970 00:00:00 -0000" in lines  # qmail's date: day not padded, English months, UTC
     assert body == "Please clean up."  # the file's text as it is (it had no final newline)
-    assert lines[5].startswith("Message-ID: <19700101000000.") and lines[5].endswith(".qmail@mx1.example.com>")
+    msgid = lines[5]
+    assert msgid.startswith("Message-ID: <19700101000000.") and msgid.endswith(".qmail@mx1.example.com>")
     assert lines[6] == "Date: 1 Jan 1970 00:00:00 -0000"
 
 

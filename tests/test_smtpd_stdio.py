@@ -294,3 +294,22 @@ def test_inetd_style_socket_on_fd_0_and_1_with_starttls(root: QRoot, certificate
     (msg,) = queued(root.path)
     by = msg.message.decode().split("\n")[3]
     assert re.fullmatch(r"          by mx\.example\.org \(qmail-ldap-1\.03\) with TLSv1\.2 .*", by), by
+
+
+def test_rcptcheck_session_ends_with_exit_0(root: QRoot, spawn: Spawn, ldap_base, slapd) -> None:  # type: ignore[no-untyped-def]
+    # the LDAP connection RCPTCHECK opened is dropped after the event loop ended; that must not turn
+    # an orderly session into "fatal: internal error" and exit 111 (found by tools/conformance)
+    root.control("ldapserver", f"127.0.0.1:{slapd.port}")
+    root.control("ldapbasedn", ldap_base.dn)
+    root.control("ldapobjectclass", "qmailUser")
+    ldap_base.load("dn: uid=alice,{base}\nobjectClass: inetOrgPerson\nobjectClass: qmailUser\nuid: alice\n"
+                   "cn: alice\nsn: alice\nmail: alice@example.org\nmailMessageStore: /nonexistent/\n")
+    child = spawn({**CLIENT_ENV, "RCPTCHECK": ""})
+    assert child.reply().startswith("220 ")
+    assert child.cmd("HELO client.test").startswith("250 ")
+    assert child.cmd("MAIL FROM:<bob@remote.test>") == "250 ok\r\n"
+    assert child.cmd("RCPT TO:<alice@example.org>") == "250 ok\r\n"
+    assert child.cmd("RCPT TO:<nobody@example.org>").startswith("554 ")
+    assert child.cmd("QUIT").startswith("221 ")
+    code, rest, err = child.finish()
+    assert (code, rest) == (0, b""), err

@@ -108,7 +108,12 @@ class _Protocol(asyncio.Protocol):
             if not fut.done():
                 fut.set_exception(_Lost(str(exc)))
         if self.transport is not None:
-            self.transport.abort()
+            try:
+                self.transport.abort()
+            except RuntimeError:
+                # the event loop already ended (qmail-smtpd on stdio closes its parts after
+                # asyncio.run returned): nothing can run any more, the process is ending
+                pass
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.fail(exc or _Lost("connection closed by the server"))
