@@ -36,7 +36,7 @@ from qldap.send.state import reloader
 ROOT_DIR = Path(__file__).resolve().parent.parent
 QLDAP = ROOT_DIR / ".venv" / "bin" / "qldap"
 PYTHON = ROOT_DIR / ".venv" / "bin" / "python"
-PATIENCE = 30.0  # seconds a test waits for something that should happen (a bound, not a measurement)
+PATIENCE = 60.0  # seconds a test waits for something that should happen (a bound, not a measurement)
 
 
 class FakeClock:
