@@ -29,13 +29,14 @@ from qldap.smtpd import replies
 from tests.conftest import QRoot
 from tests.e2e.smtpd import Client, queued
 from tests.fixtures_slapd import LdapBase
-from tests.test_pbs_daemon import ADD, MISS, QUERY, SECRET, start_pbsdbd
+from tests.test_pbs_daemon import ADD, HIT, MISS, QUERY, SECRET, start_pbsdbd
 
 QLDAP = str(Path(sys.executable).with_name("qldap"))
 READY = re.compile(r"qldap smtpd: listening on 127\.0\.0\.1:(\d+)")
 TOO_LONG = replies.LINE_TOO_LONG.render()
 BUSY = replies.SERVICE_UNAVAILABLE.render()
 RSS_BOUND_KB = 500 * 1024  # a generous safety bound; the measured figures are printed
+PATIENCE = 60.0  # seconds to wait for something that must eventually happen (a hang guard, not a speed bound)
 
 
 class Smtpd:
@@ -194,9 +195,16 @@ def test_slowloris_gets_a_greeting_or_421_and_memory_stays_bounded(smtpd: Smtpd)
     finally:
         for s in holders:
             s.close()
-    time.sleep(0.5)
-    c = Client(smtpd.addr, timeout=10)  # the holders are gone: a normal session again
-    assert c.reply().startswith("220 mx.example.org ESMTP")
+    # the holders are gone: once smtpd has noticed their closes, a new client gets a normal session
+    deadline = time.monotonic() + PATIENCE
+    while True:
+        c = Client(smtpd.addr, timeout=PATIENCE)
+        greeting = c.line()
+        c.close()
+        if greeting != BUSY or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert greeting.startswith("220 mx.example.org ESMTP")
     assert smtpd.proc.poll() is None
 
 
@@ -247,31 +255,27 @@ def test_pbsdbd_ignores_a_flood_of_spoofed_adds_and_stays_responsive(qroot: QRoo
                 env = b"\x01\x08USER=eve"
                 sock.sendto(b"A\x04" + ip + bytes([len(secret)]) + secret + env, ("127.0.0.1", port))
             # datagrams beyond the socket buffer are dropped by the kernel during the burst; the daemon
-            # works through the rest and answers queries again (a miss: no spoofed add counted)
+            # works through the rest and answers queries again (a miss: no spoofed add counted).  The
+            # query is repeated because a UDP datagram may itself be dropped while the buffer is full.
             flood_end = time.monotonic()
-            sock.settimeout(0.2)
+            sock.settimeout(0.5)
             while True:
                 sock.sendto(QUERY, ("127.0.0.1", port))
                 try:
                     assert sock.recv(2048) == MISS
                     break
                 except TimeoutError:
-                    assert time.monotonic() - flood_end < 10, "pbsdbd does not answer after the flood"
+                    assert time.monotonic() - flood_end < PATIENCE, "pbsdbd does not answer after the flood"
             print(f"pbsdbd answers again {time.monotonic() - flood_end:.2f} s after a 10000-add burst")
-            time.sleep(0.3)
-            while True:  # late answers to the retried queries
-                try:
-                    sock.recv(2048)
-                except TimeoutError:
-                    break
-            # a legitimate add and query still answer (within the 1 s receive timeout)
-            sock.settimeout(1.0)
+            # a legitimate add is still honoured: the next answer that is not a late reply to one of the
+            # repeated queries above is the hit
+            sock.settimeout(PATIENCE)
             sock.sendto(ADD, ("127.0.0.1", port))
             sock.sendto(QUERY, ("127.0.0.1", port))
-            started = time.monotonic()
-            reply = sock.recv(2048)  # adds get no reply, so this answers the query (timeout: 1 s)
-            assert time.monotonic() - started < 1.0
-            assert reply[:7] == MISS[:6] + b"R"
+            reply = sock.recv(2048)  # adds get no reply
+            while reply == MISS:
+                reply = sock.recv(2048)
+            assert reply == HIT
             for ip in spoofed[:300:3]:
                 sock.sendto(b"Q\x04" + ip + b"\0", ("127.0.0.1", port))
                 assert sock.recv(2048) == b"R\x04" + ip + b"N"
