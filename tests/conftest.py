@@ -7,11 +7,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 ROOT_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT_DIR / "tools"))
 
 pytest_plugins = ["tests.fixtures_slapd"]
+
+# Hypothesis's defaults include a 200 ms deadline per example and a health check on slow data
+# generation: timing thresholds that fail on a loaded machine without saying anything about the code.
+settings.register_profile("qldap", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("qldap")
 
 
 class QRoot:

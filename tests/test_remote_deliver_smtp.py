@@ -169,9 +169,10 @@ def message(tmp_path: Path) -> Path:
 
 
 def config(**changes: object) -> SendConfig:
+    """A remote-delivery config; its timeouts only guard against a hang (a test of them sets its own)."""
     base = SendConfig(
         me="mx1.example.com", is_local=lambda _d: False, envnoathost="mx1.example.com",
-        helohost="mx1.example.com", timeoutconnect=5, timeoutremote=5,
+        helohost="mx1.example.com", timeoutconnect=30, timeoutremote=30,
     )  # fmt: skip
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 

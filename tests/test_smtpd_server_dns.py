@@ -75,23 +75,41 @@ class FakeDns:
         self.sock.close()
 
 
+PATIENT = 30.0  # seconds for a lookup that gets an answer: a hang guard, never reached on success
+
+
 @pytest.fixture(scope="module")
-def resolver() -> Iterator[DnsResolver]:
+def fake_dns() -> Iterator[FakeDns]:
     server = FakeDns()
-    inner = dns.asyncresolver.Resolver(configure=False)
-    inner.nameservers = ["127.0.0.1"]
-    inner.port = server.port
-    yield DnsResolver(timeout=2.0, ptr_timeout=0.5, resolver=inner)
+    yield server
     server.close()
 
 
+def resolver_for(server: FakeDns, timeout: float = PATIENT) -> DnsResolver:
+    inner = dns.asyncresolver.Resolver(configure=False)
+    inner.nameservers = ["127.0.0.1"]
+    inner.port = server.port
+    return DnsResolver(timeout=timeout, ptr_timeout=timeout, resolver=inner)
+
+
+@pytest.fixture
+def resolver(fake_dns: FakeDns) -> DnsResolver:
+    """Patient: on a loaded machine a slow answer is still an answer, not a timeout."""
+    return resolver_for(fake_dns)
+
+
 def test_ptr(resolver: DnsResolver) -> None:
-    """PTR: lower-cased without the final dot; none, NXDOMAIN or a silent server → None."""
+    """PTR: lower-cased without the final dot; none or NXDOMAIN → None."""
 
     async def go() -> list[str | None]:
-        return [await resolver.ptr(ip) for ip in ("127.0.0.2", "127.0.0.9", "127.0.0.4")]
+        return [await resolver.ptr(ip) for ip in ("127.0.0.2", "127.0.0.9")]
 
-    assert asyncio.run(go()) == ["client.test", None, None]
+    assert asyncio.run(go()) == ["client.test", None]
+
+
+def test_ptr_from_a_silent_server_is_none(fake_dns: FakeDns) -> None:
+    """A PTR query nobody answers ends at the timeout as None (the timeout's length is not the point)."""
+    assert asyncio.run(resolver_for(fake_dns, timeout=0.5).ptr("127.0.0.4")) is None
 
 
 def test_rbl(resolver: DnsResolver) -> None:
