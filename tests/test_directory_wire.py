@@ -40,7 +40,7 @@ from qldap.directory.wire import WireSearcher
 from tests.conftest import QRoot
 from tests.fixtures_slapd import LdapBase
 from tests.test_directory_ldap import person
-from tests.test_directory_ldap_errors import ScriptedLdap, cfg_for, silent
+from tests.test_directory_ldap_errors import FAILOVER, PATIENT, ScriptedLdap, cfg_for, silent
 
 __all__ = ["silent"]  # a fixture used here
 
@@ -125,7 +125,7 @@ def test_one_client_and_a_leftover_ldapclient_file_is_ignored_with_a_log_line(
 
 def test_missing_base_is_no_such_object_and_connection_stays_usable(ldap_base: LdapBase) -> None:
     ldap_base.load(person("alice", "mail: alice@example.com"))
-    cfg = cfg_for(ldap_base.slapd.port, basedn="ou=gone," + ldap_base.dn, timeout=5)
+    cfg = cfg_for(ldap_base.slapd.port, basedn="ou=gone," + ldap_base.dn, timeout=PATIENT)
     w = WireSearcher(cfg)
     with pytest.raises(NoSuchObject):
         w.search("(mail=alice@example.com)", ["mail"])
@@ -148,10 +148,10 @@ def test_silent_server_times_out_bind_and_search(silent: int) -> None:
 
 def test_bad_service_credentials_and_check_bind(ldap_base: LdapBase) -> None:
     s = ldap_base.slapd
-    bad = replace(cfg_for(s.port, basedn=ldap_base.dn, timeout=5), login=s.rootdn, password="wrong")
+    bad = replace(cfg_for(s.port, basedn=ldap_base.dn, timeout=PATIENT), login=s.rootdn, password="wrong")
     with pytest.raises(BadCredentials):
         WireSearcher(bad).search("(uid=a)", ["uid"])
-    w = WireSearcher(cfg_for(s.port, basedn=ldap_base.dn, timeout=5))
+    w = WireSearcher(cfg_for(s.port, basedn=ldap_base.dn, timeout=PATIENT))
     assert w.check_bind(s.rootdn, s.rootpw) is True
     assert w.check_bind(s.rootdn, "wrong") is False
     assert w.check_bind(s.rootdn, "") is False
@@ -211,7 +211,7 @@ _DONE_REFERRAL = _t(0x65, bytes.fromhex("0a010a04000400") + _t(0xA3, _t(4, b"lda
 def test_references_ignored_and_bad_answers_are_temporary(reply: bytes, outcome: str) -> None:
     server = RawLdap(reply)
     try:
-        w = WireSearcher(cfg_for(server.port, timeout=5))
+        w = WireSearcher(cfg_for(server.port, timeout=PATIENT))
         if outcome == "entry":
             assert [e.dn for e in w.search("(uid=a)", ["u"])] == ["uid=a,dc=oth"]
         else:
@@ -233,7 +233,7 @@ def members(ldap_base: LdapBase) -> Iterator[LdapBase]:
 
 
 def test_many_threads_one_small_pool_real_slapd(members: LdapBase) -> None:
-    cfg = cfg_for(members.slapd.port, basedn=members.dn, timeout=10)
+    cfg = cfg_for(members.slapd.port, basedn=members.dn, timeout=PATIENT)
     searcher = WireSearcher(cfg, pool_size=3)
     d = Directory(replace(cfg, objectclass="qmailUser"), searcher)
     problems: list[str] = []
@@ -263,7 +263,7 @@ def test_many_threads_one_small_pool_real_slapd(members: LdapBase) -> None:
 
 def test_failover_order_and_unreachable_text(ldap_base: LdapBase, silent: int) -> None:
     ldap_base.load(person("bob", "mail: bob@example.com"))
-    cfg = cfg_for(free_port(), silent, ldap_base.slapd.port, basedn=ldap_base.dn)
+    cfg = cfg_for(free_port(), silent, ldap_base.slapd.port, basedn=ldap_base.dn, timeout=FAILOVER)
     got = WireSearcher(cfg).search("(mail=bob@example.com)", ["mail"])
     assert [e.dn for e in got] == [f"uid=bob,{ldap_base.dn}"]
     with pytest.raises(ServerUnreachable) as info:
@@ -283,7 +283,7 @@ def test_failover_order_and_unreachable_text(ldap_base: LdapBase, silent: int) -
 )
 def test_same_answers_as_ldapsearch(members: LdapBase, text: str, attrs: list[str], count: int) -> None:
     """The entries equal what ldapsearch prints (read by the embedded backend's LDIF parser)."""
-    cfg = cfg_for(members.slapd.port, basedn=members.dn, timeout=10)
+    cfg = cfg_for(members.slapd.port, basedn=members.dn, timeout=PATIENT)
     wire = WireSearcher(cfg)
 
     def reference(base: str, flt: str, wanted: list[str], scope: str = "sub") -> list[Entry]:
