@@ -59,23 +59,28 @@ def test_symlink_to_root_file_is_not_writable(shared: Path) -> None:
 
 
 def test_other_threads_stay_root(shared: Path) -> None:
+    """While one thread works as a user, another still has root's file-system identity."""
     seen: list[tuple[int, int]] = []
     inside = threading.Event()
     done = threading.Event()
 
     def user_thread() -> None:
         with fs_identity(2000, 2000):
+            seen.append(current_fsids())
             inside.set()
-            done.wait(5)
+            done.wait(60)  # released by the main thread; the bound only keeps a failed test from hanging
 
     t = threading.Thread(target=user_thread)
     t.start()
-    inside.wait(5)
-    seen.append(current_fsids())
-    (shared / "by-root").write_text("x")
-    done.set()
-    t.join()
-    assert seen == [(0, 0)]
+    try:
+        assert inside.wait(60), "the user thread never took the user's identity"
+        seen.append(current_fsids())
+        (shared / "by-root").write_text("x")
+        assert t.is_alive()  # the user thread was still inside fs_identity all along
+    finally:
+        done.set()
+        t.join()
+    assert seen == [(2000, 2000), (0, 0)]
     assert os.stat(shared / "by-root").st_uid == 0
 
 
