@@ -164,7 +164,7 @@ def ldap_root(qroot: QRoot, ldap_base: object, slapd: object) -> QRoot:
     """Point *qroot* at the test's subtree of the shared slapd."""
     qroot.control("ldapserver", f"127.0.0.1:{slapd.port}")  # type: ignore[attr-defined]
     qroot.control("ldapbasedn", ldap_base.dn)  # type: ignore[attr-defined]
-    qroot.control("ldaptimeout", "5")
+    qroot.control("ldaptimeout", "30")
     return qroot
 
 

@@ -25,7 +25,7 @@ def verify(qroot: QRoot, data: bytes) -> subprocess.CompletedProcess[bytes]:
 def setup(qroot: QRoot, host: str, port: int, base: str) -> None:
     qroot.control("ldapserver", f"{host}:{port}")
     qroot.control("ldapbasedn", base)
-    qroot.control("ldaptimeout", "2")
+    qroot.control("ldaptimeout", "30")
     qroot.control("ldaplocaldelivery", "0")
 
 

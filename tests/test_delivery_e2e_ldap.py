@@ -92,7 +92,7 @@ def make_env(ldap_base, slapd, mailroot: Path, tmp_path: Path) -> E:  # type: ig
     q.control("ldapserver", f"127.0.0.1:{slapd.port}")
     q.control("ldapbasedn", ldap_base.dn)
     q.control("ldapobjectclass", "qmailUser")
-    q.control("ldaptimeout", "2")
+    q.control("ldaptimeout", "30")
     create_queue(q.path)
     if IS_ROOT:
         os.chown(q.path / "alias", UID, GID)  # the alias user: the owner of ROOT/alias

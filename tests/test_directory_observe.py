@@ -58,7 +58,7 @@ def test_ldap_errors_are_labelled(qroot: QRoot, code: int, outcome: Outcome) -> 
     server = ScriptedLdap([code])
     try:
         qroot.control("ldapserver", f"127.0.0.1:{server.port}")
-        qroot.control("ldaptimeout", "2")
+        qroot.control("ldaptimeout", "30")
         events: list[SearchEvent] = []
         d = open_directory(ControlDir(qroot.path), observer=events.append)
         assert isinstance(d.find_recipient("alice@example.com"), Unavailable)

@@ -39,7 +39,7 @@ def configure(qroot: QRoot, *servers: str, ca: Path | None = None, starttls: boo
               cert: Path | None = None, key: Path | None = None) -> ControlDir:
     qroot.control("ldapserver", "\n".join(servers))
     qroot.control("ldapbasedn", BASE)
-    qroot.control("ldaptimeout", "5")
+    qroot.control("ldaptimeout", "30")
     qroot.control("ldaptlscacert", None if ca is None else str(ca))
     qroot.control("ldapstarttls", "1" if starttls else None)
     qroot.control("ldaptlscert", None if cert is None else str(cert))

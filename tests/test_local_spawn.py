@@ -112,7 +112,7 @@ def test_ldap_down_defers(qroot: QRoot, slapd_factory, tmp_path: Path) -> None: 
     server = slapd_factory()
     qroot.control("ldapserver", f"127.0.0.1:{server.port}")
     qroot.control("ldapbasedn", server.suffix)
-    qroot.control("ldaptimeout", "2")
+    qroot.control("ldaptimeout", "30")
     create_queue(qroot.path)
     server.stop()
     sp = LocalSpawner(qroot.path, lambda d, s, r: 0)

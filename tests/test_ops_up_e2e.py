@@ -72,7 +72,7 @@ def site(tmp_path: Path, ldap_base, slapd, mailroot: Path) -> Site:  # type: ign
     root = tmp_path / "qmail"
     init_root(InitOptions(root=root, me="mx1.example.com", ldap_uris=(slapd.url,), basedn=ldap_base.dn,
                           domains=("example.com",)))
-    (root / "control" / "ldaptimeout").write_text("5\n")
+    (root / "control" / "ldaptimeout").write_text("30\n")
     store = mailroot / "alice"
     for sub in ("tmp", "new", "cur"):
         (store / "Maildir" / sub).mkdir(parents=True, mode=0o700)

@@ -70,7 +70,7 @@ def wait_empty(layout: QueueLayout) -> None:
 
 def ldap_controls(url_hostport: str, base: str) -> dict[str, str]:
     return {"ldapserver": url_hostport, "ldapbasedn": base, "ldapobjectclass": "qmailUser",
-            "locals": "mx1.example.com\nexample.com", "ldaptimeout": "2"}  # fmt: skip
+            "locals": "mx1.example.com\nexample.com", "ldaptimeout": "30"}  # fmt: skip
 
 
 def test_delivery_to_an_ldap_users_maildir(tmp_path: Path, ldap_base, slapd, mailroot: Path) -> None:  # type: ignore[no-untyped-def]

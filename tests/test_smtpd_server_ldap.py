@@ -54,7 +54,7 @@ def fixture_root(root: QRoot, host: str, port: int, base: str) -> QRoot:
     root.control("rcpthosts", "example.org\n.example.net\nbackup.test")
     root.control("ldapserver", f"{host}:{port}")
     root.control("ldapbasedn", base)
-    root.control("ldaptimeout", "5")
+    root.control("ldaptimeout", "30")
     create_queue(root.path)
     return root
 
