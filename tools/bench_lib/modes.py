@@ -61,7 +61,7 @@ def run_flat(args: argparse.Namespace) -> dict[str, object]:
             sub.users = size
             print(f"bench: flat: building {size} users", flush=True)
             benches.append((size, compare.Bench(sub, wanted)))
-        rcpts = {n: recipients(n, args.messages, args.seed) for n in args.sizes}
+        rcpts = {n: recipients(n, args.messages, args.seed, distinct=True) for n in args.sizes}
         warm = {n: recipients(n, compare.WARMUP, args.seed + 1000) for n in args.sizes}
         for size, b in benches:
             b.world.mailboxes([*rcpts[size], *warm[size]])
@@ -69,7 +69,9 @@ def run_flat(args: argparse.Namespace) -> dict[str, object]:
                 run_once(server, b.tracker, b.world.slapd_pid, Scenario("warmup", 2, 0, compare.WARMUP),
                          warm[size], f"w{name}")
         for rnd in range(args.rounds):
-            for size, b in benches:
+            # ABBA: odd rounds walk the sizes backwards, so a load that rises (or falls) through the
+            # invocation weighs on every size alike
+            for size, b in (benches if rnd % 2 == 0 else benches[::-1]):
                 for name, server in b.servers.items():
                     r = run_once(server, b.tracker, b.world.slapd_pid, sc, rcpts[size], f"{size}.{rnd}",
                                  size=args.size, drain_seconds=args.drain_seconds)

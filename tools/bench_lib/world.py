@@ -71,9 +71,15 @@ def make_mailboxes(users: Iterable[int], mail_root: Path, uid: int, gid: int) ->
         os.chown(mail_root, uid, gid)
 
 
-def recipients(users: int, count: int, seed: int) -> list[int]:
-    """*count* uniformly random user numbers below *users*, the same for the same seed."""
+def recipients(users: int, count: int, seed: int, *, distinct: bool = False) -> list[int]:
+    """*count* uniformly random user numbers below *users*, the same for the same seed.
+
+    *distinct* draws without replacement (while count <= users): no user twice, so a cache in the
+    server cannot make a small directory look cheaper than a large one.
+    """
     rng = random.Random(seed)
+    if distinct and count <= users:
+        return rng.sample(range(users), count)
     return [rng.randrange(users) for _ in range(count)]
 
 
