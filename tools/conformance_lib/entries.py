@@ -112,5 +112,8 @@ def entries() -> str:
               "mailReplyText:: " + base64.b64encode(b"Subject: Away\nX-Note: kept\n\nBack soon.\n").decode(),
               pw=ssha("zoepw")),
         _user("xavier", "xavier@example.org", pw=ssha("xavierpw")),
+        _user("nora", "nora@example.org", "accountStatus: nopop", pw=ssha("norapw")),
+        _user("hugo", "hugo@example.org", "accountStatus: Holiday", pw=ssha("hugopw")),
+        _user("ada", "ada@example.org", "accountStatus: ACTIVE", pw=ssha("adapw")),
     ]  # fmt: skip
     return "\n".join([people, *users])

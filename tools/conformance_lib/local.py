@@ -305,6 +305,9 @@ def cases() -> list[Case]:
         delivery("disabled", "dave@example.org"),
         delivery("noaccess", "erin@example.org"),
         delivery("deleted", "gina@example.org"),
+        delivery("status-nopop", "nora@example.org"),
+        delivery("status-unknown-value", "hugo@example.org"),
+        delivery("status-active-uppercase", "ada@example.org"),
         delivery("sizemax-exceeded", "xena@example.org"),
         delivery("sizemax-fits", "yves@example.org"),
         # deliveryMode combinations

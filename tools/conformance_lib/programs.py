@@ -247,7 +247,8 @@ def checkpw_cases() -> list[Case]:
              ("cleartext-entry", "paul", "plainpw"), ("empty-password", "alice", ""),
              ("cluster-other-host", "jack", "jackpw"), ("homedir-and-store", "sam", "sampw"),
              ("mbox-store", "rita", "ritapw"), ("home-missing", "xavier", "xavierpw"),
-             ("quota-and-program-entry", "tina", "tinapw")]  # fmt: skip
+             ("quota-and-program-entry", "tina", "tinapw"), ("status-nopop", "nora", "norapw"),
+             ("status-unknown-value", "hugo", "hugopw"), ("status-active-uppercase", "ada", "adapw")]  # fmt: skip
     return [checkpw(f"{prog}-{n}", prog, u, p) for prog in ("auth_pop",) for n, u, p in users]
 
 
@@ -284,6 +285,7 @@ def auth_smtp_cases() -> list[Case]:
         ("deleted", login(b"gina", b"ginapw"), None),
         ("disabled", login(b"dave", b"davepw"), None),
         ("noaccess", login(b"erin", b"erinpw"), None),
+        ("status-nopop", login(b"nora", b"norapw"), None),
         ("ldap-down", login(b"alice", b"alicepw"), down),
     ]
     return [simple("auth_smtp", n, "auth_smtp", [], stdin, controls=c) for n, stdin, c in runs]
