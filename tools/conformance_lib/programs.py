@@ -248,7 +248,8 @@ def checkpw_cases() -> list[Case]:
              ("cluster-other-host", "jack", "jackpw"), ("homedir-and-store", "sam", "sampw"),
              ("mbox-store", "rita", "ritapw"), ("home-missing", "xavier", "xavierpw"),
              ("quota-and-program-entry", "tina", "tinapw"), ("status-nopop", "nora", "norapw"),
-             ("status-unknown-value", "hugo", "hugopw"), ("status-active-uppercase", "ada", "adapw")]  # fmt: skip
+             ("status-unknown-value", "hugo", "hugopw"),
+             ("status-active-uppercase", "ada", "adapw")]  # fmt: skip
     return [checkpw(f"{prog}-{n}", prog, u, p) for prog in ("auth_pop",) for n, u, p in users]
 
 
