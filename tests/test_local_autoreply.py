@@ -129,3 +129,14 @@ def test_quota_warning_ending_in_newline_gets_an_empty_line() -> None:
                                 recipient="alice@example.com", dtline="Delivered-To: alice@example.com\n",
                                 me="mx1.example.com", now=0)
     assert msg.endswith(b"\n\nPlease clean up.\n\n")
+
+
+def test_header_section_fields_keep_the_texts_order() -> None:
+    # qmail-reply writes the text's own fields first, in its order, then the rest in its own order
+    # (found by tools/conformance)
+    text = "%HEADER%\nSubject: Re: %SUBJECT%\nFrom: Al <a@example.com>\nTo: evil@x\nX-Trace: kept\n\nAway"
+    msg = compose_reply(text, sender="bob@remote.example", recipient="alice@example.com", original=ORIG,
+                        dtline="Delivered-To: alice@example.com\n", me="mx1", now=0)
+    names = [line.split(":")[0] for line in _parts(msg)[0].split("\n")[3:]]
+    assert names == ["Subject", "From", "X-Trace", "To", "MIME-Version", "Content-Type",
+                     "Content-Transfer-Encoding", "X-Mailer", "Precedence", "Auto-Submitted"]

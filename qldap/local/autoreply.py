@@ -115,18 +115,24 @@ def split_text(text: str) -> tuple[list[tuple[str, str]], str]:
 
 
 def build_header(fields: list[tuple[str, str]], rules: list[FieldRule]) -> list[str]:
-    """Header lines: rule order, forced values win, allowed ones take the text's value or the default;
-    other ``X-`` fields from the text are kept, everything else dropped."""
-    given = {n.lower(): v for n, v in fields}
-    known = {r.name.lower() for r in rules}
+    """Header lines as qmail-reply(1) orders them: first the text's own fields in the text's order
+    (those a rule allows, and other ``X-`` fields), then every rule field the text did not give, in
+    rule order, forced ones always with their value; everything else in the text is dropped."""
+    by_name = {r.name.lower(): r for r in rules}
     out: list[str] = []
-    for r in rules:
-        value = r.default if r.forced else given.get(r.name.lower(), r.default)
-        if value is not None:
-            out.append(f"{r.name}: {value}")
+    done: set[str] = set()
     for n, v in fields:
-        if n.lower().startswith("x-") and n.lower() not in known:
-            out.append(f"{n}: {v}")
+        key = n.lower()
+        rule = by_name.get(key)
+        if rule is None:
+            if key.startswith("x-"):
+                out.append(f"{n}: {v}")
+        elif not rule.forced and key not in done:
+            out.append(f"{rule.name}: {v}")
+            done.add(key)
+    for r in rules:
+        if r.name.lower() not in done and r.default is not None:
+            out.append(f"{r.name}: {r.default}")
     return out
 
 

@@ -113,6 +113,10 @@ def entries() -> str:
               pw=ssha("zoepw")),
         _user("xavier", "xavier@example.org", pw=ssha("xavierpw")),
         _user("nora", "nora@example.org", "accountStatus: nopop", pw=ssha("norapw")),
+        _user("fay", "fay@example.org", "deliveryMode: reply", "mailReplyText:: " + base64.b64encode(
+            b"%HEADER%\nSubject: Re: %SUBJECT%\nFrom: Fay <fay@example.org>\nTo: evil@x.example\n"
+            b"Bcc: hidden@x.example\nX-Trace: kept\nContent-Type: text/plain; charset=iso-8859-1\n\n"
+            b"Away until %SUBJECT% is over.\n").decode(), pw=ssha("faypw")),
         _user("hugo", "hugo@example.org", "accountStatus: Holiday", pw=ssha("hugopw")),
         _user("ada", "ada@example.org", "accountStatus: ACTIVE", pw=ssha("adapw")),
     ]  # fmt: skip
