@@ -113,6 +113,14 @@ def entries() -> str:
               pw=ssha("zoepw")),
         _user("xavier", "xavier@example.org", pw=ssha("xavierpw")),
         _user("nora", "nora@example.org", "accountStatus: nopop", pw=ssha("norapw")),
+        # entries a careful server must refuse or handle with care
+        _user("ivy", "ivy@example.org", "qmailDotMode: ldapwithprog",
+              "deliveryProgramPath: /bin/echo hi; touch /tmp/qldap-conformance-ivy", pw=ssha("ivypw")),
+        _user("pat", "pat@example.org", store="{mail}/pat/../alice/", pw=ssha("patpw")),
+        _user("otto", "otto@example.org", pw=ssha("ottopw")).replace(f"qmailUID: {UID}", "qmailUID: 0"),
+        _user("gus", "gus@example.org", "qmailDotMode: sometimes", pw=ssha("guspw")),
+        _user("lex", "lex@example.org", "deliveryMode: vacation", "deliveryMode: noforward",
+              "mailForwardingAddress: lex@elsewhere.net", pw=ssha("lexpw")),
         _user("fay", "fay@example.org", "deliveryMode: reply", "mailReplyText:: " + base64.b64encode(
             b"%HEADER%\nSubject: Re: %SUBJECT%\nFrom: Fay <fay@example.org>\nTo: evil@x.example\n"
             b"Bcc: hidden@x.example\nX-Trace: kept\nContent-Type: text/plain; charset=iso-8859-1\n\n"

@@ -301,6 +301,12 @@ def cases() -> list[Case]:
         delivery("home-sticky", "alice@example.org", setup=chmod("alice", 0o1755)),
         delivery("maildir-missing", "alice@example.org", setup=remove("alice", "Maildir"), decisions=(MAILDIR_MAKE,)),
         delivery("ldap-down", "alice@example.org", controls=down),
+        # entries to refuse or handle with care
+        delivery("program-shell-metacharacters", "ivy@example.org"),
+        delivery("store-with-dotdot", "pat@example.org"),
+        delivery("uid-0", "otto@example.org"),
+        delivery("dotmode-invalid", "gus@example.org"),
+        delivery("deliverymode-unknown-value", "lex@example.org"),
         # accountStatus and mailSizeMax
         delivery("disabled", "dave@example.org"),
         delivery("noaccess", "erin@example.org"),
