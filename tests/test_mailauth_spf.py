@@ -423,7 +423,7 @@ def test_parse_record_rejects_before_evaluating() -> None:
 def test_answers_are_cached_for_their_ttl_errors_never(server: DnsServer) -> None:
     """Answers are kept for their TTL (60 s here), NXDOMAIN for 60 s; a timeout is asked again."""
     now = [1000.0]
-    dns = Dns(server.resolver(timeout=2.0), timeout=2.0, clock=lambda: now[0])
+    dns = Dns(server.resolver(), timeout=ANSWER_TIMEOUT, clock=lambda: now[0])
     server.update({("cached.example", "TXT"): [txt("v=spf1 -all")]})
 
     async def go() -> None:

@@ -22,7 +22,7 @@ from qldap.queue.layout import QueueLayout
 from qldap.smtpd.dns import Resolver, StaticResolver
 from qldap.smtpd.server import ServerOptions, SmtpServer
 
-TIMEOUT = 15.0
+TIMEOUT = 30.0  # a hang guard for a reply or a start-up: never reached when things work, however slow
 
 
 class ServerThread:
