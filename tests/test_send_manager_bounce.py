@@ -212,11 +212,15 @@ def test_marks_success_and_failure_and_keeps_deferrals(tmp_path: Path) -> None:
             number = put(root, "a@b.example", ["ok@far.example", "no@far.example", "later@far.example",
                                                "odd@mx1.example.com"])  # fmt: skip
             await until(lambda: len(run.matching(r"^delivery \d+: ")) == 4, "four reports")
-            await settle()
-            remote = Path(layout.remote(number)).read_bytes()
-            assert remote == b"Dok@far.example\0Dno@far.example\0Tlater@far.example\0"
+            # a report is logged before its mark (and a failure's paragraph) is written: wait for the files
+            remote, bounce = Path(layout.remote(number)), Path(layout.bounce(number))
+            marked = b"Dok@far.example\0Dno@far.example\0Tlater@far.example\0"
+            await until(lambda: remote.read_bytes() == marked, "the marks of the remote reports")
+            await until(lambda: bounce.exists() and bounce.read_text() == "<no@far.example>:\nno\n\n",
+                        "the failure's paragraph")  # fmt: skip
+            await settle()  # nothing more comes: the deferrals stay unmarked
+            assert remote.read_bytes() == marked
             assert Path(layout.local(number)).read_bytes() == b"Todd@mx1.example.com\0"
-            assert Path(layout.bounce(number)).read_text() == "<no@far.example>:\nno\n\n"
             assert run.matching(r"^delivery \d+: report mangled, will defer$")
             assert os.path.exists(layout.info(number))
 
