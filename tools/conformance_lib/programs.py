@@ -61,6 +61,8 @@ def verify_cases() -> list[Case]:
         ("no-host", "alice", None), ("dash-exact", "list-info@example.org", None),
         ("dash-catchall", "list-other@example.org", None),
         ("several", "alice@example.org\0dave@example.org\0nobody@sub.example.org", nocatch),
+        ("status-nopop", "nora@example.org", None), ("status-unknown-value", "hugo@example.org", None),
+        ("uid-0", "otto@example.org", None), ("store-with-dotdot", "pat@example.org", None),
         ("ldap-down", "alice@example.org", {"ldapserver": "127.0.0.1:1", "ldaptimeout": "2"}),
     ]  # fmt: skip
     return [simple("verify", n, "qmail-verify", [], (a + "\0").encode(), controls=c) for n, a, c in addrs]
@@ -85,6 +87,11 @@ def lookup_cases() -> list[Case]:
         ("mail-dash-deeper", ["-m", "list-foo-bar@example.org"], None),
         ("mail-unknown", ["-m", "nobody@sub.example.org"], nocatch),
         ("mail-disabled", ["-m", "dave@example.org"], None),
+        ("mail-status-nopop", ["-m", "nora@example.org"], None),
+        ("mail-program-entry", ["-m", "tina@example.org"], None),
+        ("mail-reply-entry", ["-m", "fay@example.org"], None),
+        ("mail-quota-entry", ["-m", "carol@example.org"], None),
+        ("mail-dash-alternate", ["-m", "vera-foo@example.org"], None),
         ("uid-known", ["-u", "alice"], None),
         ("uid-unknown", ["-u", "zed"], None),
         ("uid-password-ok", ["-u", "alice", "-p", "alicepw"], None),
