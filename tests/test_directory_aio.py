@@ -16,7 +16,7 @@ from qldap.directory.lookup import Directory
 from qldap.directory.wire import WireSearcher
 from tests.fixtures_slapd import LdapBase, SlapdFactory
 from tests.test_directory_ldap import TREE, person
-from tests.test_directory_ldap_errors import ScriptedLdap, cfg_for
+from tests.test_directory_ldap_errors import PATIENT, ScriptedLdap, cfg_for
 
 ADDRESSES = [
     "alice@example.com", "AL@example.com", "nobody@example.com", "dup@example.com",
@@ -34,7 +34,7 @@ def _same(a: LookupResult, b: LookupResult) -> bool:
 
 def test_the_loop_answers_as_the_blocking_client(ldap_base: LdapBase) -> None:
     ldap_base.load(TREE)
-    cfg = cfg_for(ldap_base.slapd.port, basedn=ldap_base.dn, timeout=5)
+    cfg = cfg_for(ldap_base.slapd.port, basedn=ldap_base.dn, timeout=PATIENT)
     blocking = Directory(cfg, WireSearcher(cfg))
     assert usable(blocking)
 
@@ -57,7 +57,7 @@ def test_the_loop_answers_as_the_blocking_client(ldap_base: LdapBase) -> None:
 
 def test_many_searches_in_flight_share_one_connection(ldap_base: LdapBase) -> None:
     ldap_base.load("".join(person(f"u{i}", f"mail: u{i}@example.com") for i in range(40)))
-    cfg = cfg_for(ldap_base.slapd.port, basedn=ldap_base.dn, timeout=5)
+    cfg = cfg_for(ldap_base.slapd.port, basedn=ldap_base.dn, timeout=PATIENT)
 
     async def main() -> None:
         aio = AsyncRecipients(Directory(cfg, WireSearcher(cfg)))
@@ -78,7 +78,7 @@ def test_many_searches_in_flight_share_one_connection(ldap_base: LdapBase) -> No
 def test_an_outage_is_handed_back_and_never_a_not_found(slapd_factory: SlapdFactory) -> None:
     s = slapd_factory()
     s.add_ldif(person("alice", "mail: alice@example.com").replace("{base}", s.suffix))
-    cfg = cfg_for(s.port, basedn=s.suffix, timeout=5)
+    cfg = cfg_for(s.port, basedn=s.suffix, timeout=PATIENT)
     directory = Directory(cfg, WireSearcher(cfg), ResultCache(3600))
 
     async def main() -> None:

@@ -80,7 +80,8 @@ async def with_member(
 
 
 def settings(port: int, **kw: object) -> QmqpSettings:
-    return QmqpSettings(port=port, timeoutconnect=5, timeout=5, **kw)  # type: ignore[arg-type]
+    """Client settings whose timeouts only guard against a hang: no test here waits for one to fire."""
+    return QmqpSettings(port=port, timeoutconnect=30, timeout=30, **kw)  # type: ignore[arg-type]
 
 
 # -- netstrings ------------------------------------------------------------------------------------
@@ -145,7 +146,7 @@ def test_message_parts_stream_a_file_after_a_prefix(tmp_path: Path) -> None:
 
 
 def raw_request(port: int, data: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
         s.sendall(data)
         s.shutdown(socket.SHUT_WR)
         chunks = []
