@@ -56,7 +56,7 @@ def race() -> Iterator[Race]:
     r.thread = threading.Thread(target=serve_once, args=(r,), daemon=True)
     r.thread.start()
     yield r
-    r.thread.join(10)
+    r.thread.join(60)
     for s in (server, other_host, other_port):
         s.close()
 

@@ -65,7 +65,7 @@ def daemon(qroot: QRoot) -> Iterator[Daemon]:
     finally:
         sock.close()
         proc.terminate()
-        proc.wait(10)
+        proc.wait(60)
 
 
 def test_check38_add_then_query(daemon: Daemon) -> None:
@@ -91,7 +91,7 @@ def test_check39_warnings_are_logged(daemon: Daemon) -> None:
     daemon.send(b"Q")
     assert daemon.ask() == MISS
     daemon.proc.terminate()
-    daemon.proc.wait(10)
+    daemon.proc.wait(60)
     assert daemon.proc.stderr is not None
     log = daemon.proc.stderr.read().decode()
     assert "pbsdbd: warning: no authorized add packet from 127.0.0.1" in log
@@ -158,7 +158,7 @@ def test_check40_timeout_and_refresh(qroot: QRoot) -> None:
             assert told, "every round was too slow to check the refresh window"
         finally:
             proc.terminate()
-            proc.wait(10)
+            proc.wait(60)
 
 
 def test_check44_small_cache_evicts_the_oldest(qroot: QRoot) -> None:
@@ -175,7 +175,7 @@ def test_check44_small_cache_evicts_the_oldest(qroot: QRoot) -> None:
             assert answers == [b"N", b"R", b"R", b"R"]
         finally:
             proc.terminate()
-            proc.wait(10)
+            proc.wait(60)
 
 
 def test_fatal_bind_failure(qroot: QRoot) -> None:

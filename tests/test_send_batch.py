@@ -18,7 +18,7 @@ def test_jobs_waiting_behind_a_batch_share_one_hand_off() -> None:
     order: list[int] = []
 
     def slow() -> str:
-        release.wait(10)
+        release.wait(60)  # released by the test; the bound only keeps a failure from hanging
         return "slow"
 
     def quick(i: int) -> int:
@@ -59,7 +59,7 @@ def test_a_backlog_behind_a_slow_job_starts_a_second_batch() -> None:
     release = threading.Event()
 
     def slow() -> str:
-        release.wait(10)
+        release.wait(60)  # released by the test; the bound only keeps a failure from hanging
         return "slow"
 
     async def main() -> None:
@@ -69,7 +69,8 @@ def test_a_backlog_behind_a_slow_job_starts_a_second_batch() -> None:
             await asyncio.sleep(0.05)  # the slow batch is running
             quick = [batcher.run(lambda i=i: i) for i in range(2)]  # a backlog of two
             # done while the slow job still blocks the first batch
-            assert await asyncio.wait_for(asyncio.gather(*quick), 5) == [0, 1]
+            # (were they queued behind it, they could end only when it does: 60 s, past this bound)
+            assert await asyncio.wait_for(asyncio.gather(*quick), 30) == [0, 1]
             assert not first.done()
             release.set()
             assert await first == "slow"

@@ -22,7 +22,7 @@ from qldap.smtpd import replies
 from qldap.smtpd.dns import StaticResolver
 from qldap.smtpd.policy import MxAnswer
 from tests.conftest import QRoot
-from tests.e2e.smtpd import Client, ServerThread, options, queued
+from tests.e2e.smtpd import TIMEOUT, Client, ServerThread, options, queued
 
 CLIENT = "127.0.0.2"
 OTHER = "127.0.0.3"
@@ -345,7 +345,7 @@ def test_starttls_bad_certificate(root: QRoot, start: Start) -> None:
 def test_greetdelay(root: QRoot, start: Start) -> None:
     """A client that talks first gets 554 and EOF; a patient one the whole greeting."""
     st = start({"GREETDELAY": "5", "DROPRUSHGREET": ""})
-    rush = socket.create_connection(st.addr, timeout=10, source_address=(CLIENT, 0))
+    rush = socket.create_connection(st.addr, timeout=TIMEOUT, source_address=(CLIENT, 0))  # a hang guard
     rush.sendall(b"EHLO a\r\n")
     rest = Client.__new__(Client)
     rest.sock, rest.buf = rush, b""

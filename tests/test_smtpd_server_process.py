@@ -64,7 +64,7 @@ class Daemon:
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-        self.proc.wait(10)
+        self.proc.wait(60)
 
 
 @pytest.fixture
@@ -147,7 +147,7 @@ def test_sigterm_lets_data_finish(root: QRoot, daemons: list[Daemon]) -> None:
     assert d.proc.poll() is None
     assert busy.cmd("second half\r\n.").startswith("250 ok ")
     assert busy.rest() == b"421 Service temporarily not available (#4.3.2)\r\n"
-    assert d.proc.wait(20) == 0
+    assert d.proc.wait(60) == 0
     (msg,) = queued(root.path)
     assert msg.message.endswith(b"Subject: stop\n\nfirst half\nsecond half\n")
 
@@ -161,6 +161,6 @@ def test_kill_during_data_leaves_nothing(root: QRoot, daemons: list[Daemon]) -> 
     c.send(b"Subject: crash\r\n\r\n" + (b"y" * 78 + b"\r\n") * 40000)
     time.sleep(0.3)
     d.proc.kill()
-    assert d.proc.wait(10) == -signal.SIGKILL
+    assert d.proc.wait(60) == -signal.SIGKILL
     assert os.listdir(root.path / "queue" / "todo") == []
     assert mess_files(root.path) == []
