@@ -21,7 +21,25 @@ from tests.fixtures_slapd import require_slapd
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))
 
-from conformance_lib.main import CANDIDATES, ReferenceError, find_reference  # noqa: E402
+from conformance_lib import registry  # noqa: E402
+from conformance_lib.core import documented  # noqa: E402
+from conformance_lib.main import CANDIDATES, ReferenceError, batches, find_reference  # noqa: E402
+
+
+def test_cases_are_unique_and_every_decision_is_documented() -> None:
+    # runs without the reference: the case list itself and docs/conformance.md stay consistent
+    cases = registry.all_cases()
+    names = [f"{c.group}/{c.name}" for c in cases]
+    assert len(names) == len(set(names)), "two cases share a name"
+    assert len(cases) >= 150
+    assert documented(registry.all_decisions()) == []
+    groups = {c.group for c in cases}
+    assert {"smtpd", "local", "checkpassword", "auth_smtp", "digest", "cdb", "interop"} <= groups
+    # every case runs exactly once, and a batch never mixes control sets
+    planned = [c for batch in batches(cases) for c in batch]
+    assert sorted(f"{c.group}/{c.name}" for c in planned) == sorted(names)
+    for batch in batches(cases):
+        assert len({repr(c.batch_key()) for c in batch}) == 1
 
 
 def _reference_given() -> bool:
