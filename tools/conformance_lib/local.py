@@ -43,7 +43,7 @@ MESSAGE = (
 # a delivery program that records what it was given: stdin and the environment qmail-local sets
 RECORDER = """#!/bin/sh
 { echo "-- program run, args: $*"
-  for v in USER HOME LOCAL HOST HOST2 HOST3 HOST4 RECIPIENT SENDER NEWSENDER EXT EXT2 EXT3 EXT4 DTLINE RPLINE; do
+  for v in USER HOME LOCAL HOST HOST2 HOST3 HOST4 RECIPIENT SENDER NEWSENDER EXT EXT2 EXT3 EXT4 DEFAULT DTLINE RPLINE; do
     eval "printf '%s=%s\\n' $v \\"\\$$v\\""
   done
   cat
@@ -287,6 +287,10 @@ def cases() -> list[Case]:
         delivery("mbox-from-quoting", "rita@example.org",
                  message=message(body="From the start\n>From quoted\nbody\n")),
         delivery("homedir-and-store", "sam@example.org"),
+        delivery("mbox-quota-ok", "rosa@example.org"),
+        delivery("mbox-quota-over", "rosa@example.org", setup=home_file("rosa", "Mailbox", "From x\n" + "y" * 400 + "\n\n", 0o600)),
+        delivery("no-final-newline-maildir", "alice@example.org", message=MESSAGE.rstrip(b"\n")),
+        delivery("no-final-newline-mbox", "rita@example.org", message=MESSAGE.rstrip(b"\n")),
         delivery("defaultdelivery-mbox", "alice@example.org", aliasempty="./Mailbox"),
         delivery("catchall", "nobody@example.org"),
         delivery("dash-exact", "list-info@example.org"),
@@ -379,6 +383,12 @@ def cases() -> list[Case]:
         delivery("both-ext-default", "vera-foo-bar@example.org",
                  setup=home_file("vera", ".qmail-foo-default", "&extdefault@elsewhere.net\n")),
         delivery("both-ext-missing", "vera-foo@example.org"),
+        delivery("both-ext-default-program", "vera-foo-bar@example.org",
+                 setup=home_file("vera", ".qmail-foo-default", "|{mail}/bin/record ext\n")),
+        delivery("dotonly-owner-newsender", "uma@example.org",
+                 setup=both(home_file("uma", ".qmail", "&copy@elsewhere.net\n"), home_file("uma", ".qmail-owner", "&boss@elsewhere.net\n"))),
+        delivery("dotonly-owner-default-newsender", "uma@example.org",
+                 setup=both(home_file("uma", ".qmail", "&copy@elsewhere.net\n"), home_file("uma", ".qmail-owner-default", "&boss@elsewhere.net\n"))),
         delivery("defaultdotmode-dotonly", "alice@example.org", controls={"ldapdefaultdotmode": "dotonly"},
                  setup=home_file("alice", ".qmail", "&copy@elsewhere.net\n./Maildir/\n")),
         delivery("defaultdotmode-ldaponly-ignores-dotqmail", "alice@example.org",

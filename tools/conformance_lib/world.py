@@ -36,7 +36,8 @@ TIMEOUT = 30.0
 MAILBOX_USERS = ("alice", "bob", "carol", "dave", "erin", "frank", "gina", "hank", "ivan", "jack", "kate",
                  "leo", "mona", "nick", "olga", "paul", "catchall", "dashcatch", "dashexact", "rita", "sam",
                  "tina", "uma", "vera", "walt", "wade", "wynn", "wren", "xena", "yves", "zara",
-                 "zoe", "nora", "hugo", "ada", "fay", "ivy", "pat", "otto", "gus", "lex")  # fmt: skip
+                 "zoe", "nora", "hugo", "ada", "fay", "ivy", "pat", "otto", "gus", "lex",
+                 "rosa")  # fmt: skip
 
 
 @dataclass(frozen=True)
