@@ -173,6 +173,7 @@ class LoadResult:
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    greetings: list[float] = field(default_factory=list)  # connect() .. 220 received, per session
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,7 @@ class Load:
 async def _session(load: Load, jobs: list[int], tracker: Tracker | None, body: bytes,
                    out: LoadResult, deadline: float) -> None:
     """Send messages from *jobs* (indexes into load.recipients) over one connection."""
+    t_connect = time.perf_counter()
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", load.port)
     except OSError as exc:
@@ -203,6 +205,7 @@ async def _session(load: Load, jobs: list[int], tracker: Tracker | None, body: b
         return
     try:
         code, text = await reply(reader)
+        out.greetings.append(time.perf_counter() - t_connect)
         if code != 220:
             out.failures.append(text)
             return

@@ -107,6 +107,8 @@ def run_once(server: Server, tracker: Tracker, slapd_pid: int, scenario: Scenari
         "delivered_per_s": round(tracker.delivered / span, 1) if span > 0 else 0.0,
         "accept_p50_ms": _ms(percentile(res.latencies, 50)),
         "accept_p99_ms": _ms(percentile(res.latencies, 99)),
+        "greeting_p50_ms": _ms(percentile(res.greetings, 50)),
+        "greeting_p99_ms": _ms(percentile(res.greetings, 99)),
         "latency_p50_ms": _ms(percentile(tracker.latencies, 50)),
         "latency_p99_ms": _ms(percentile(tracker.latencies, 99)),
         "cpu_ms_per_msg": round(total_cpu * 1000 / per_msg, 3),
