@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from .core import Case, Decision, Observed, mask, show
-from .world import World
+from .world import ME, World
 
 REMOTE_IP = "10.0.0.1"
 LOCAL_IP = "10.0.0.2"
@@ -24,7 +24,8 @@ LOCAL_IP = "10.0.0.2"
 # -- decisions ---------------------------------------------------------------------------------
 TRAILING_SPACE = Decision(
     "smtp-trailing-space", "no trailing space after the greeting and HELO/EHLO host",
-    lambda t: t.replace(" \\r\n", "\\r\n"),
+    # only the greeting and the first HELO/EHLO line: a trailing blank anywhere else still fails
+    lambda t: re.sub(rf"^(220 {re.escape(ME)} ESMTP|250[ -]{re.escape(ME)}) \\r$", r"\1\\r", t, flags=re.M),
 )
 
 EXIT_STATUS = Decision(
