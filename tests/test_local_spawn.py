@@ -125,3 +125,28 @@ def test_no_host_and_trash(spawner, tmp_path: Path) -> None:  # type: ignore[no-
     assert sp.deliver("alice", "b@r", msg(tmp_path)) == Report(
         "D", "Sorry, address must include host name. (#5.1.3)")
     assert sp.deliver("@example.com", "b@r", msg(tmp_path)) == Report("K", "did 0+0+0")
+
+
+def test_cached_answers_during_an_outage(qroot: QRoot, slapd_factory, mailroot: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """With ldapcachettl the delivery threads share recent answers: a cached user is still delivered
+    while slapd is down (a positive answer is reused for at most the TTL), an uncached one defers —
+    an outage is never a bounce, with or without the cache."""
+    server = slapd_factory()
+    store = mailbox(mailroot, "carol")
+    server.add_ldif(user_ldif("carol", store).replace("{base}", server.suffix))
+    qroot.control("ldapserver", f"127.0.0.1:{server.port}")
+    qroot.control("ldapbasedn", server.suffix)
+    qroot.control("ldapobjectclass", "qmailUser")
+    qroot.control("ldaptimeout", "2")
+    qroot.control("ldapcachettl", "600")
+    create_queue(qroot.path)
+    sp = LocalSpawner(qroot.path, lambda d, s, r: 0)
+    assert sp.deliver("carol@example.com", "b@r", msg(tmp_path)).letter == "K"
+    server.stop()
+    try:
+        assert sp.deliver("carol@example.com", "b@r", msg(tmp_path)).letter == "K"
+        assert len(list((store / "Maildir" / "new").iterdir())) == 2
+        assert sp.deliver("dan@example.com", "b@r", msg(tmp_path)) == Report(
+            "Z", "Unable to contact LDAP server. (#4.4.3)")
+    finally:
+        server.start()
