@@ -99,7 +99,7 @@ def test_check39_warnings_are_logged(daemon: Daemon) -> None:
     assert daemon.proc.returncode == 0  # SIGTERM is a clean stop
 
 
-PBS_TIMEOUT = 4  # pbstimeout for check 40: the refresh window below is half of it wide
+PBS_TIMEOUT = 4  # pbstimeout for the expiry-and-refresh test: the refresh window below is half of it wide
 
 
 def _add(last: int) -> bytes:
@@ -115,7 +115,7 @@ def _sleep_until(when: float) -> None:
 
 
 def _refresh_round(d: Daemon, first: int, second: int) -> bool:
-    """One run of check 40 on two fresh addresses; False when the machine was too slow to tell.
+    """One run of the expiry-and-refresh scenario on two new addresses; False when too slow to tell.
 
     The clock is read here around each exchange.  pbsdbd handles the datagrams of one socket in order,
     so an add is done before the answer to a query sent after it: a grant is asked for as expired only
