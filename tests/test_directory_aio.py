@@ -16,7 +16,7 @@ from qldap.directory.lookup import Directory
 from qldap.directory.wire import WireSearcher
 from tests.fixtures_slapd import LdapBase, SlapdFactory
 from tests.test_directory_ldap import TREE, person
-from tests.test_directory_ldap_errors import PATIENT, ScriptedLdap, cfg_for
+from tests.test_directory_ldap_errors import FAILOVER, PATIENT, ScriptedLdap, cfg_for
 
 ADDRESSES = [
     "alice@example.com", "AL@example.com", "nobody@example.com", "dup@example.com",
@@ -105,7 +105,7 @@ def test_an_outage_is_handed_back_and_never_a_not_found(slapd_factory: SlapdFact
 def test_a_silent_server_is_a_search_timeout() -> None:
     server = ScriptedLdap([None])  # binds, then never answers the search
     try:
-        cfg = cfg_for(server.port, timeout=1)
+        cfg = cfg_for(server.port, timeout=FAILOVER)  # the bind is answered, the search never
         aio = AsyncRecipients(Directory(cfg, WireSearcher(cfg)))
         r = asyncio.run(aio.find_recipient("nobody@example.com"))
         assert isinstance(r, Unavailable) and isinstance(r.error, SearchTimeout)

@@ -34,8 +34,9 @@ FAST = 1  # ldaptimeout for tests that wait for a silent peer
 # ldaptimeout where a real server's answer is expected: on a loaded machine a slow answer must not turn
 # into a timeout, so it only guards against a hang
 PATIENT = 30
-# ldaptimeout where a silent peer is waited out before a real server answers: both sides of that race
-# hang on it, so it is a compromise between the test's duration and the real server's slack
+# ldaptimeout where a silent peer (or a search nobody answers) is waited out while a real answer (another
+# server's, or the bind before that search) is still expected: both sides of that race hang on it, so it
+# is a compromise between the test's duration and the answering side's slack
 FAILOVER = 5
 
 
@@ -164,7 +165,7 @@ def test_check17_bad_credentials(ldap_base: LdapBase) -> None:
 def test_check16_search_timeout_stops_the_candidate_loop() -> None:
     server = ScriptedLdap([None])
     try:
-        cfg = cfg_for(server.port)
+        cfg = cfg_for(server.port, timeout=FAILOVER)  # the bind is answered, the search never
         rec = Recording(WireSearcher(cfg))
         r = Directory(cfg, rec).find_recipient("nobody@example.com")
         assert isinstance(r, Unavailable) and isinstance(r.error, SearchTimeout)
