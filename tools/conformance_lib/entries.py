@@ -113,6 +113,7 @@ def entries() -> str:
               pw=ssha("zoepw")),
         _user("xavier", "xavier@example.org", pw=ssha("xavierpw")),
         _user("nora", "nora@example.org", "accountStatus: nopop", pw=ssha("norapw")),
+        _user("kim", "kim@example.org", store="kim/", pw=ssha("kimpw")),
         _user("rosa", "rosa@example.org", "homeDirectory: {mail}/rosa/", "mailQuotaSize: 500",
               store="./Mailbox", pw=ssha("rosapw")),
         # entries a careful server must refuse or handle with care

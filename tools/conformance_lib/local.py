@@ -179,6 +179,7 @@ def delivery(name: str, recipient: str, *, sender: str = SENDER, message: bytes 
 
     def run(world: World) -> Observed:
         ctl = {"defaultdelivery": aliasempty, **(controls or {})}
+        ctl = {k: v.replace("{mail}", str(world.mail)) if v else v for k, v in ctl.items()}
         world.controls(ctl)
         seen = []
         recorder(world)
@@ -287,6 +288,11 @@ def cases() -> list[Case]:
         delivery("mbox-from-quoting", "rita@example.org",
                  message=message(body="From the start\n>From quoted\nbody\n")),
         delivery("homedir-and-store", "sam@example.org"),
+        delivery("relative-store-with-ldapmessagestore", "kim@example.org", controls={"ldapmessagestore": "{mail}/"}),
+        delivery("relative-store-without-ldapmessagestore", "kim@example.org"),
+        delivery("defaultquota-size", "alice@example.org", controls={"defaultquotasize": "100"}),
+        delivery("defaultquota-count", "alice@example.org", controls={"defaultquotacount": "1"}, setup=fill("alice", 1, 10)),
+        delivery("defaultquota-entry-wins", "carol@example.org", controls={"defaultquotasize": "100"}),
         delivery("mbox-quota-ok", "rosa@example.org"),
         delivery("mbox-quota-over", "rosa@example.org", setup=home_file("rosa", "Mailbox", "From x\n" + "y" * 400 + "\n\n", 0o600)),
         delivery("no-final-newline-maildir", "alice@example.org", message=MESSAGE.rstrip(b"\n")),

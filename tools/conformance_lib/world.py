@@ -37,7 +37,7 @@ MAILBOX_USERS = ("alice", "bob", "carol", "dave", "erin", "frank", "gina", "hank
                  "leo", "mona", "nick", "olga", "paul", "catchall", "dashcatch", "dashexact", "rita", "sam",
                  "tina", "uma", "vera", "walt", "wade", "wynn", "wren", "xena", "yves", "zara",
                  "zoe", "nora", "hugo", "ada", "fay", "ivy", "pat", "otto", "gus", "lex",
-                 "rosa")  # fmt: skip
+                 "rosa", "kim")  # fmt: skip
 
 
 @dataclass(frozen=True)
