@@ -307,6 +307,10 @@ def cases() -> list[Case]:
              "Content-Disposition: attachment; filename=\"x.exe\"||TVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAAAAAAAA|"
              "--BB--|.|QUIT"),
         # more combinations
+        smtp("rcptcheck-dash-catchall", H + "RCPT TO:<list-foo@example.org>|RCPT TO:<vera-x-y@example.org>|QUIT", env=rc),
+        smtp("rcptcheck-status-values", H + "RCPT TO:<nora@example.org>|RCPT TO:<hugo@example.org>|"
+             "RCPT TO:<ada@example.org>|RCPT TO:<otto@example.org>|QUIT", env=rc),
+        smtp("rcptcheck-case-and-alternate", H + "RCPT TO:<AL@EXAMPLE.ORG>|RCPT TO:<Uma-Catchall@example.org>|QUIT", env=rc),
         smtp("rcptcheck-domain-not-in-locals", H + "RCPT TO:<nobody@relay.example.net>|QUIT", env=rc),
         smtp("rcptcheck-locals-missing", H + "RCPT TO:<nobody@sub.example.org>|QUIT", env=rc,
              controls={"locals": None, "rcpthosts": "example.org\nsub.example.org"}),
