@@ -97,8 +97,7 @@ def _parse_input(data: bytes) -> list[tuple[str, str]]:
     return [(r[:1].decode(), r[1:].decode("latin-1")) for r in data.split(b"\0") if r]
 
 
-def run_c(world: World, recipient: str, sender: str, message: bytes, aliasempty: str,
-          env: Mapping[str, str]) -> str:  # fmt: skip
+def run_c(world: World, recipient: str, sender: str, message: bytes, aliasempty: str) -> str:
     """qmail-lspawn with qmail-send's protocol on stdin; its report, then what it injected."""
     mess = world.home / "queue" / "mess" / "0"
     mess.mkdir(parents=True, exist_ok=True)
@@ -108,7 +107,7 @@ def run_c(world: World, recipient: str, sender: str, message: bytes, aliasempty:
     f.chmod(0o644)
     world.clear_captures()
     cmd = b"\0\0" + b"0/4242\0" + sender.encode() + b"\0" + recipient.encode() + b"\0"
-    full = world.env({"QMAILQUEUE": world.c("capture-queue"), "PATH": f"{world.cbin}:/usr/bin:/bin", **env})
+    full = world.env({"QMAILQUEUE": world.c("capture-queue"), "PATH": f"{world.cbin}:/usr/bin:/bin"})
     res = world.run([world.c("qmail-lspawn"), aliasempty], cmd, full)
     out = res.out[2:]  # auto_spawn, two bytes
     report = out[2:].split(b"\0", 1)[0] if len(out) >= 2 else b"<no report> " + res.out
@@ -120,7 +119,7 @@ def run_c(world: World, recipient: str, sender: str, message: bytes, aliasempty:
     return "\n".join(lines)
 
 
-def run_q(world: World, recipient: str, sender: str, message: bytes, env: Mapping[str, str]) -> str:
+def run_q(world: World, recipient: str, sender: str, message: bytes) -> str:
     """LocalSpawner.deliver in a worker thread; its report, then what it injected into qldap's queue."""
     from qldap.local.spawn import LocalSpawner
     from qldap.queue.envelope import Envelope
@@ -138,19 +137,12 @@ def run_q(world: World, recipient: str, sender: str, message: bytes, env: Mappin
         return inject(layout, data, Envelope(s, rcpts), how="by uid 0", uid=0, pid=next(pid),
                       bigbrother={}, trigger=False).qp  # fmt: skip
 
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     spawner = LocalSpawner(world.qroot, injector)
     try:
         with ThreadPoolExecutor(1) as pool:
             rep = pool.submit(spawner.deliver, recipient, sender, path).result()
     finally:
         spawner.reload()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     lines = [f"report {rep.letter}: {rep.text.rstrip()}"]
     lay = QueueLayout.of(world.qroot)
     queued = [(todo, _parse_input(todo.read_bytes())) for todo in Path(lay.dir("todo")).iterdir()]
@@ -173,7 +165,7 @@ def _normalise(text: str) -> str:
 
 def delivery(name: str, recipient: str, *, sender: str = SENDER, message: bytes = MESSAGE,
              controls: Mapping[str, str | None] | None = None, setup: Setup | None = None,
-             aliasempty: str = "./Maildir/", env: Mapping[str, str] | None = None,
+             aliasempty: str = "./Maildir/",
              decisions: Sequence[Decision] = ()) -> Case:  # fmt: skip
     """One delivery case: the same message, sender, recipient, controls and home on both sides."""
 
@@ -188,9 +180,9 @@ def delivery(name: str, recipient: str, *, sender: str = SENDER, message: bytes 
             if setup is not None:
                 setup(world)
             if side == "c":
-                got = run_c(world, recipient, sender, message, aliasempty, env or {})
+                got = run_c(world, recipient, sender, message, aliasempty)
             else:
-                got = run_q(world, recipient, sender, message, env or {})
+                got = run_q(world, recipient, sender, message)
             seen.append(_normalise("\n".join(x for x in (got, stores(world)) if x)))
         return Observed(seen[0], seen[1])
 
