@@ -121,3 +121,11 @@ def test_tls_and_the_ldif_file_stay_on_the_blocking_path() -> None:
     assert not usable(Directory(tls, WireSearcher(replace(tls, tls=TlsSettings()))))
     starttls = replace(cfg, tls=replace(cfg.tls, start_tls=True))
     assert not usable(Directory(starttls, WireSearcher(cfg)))
+
+
+def test_a_new_event_loop_gets_its_own_connection(ldap_base: LdapBase) -> None:
+    ldap_base.load(person("alice", "mail: alice@example.com"))
+    cfg = cfg_for(ldap_base.slapd.port, basedn=ldap_base.dn, timeout=5)
+    aio = AsyncRecipients(Directory(cfg, WireSearcher(cfg)))
+    for _ in range(2):  # e.g. a daemon restarted in-process by a test harness
+        assert isinstance(asyncio.run(aio.find_recipient("alice@example.com")), Found)

@@ -128,6 +128,7 @@ class AsyncRecipients:
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol | None] | None = None
         self._off_until = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._ids = itertools.count(1)
         self._parts = ber.search_parts(
             self.config.basedn, ber.SCOPE_SUBTREE, ber.attribute_list(schema.USER_ATTRIBUTES),
@@ -192,6 +193,9 @@ class AsyncRecipients:
         raise LookupFailed(detail)
 
     async def _connection(self) -> _Protocol:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a connection belongs to the loop that made it
+            self._loop, self._proto, self._connecting = loop, None, None
         proto = self._proto
         if proto is not None and not proto.closed:
             return proto
