@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from . import local, programs, smtpd, wire
+from . import local, programs, reply, smtpd, wire
 from .core import Case, Decision
 
 
 def all_cases() -> list[Case]:
     """All cases of all groups."""
-    return [*smtpd.cases(), *programs.cases(), *local.cases(), *wire.cases()]
+    return [*smtpd.cases(), *programs.cases(), *local.cases(), *reply.cases(), *wire.cases()]
 
 
 def all_decisions() -> list[Decision]:
