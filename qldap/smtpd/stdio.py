@@ -1,7 +1,7 @@
 """One SMTP session of the asyncio daemon spoken over fd 0 and fd 1 (``qmail-smtpd``, ``sendmail -bs``).
 
 Why a socket pair and two threads, and not a second SMTP loop: the daemon's per-connection handler
-(:class:`qldap.smtpd.server._Connection`) already carries out everything the sans-I/O session asks
+(:class:`qldap.smtpd.connection.Connection`) already carries out everything the sans-I/O session asks
 for — lookups, the queue hand-off, PIPELINING's buffered replies, STARTTLS — and it wants an asyncio
 transport.  fd 0 and fd 1 may be anything (a TCP socket under inetd/tcpserver, two pipes under
 ``sendmail -bs``, a regular file the event loop cannot poll), so plain blocking threads copy
@@ -30,14 +30,15 @@ from qldap.fsutil import write_all
 from qldap.logs import printable
 from qldap.smtpd import replies
 from qldap.smtpd.config import SmtpdConfig
+from qldap.smtpd.connection import Connection
 from qldap.smtpd.dns import Resolver
-from qldap.smtpd.server import LogWriter, ServerOptions, SmtpServer, _Connection
+from qldap.smtpd.server import LogWriter, ServerOptions, SmtpServer
 from qldap.smtpd.session import Session
 
 CHUNK = 65536
 
 
-class StdioConnection(_Connection):
+class StdioConnection(Connection):
     """The daemon's connection handler with the session environment taken from *environ*."""
 
     def __init__(self, server: SmtpServer, environ: Mapping[str, str]) -> None:
