@@ -1,6 +1,7 @@
 """``qldap smtpd``: run the SMTP daemon on one or more listeners until SIGTERM.
 
     qldap smtpd --root DIR --listen HOST:PORT [--listen ...] [--rules FILE] [--env KEY=VALUE]...
+                [--processes N]
 
 The session environment's service defaults are this process's environment overridden by ``--env``
 items (``qldap up`` passes services.yaml's ``env`` as the environment).  When every listener is
@@ -8,7 +9,8 @@ bound, one line ``qldap smtpd: listening on HOST:PORT`` per listener goes to std
 port chosen), then the session log lines of qmail-smtpd(8) LOG (``LOGLEVEL`` per session, ``LOGTIMESTAMPS``
 as every daemon, passwords never written).  SIGHUP reloads controls, rules and
 directory settings; SIGTERM/SIGINT stop cleanly (exit 0).  A listener that cannot be bound is
-``qldap smtpd: fatal: …`` and exit 111.
+``qldap smtpd: fatal: …`` and exit 111.  ``--processes N`` (N > 1) runs N worker processes on the
+same listeners (:mod:`qldap.cli.smtpd_workers`); the session limits then count per worker.
 
     qmail-smtpd [--root DIR] [ARG...]
 
@@ -91,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="threads injecting messages concurrently")  # fmt: skip
     p.add_argument("--lookup-workers", type=int, default=DEFAULT_LOOKUP_WORKERS,
                    help="threads asking the directory concurrently")  # fmt: skip
+    p.add_argument("--processes", type=int, default=1,
+                   help="worker processes on the listeners (SO_REUSEPORT), limits per worker")  # fmt: skip
     p.add_argument("--dns-timeout", type=float, default=DEFAULT_PTR_TIMEOUT,
                    help="seconds for the client PTR lookup (0: none)")  # fmt: skip
     return p
@@ -110,10 +114,22 @@ def log_writer(options: ServerOptions) -> Callable[[str], None]:
     return write
 
 
-async def serve(options: ServerOptions, dns_timeout: float) -> int:
-    """Run the daemon until SIGTERM/SIGINT; 0 after a clean stop."""
+def announce(bound: Sequence[tuple[str, int]]) -> None:
+    """The ready lines: ``qldap smtpd: listening on HOST:PORT`` per listener (``qldap up`` relays them)."""
+    for host, port in bound:
+        shown = f"[{host}]" if ":" in host else host
+        sys.stderr.write(f"{PROG}: listening on {shown}:{port}\n")
+    sys.stderr.flush()
+
+
+async def serve(
+    options: ServerOptions, dns_timeout: float, ready: Callable[[Sequence[tuple[str, int]]], None] = announce
+) -> int:
+    """Run the daemon until SIGTERM/SIGINT; 0 after a clean stop.  *ready* gets the bound listeners
+    (a worker of ``--processes`` tells its parent instead; the parent serves the metrics)."""
     resolver = DnsResolver(ptr_timeout=dns_timeout)
-    start_metrics(PROG, "smtpd", options.environ)
+    if not options.worker:
+        start_metrics(PROG, "smtpd", options.environ)
     server = SmtpServer(options, resolver=resolver, log=log_writer(options))
     try:
         bound = await server.start()
@@ -125,10 +141,7 @@ async def serve(options: ServerOptions, dns_timeout: float) -> int:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, server.reload)
-    for host, port in bound:
-        shown = f"[{host}]" if ":" in host else host
-        sys.stderr.write(f"{PROG}: listening on {shown}:{port}\n")
-    sys.stderr.flush()
+    ready(bound)
     await stop.wait()
     await server.stop()
     return ExitCode.OK
@@ -152,6 +165,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             queue_workers=max(1, ns.queue_workers),
             lookup_workers=max(1, ns.lookup_workers),
         )
+        if ns.processes > 1:
+            from qldap.cli.smtpd_workers import serve_workers
+
+            return serve_workers(options, ns.processes, lambda opts, ready: asyncio.run(
+                serve(opts, ns.dns_timeout, ready)), announce)  # fmt: skip
         return asyncio.run(serve(options, ns.dns_timeout))
 
     return run(PROG, body, argv)

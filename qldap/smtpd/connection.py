@@ -151,7 +151,7 @@ class Connection(asyncio.Protocol):
 
     def _log(self, text: str, level: int) -> None:
         if level <= self.level:
-            self.server.write_log(f"qmail-smtpd {self.id}: {text}")
+            self.server.write_log(f"{self.server.name} {self.id}: {text}")
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self.server.connections.discard(self)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import ssl
 import sys
 from collections.abc import Callable, Mapping
@@ -81,6 +82,7 @@ class ServerOptions:
     lookup_workers: int = DEFAULT_LOOKUP_WORKERS
     queue_workers: int = DEFAULT_QUEUE_WORKERS
     stop_grace: float = 30.0
+    worker: bool = False  # one of several processes on the same port (``--processes``, SO_REUSEPORT)
 
 
 def tls_context(cert: Path, ciphers: str) -> ssl.SSLContext:
@@ -146,6 +148,8 @@ class SmtpServer:
         self.resolver: Resolver = resolver or DnsResolver()
         self.write_log = log or _stderr
         self.level = SmtpdEnv.from_environ(options.environ).loglevel
+        # a worker's lines name its pid: session numbers count per process (qmail-smtpd(8), LOG)
+        self.name = f"qmail-smtpd[{os.getpid()}]" if options.worker else "qmail-smtpd"
         self.lookup_pool = ThreadPoolExecutor(options.lookup_workers, thread_name_prefix="qldap-lookup")
         self.handoff = handoff or QueueHandoff(options.root, workers=options.queue_workers)
         self.parts = _Parts(options, self.lookup_pool, self.log)
@@ -160,9 +164,10 @@ class SmtpServer:
         self._tls: dict[tuple[str, tuple[int, int, int], str], ssl.SSLContext] = {}
 
     def log(self, text: str, level: int = 1) -> None:
-        """Write a daemon-wide ``qmail-smtpd: text`` line when *level* ≤ the service LOGLEVEL."""
+        """Write a daemon-wide ``qmail-smtpd: text`` line when *level* ≤ the service LOGLEVEL
+        (``qmail-smtpd[PID]: text`` in a worker of ``--processes``)."""
         if level <= self.level:
-            self.write_log(f"qmail-smtpd: {text}")
+            self.write_log(f"{self.name}: {text}")
 
     async def start(self) -> list[tuple[str, int]]:
         """Bind every listener; return the bound ``(host, port)`` pairs (port 0 → the chosen port).
@@ -174,7 +179,8 @@ class SmtpServer:
         bound: list[tuple[str, int]] = []
         for host, port in self.options.listen:
             srv = await loop.create_server(
-                lambda: Connection(self), host, port, reuse_address=True, backlog=512
+                lambda: Connection(self), host, port, reuse_address=True, backlog=512,
+                reuse_port=self.options.worker or None,
             )
             self._servers.append(srv)
             for sock in srv.sockets:
