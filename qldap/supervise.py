@@ -68,7 +68,7 @@ SUPERVISOR_ENV = "QLDAP_SUPERVISOR_PID"
 def daemon_command(spec: ServiceSpec, root: Path) -> list[str]:
     """The command line of the real daemon for *spec*: ``python -m qldap.cli.qldap NAME --root ROOT``
     with one ``--listen`` per address, ``--rules FILE`` when the section names one, and one option per
-    ``limits:`` entry (``--max-per-ip 10`` …)."""
+    ``limits:`` entry (``--max-per-ip 10`` …), and ``--processes N`` when ``processes:`` is above 1."""
     argv = [sys.executable, "-m", "qldap.cli.qldap", spec.name, "--root", str(root)]
     for addr in spec.listen:
         argv += ["--listen", str(addr)]
@@ -76,6 +76,8 @@ def daemon_command(spec: ServiceSpec, root: Path) -> list[str]:
         argv += ["--rules", str(spec.rules)]
     for option, value in spec.limits:
         argv += [option, str(value)]
+    if spec.processes > 1:
+        argv += ["--processes", str(spec.processes)]
     return argv
 
 

@@ -71,7 +71,8 @@ def test_unknown_section(root: Path) -> None:
 
 def test_unknown_key(root: Path) -> None:
     assert error_of('send: {}\nsmtpd:\n  lisen: ["127.0.0.1:25"]\n', root) == (
-        "services.yaml: smtpd: unknown key 'lisen'; allowed: listen, rules, env, metrics, limits (line 3)"
+        "services.yaml: smtpd: unknown key 'lisen'; allowed: listen, rules, env, metrics, limits, processes "
+        "(line 3)"
     )
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from qldap.control.services import Daemon, Listen, ServiceSpec, parse_services
+from qldap.errors import ConfigError
 from qldap.supervise import Backoff, daemon_command, describe_exit
 
 WAIT = 30.0  # a hang guard only: every wait ends as soon as the awaited line appears
@@ -238,6 +239,19 @@ def test_daemon_command_passes_root_listeners_and_rules(tmp_path: Path) -> None:
                                               str(tmp_path)]
 
 
+def test_daemon_command_passes_smtpd_processes(tmp_path: Path) -> None:
+    """``processes: 2`` becomes ``--processes 2``; 1 (the default) adds nothing; 0 or a string is refused."""
+    two = parse_services('smtpd: {listen: ["127.0.0.1:2525"], processes: 2}', tmp_path).specs[0]
+    assert daemon_command(two, tmp_path)[-2:] == ["--processes", "2"]
+    one = parse_services('smtpd: {listen: ["127.0.0.1:2525"], processes: 1}', tmp_path).specs[0]
+    assert "--processes" not in daemon_command(one, tmp_path)
+    for bad in ("0", '"2"'):
+        with pytest.raises(ConfigError, match=r"smtpd: processes: must be a whole number of at least 1"):
+            parse_services(f'smtpd: {{listen: ["127.0.0.1:2525"], processes: {bad}}}', tmp_path)
+    with pytest.raises(ConfigError, match="send: unknown key 'processes'"):
+        parse_services("send: {processes: 2}", tmp_path)
+
+
 def test_section_env_overrides_the_supervisor_environment() -> None:
     spec = ServiceSpec(Daemon.SEND, env=(("LOGLEVEL", "4"),))
     assert spec.environment({"LOGLEVEL": "1", "PATH": "/bin"}) == {"LOGLEVEL": "4", "PATH": "/bin"}
@@ -366,7 +380,7 @@ def test_up_refuses_an_invalid_services_yaml(root: Path, capsys: pytest.CaptureF
     assert up_main([str(root)]) == 111
     assert capsys.readouterr().err == (
         "qldap up: fatal: services.yaml: smtpd: unknown key 'lisen'; "
-        "allowed: listen, rules, env, metrics, limits (line 2)\n"
+        "allowed: listen, rules, env, metrics, limits, processes (line 2)\n"
     )
 
 

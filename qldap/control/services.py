@@ -37,7 +37,7 @@ class Daemon(enum.Enum):
 
 
 ALLOWED_KEYS: Mapping[Daemon, tuple[str, ...]] = {
-    Daemon.SMTPD: ("listen", "rules", "env", "metrics", "limits"),
+    Daemon.SMTPD: ("listen", "rules", "env", "metrics", "limits", "processes"),
     Daemon.SEND: ("env", "metrics"),
     Daemon.POP3D: ("listen", "env", "metrics", "limits"),
     Daemon.PBSDBD: ("env", "metrics"),
@@ -45,7 +45,7 @@ ALLOWED_KEYS: Mapping[Daemon, tuple[str, ...]] = {
 }
 """The keys each section may have; ``listen`` is required where it is allowed; ``metrics`` (one
 ``HOST:PORT``, off when absent) is the daemon's Prometheus endpoint (docs/operations.md); ``limits``
-bounds the sessions (:data:`LIMIT_KEYS`)."""
+bounds the sessions (:data:`LIMIT_KEYS`); ``processes`` is smtpd's worker count (``--processes``)."""
 
 LIMIT_KEYS: Mapping[Daemon, Mapping[str, tuple[str, int]]] = {
     Daemon.SMTPD: {"sessions": ("--max-sessions", 1), "per_ip": ("--max-per-ip", 0),
@@ -92,6 +92,7 @@ class ServiceSpec:
     env: tuple[tuple[str, str], ...] = ()
     metrics: Listen | None = None
     limits: tuple[tuple[str, int], ...] = ()  # (daemon option, value) in services.yaml order
+    processes: int = 1  # smtpd's worker processes on its listeners (qmail-smtpd(8), --processes)
 
     @property
     def name(self) -> str:
@@ -245,6 +246,7 @@ def _section(daemon: Daemon, node: Node, root: Path, where: _Where) -> ServiceSp
     env: tuple[tuple[str, str], ...] = ()
     metrics: Listen | None = None
     limits: tuple[tuple[str, int], ...] = ()
+    processes = 1
     for key, key_node, value in _pairs(node, where, name):
         if key not in allowed:
             raise where.error(key_node, name, f"unknown key {key!r}; allowed: {', '.join(allowed)}")
@@ -256,11 +258,16 @@ def _section(daemon: Daemon, node: Node, root: Path, where: _Where) -> ServiceSp
             metrics = _metrics(value, where, name)
         elif key == "limits":
             limits = _limits(daemon, value, where, name)
+        elif key == "processes":
+            number = _whole(value)
+            if number is None or number < 1:
+                raise where.error(value, name, "processes", "must be a whole number of at least 1")
+            processes = number
         else:
             env = _env(value, where, name)
     if "listen" in allowed and not listen:
         raise where.error(node, name, 'listen: required: a list of "HOST:PORT" addresses')
-    return ServiceSpec(daemon, listen, rules, env, metrics, limits)
+    return ServiceSpec(daemon, listen, rules, env, metrics, limits, processes)
 
 
 def _listen(node: Node, where: _Where, name: str) -> tuple[Listen, ...]:
