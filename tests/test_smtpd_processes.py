@@ -13,6 +13,7 @@ import signal
 import smtplib
 import socket
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -24,6 +25,7 @@ from tests.test_smtpd_server_process import QLDAP, Daemon
 
 WORKERS = re.compile(r"qldap smtpd: 2 worker processes: (\d+) (\d+)")
 QUEUED = re.compile(r"qmail-smtpd\[(\d+)\] \d+: message queued: .*")
+METRICS = re.compile(r"qldap smtpd: metrics on 127\.0\.0\.1:(\d+)")
 MAX_SESSIONS = 64  # hash spreading: two workers both unseen after 64 sessions is 2**-63
 
 
@@ -124,3 +126,21 @@ def test_port_in_use_is_fatal(root: QRoot) -> None:
                                "--processes", "2"], capture_output=True, text=True, timeout=60)  # fmt: skip
     assert busy.returncode == 111
     assert busy.stderr.startswith("qldap smtpd: fatal: unable to listen")
+
+
+def test_metrics_sum_every_worker(root: QRoot) -> None:
+    """With QLDAP_METRICS the parent serves one endpoint that counts the sessions of both workers."""
+    d = Daemon(root.path, "--listen", "127.0.0.1:0", "--processes", "2", "--env", "LOGLEVEL=2",
+               "--env", "QLDAP_METRICS=127.0.0.1:0")  # fmt: skip
+    try:
+        (m,) = [m for m in map(METRICS.fullmatch, d.seen) if m]
+        sent = serve_until(d, worker_pids(d))
+        with urllib.request.urlopen(f"http://127.0.0.1:{m.group(1)}/metrics", timeout=60) as resp:
+            text = resp.read().decode()
+        sessions = re.search(r'^qldap_sessions_total\{daemon="smtpd"\} (\S+)$', text, re.M)
+        assert sessions is not None and float(sessions.group(1)) == sent
+        queued_replies = re.search(r'^qldap_smtp_replies_total\{command="message",reason="250",'
+                                   r'result="accepted"\} (\S+)$', text, re.M)  # fmt: skip
+        assert queued_replies is not None and float(queued_replies.group(1)) == sent
+    finally:
+        d.stop()
