@@ -304,3 +304,29 @@ def test_check36_capa(pipeline: Connect) -> None:
 def test_no_maildir(pipeline: Connect) -> None:
     c = pipeline()
     assert c.login() == b"-ERR this user has no $HOME/Maildir\r\n"
+
+
+def test_client_leaving_without_quit_ends_quietly(qroot: QRoot, homes: Path, joe_home: Path) -> None:
+    """A client that goes away without QUIT (EOF after login) ends the session like qmail-pop3d: exit 0
+    and no further reply — not ``-ERR error in server configuration`` written after the last answer."""
+    maildir(joe_home, {"new/1000.1.h,S=10": b"x" * 10})
+    pop3d = user_script(homes, "qmail-pop3d", "pop3", "pop3d_main")
+    ours, theirs = socket.socketpair()
+    cmd = [*POPUP, HOST, *AUTH_POP, str(pop3d), "./Maildir/"]
+    proc = subprocess.Popen(cmd, stdin=theirs, stdout=theirs, env=module_env(
+        qroot, TCPREMOTEIP="127.0.0.1", POP3_LOGLEVEL="2"))
+    theirs.close()
+    client = Client(ours)
+    try:
+        assert client.login().startswith(b"+OK")
+        ours.shutdown(socket.SHUT_WR)  # EOF towards the server; we can still read what it says
+        rest = client.buf
+        while client._fill():
+            rest = client.buf
+        assert rest == b""
+        assert proc.wait(60) == 0
+    finally:
+        ours.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)

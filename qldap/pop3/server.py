@@ -112,7 +112,12 @@ def write_fd(fd: int, data: bytes, timeout: float) -> None:
 
 def serve_blocking(session: Pop3Session, fd_in: int, fd_out: int, *, initial: bytes = b"",
                    timeout: float = TIMEOUT) -> int:
-    """Drive *session* until QUIT (0) or EOF, timeout, error (1); :meth:`Pop3Session.end` at the end."""
+    """Drive *session* until QUIT, EOF, timeout or a lost client; :meth:`Pop3Session.end` at the end.
+
+    Every one of those ends is 0, as qmail-pop3d(8) exits: a client that leaves without QUIT is not a
+    server fault, and a non-zero status would make qmail-popup answer ``-ERR error in server
+    configuration`` after the session's last reply.
+    """
     try:
         effects = session.start() + (session.receive(initial) if initial else [])
         while True:
@@ -128,13 +133,13 @@ def serve_blocking(session: Pop3Session, fd_in: int, fd_out: int, *, initial: by
                 elif isinstance(effect, Close):
                     return 0
             if not select.select([fd_in], [], [], timeout)[0]:
-                return 1
+                return 0
             data = os.read(fd_in, 65536)
             if not data:
-                return 1
+                return 0
             effects = session.receive(data)
     except OSError:  # TimeoutError included: the client is gone
-        return 1
+        return 0
     finally:
         session.end()
 
