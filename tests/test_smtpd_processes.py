@@ -144,3 +144,12 @@ def test_metrics_sum_every_worker(root: QRoot) -> None:
         assert queued_replies is not None and float(queued_replies.group(1)) == sent
     finally:
         d.stop()
+
+
+def test_sighup_reaches_every_worker(daemon: Daemon) -> None:
+    """SIGHUP to the parent: each worker reloads its controls (its own log line) and keeps serving."""
+    pids = worker_pids(daemon)
+    daemon.proc.send_signal(signal.SIGHUP)
+    reloaded = daemon.wait_for(re.compile(r"qmail-smtpd\[(\d+)\]: reloaded .*"), count=2)
+    assert {int(m.group(1)) for m in reloaded} == pids
+    serve_until(daemon, pids)
