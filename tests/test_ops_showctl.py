@@ -207,8 +207,8 @@ def test_unparsable_rules_and_invalid_services_yaml(root: Path) -> None:
     assert found[0].startswith(f"rules file {root / 'control' / 'qmail-smtpd.rules'}:1: ")
     assert found[0].endswith("the SMTP server refuses every connection until it is fixed")
     (root / "services.yaml").write_text("smtpd:\n  lisen: []\n")
-    assert "services.yaml: smtpd: unknown key 'lisen'; allowed: listen, rules, env, metrics (line 2) " \
-           "(qldap up refuses to start)" in warnings(root)
+    assert ("services.yaml: smtpd: unknown key 'lisen'; allowed: listen, rules, env, metrics, limits, "
+            "processes (line 2) (qldap up refuses to start)") in warnings(root)
 
 
 def test_stale_cdb_and_missing_me(root: Path) -> None:
