@@ -34,12 +34,12 @@ from qldap.directory import ber, schema
 from qldap.directory.base import LookupResult, NotFound, Trash, Unavailable
 from qldap.directory.config import Scheme
 from qldap.directory.entry import Entry
-from qldap.directory.errors import DirectoryUnavailable, LookupFailed, NoSuchObject, SearchTimeout
+from qldap.directory.errors import DirectoryUnavailable, SearchTimeout
 from qldap.directory.lookup import Directory, candidate_answer
+from qldap.directory.wire import WireSearcher, search_outcome
 
 RETRY_AFTER = 5.0  # seconds the loop path stays off after a connection failure
-_SUCCESS, _REFERRAL, _NO_SUCH_OBJECT = 0, 10, 32
-_TIMEOUT_CODES = frozenset({3, 51, 85})
+_SUCCESS = 0
 _MAX_ID = 2**31 - 1
 
 
@@ -50,8 +50,6 @@ class _Lost(Exception):
 def usable(directory: Directory) -> bool:
     """True when *directory* talks to slapd itself (not the LDIF file, not wrapped for metrics) and its
     first server can be asked from the loop (plain TCP or a Unix socket, no TLS)."""
-    from qldap.directory.wire import WireSearcher  # late: only this check needs it
-
     config = directory.config
     if type(directory.searcher) is not WireSearcher or not config.servers or config.tls.start_tls:
         return False
@@ -182,15 +180,7 @@ class AsyncRecipients:
         except TimeoutError:
             proto.fail(TimeoutError("no answer within ldaptimeout"))
             raise SearchTimeout(f"{self.config.servers[0]}: no complete answer within ldaptimeout") from None
-        code = result.code
-        if code in (_SUCCESS, _REFERRAL):
-            return entries
-        detail = f"{self.config.servers[0]}: result {code}: {result.message}"
-        if code in _TIMEOUT_CODES:
-            raise SearchTimeout(detail)
-        if code == _NO_SUCH_OBJECT:
-            raise NoSuchObject(detail)
-        raise LookupFailed(detail)
+        return search_outcome(entries, result, str(self.config.servers[0]))
 
     async def _connection(self) -> _Protocol:
         loop = asyncio.get_running_loop()

@@ -59,16 +59,15 @@ class Directory:
         Raises:
             AddressWithoutHost: *address* has no ``@``.
         """
-        local, domain = split_address(address)
-        if not local:
-            return Trash()
-        domain = real_domain(domain, self.config.alias_domains)
-        key = ("rcpt", local, domain)
+        query = self.recipient_query(address)
+        if isinstance(query, Trash):
+            return query
+        key, found_by = query
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
                 return hit
-        result = self._first_match(candidates(local, domain, dash_ext=self.config.dash_ext))
+        result = self._first_match(found_by)
         if self.cache is not None:
             self.cache.put(key, result)
         return result

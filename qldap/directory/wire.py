@@ -50,6 +50,26 @@ _TIMEOUT_CODES = frozenset({3, 51, 85})  # timeLimitExceeded, busy, (client) tim
 _SCOPES = {Scope.BASE: ber.SCOPE_BASE, Scope.SUBTREE: ber.SCOPE_SUBTREE}
 _MAX_ID = 2**31 - 1
 _CHUNK = 65536
+
+
+def search_outcome(entries: list[Entry], result: ber.Result, where: str) -> list[Entry]:
+    """The entries of a finished search, or the error its result code means (one table for the
+    blocking client and the asynchronous one in aio.py, so both answer an outage alike).
+
+    Raises:
+        SearchTimeout: time limit exceeded, busy, or a client-side timeout code.
+        NoSuchObject: the search base does not exist.
+        LookupFailed: any other non-success code.
+    """
+    code = result.code
+    if code in (_SUCCESS, _REFERRAL):
+        return entries
+    detail = f"{where}: result {code}: {result.message}"
+    if code in _TIMEOUT_CODES:
+        raise SearchTimeout(detail)
+    if code == _NO_SUCH_OBJECT:
+        raise NoSuchObject(detail)
+    raise LookupFailed(detail)
 DEFAULT_POOL = 8
 _RELOG_SECONDS = 60.0  # the same failure of the same server is logged at most once a minute
 
@@ -315,15 +335,7 @@ class WireSearcher:
                 conn.close()
                 raise LookupFailed(f"{conn.address}: {exc}")
             self._release(conn)
-            code = result.code
-            if code in (_SUCCESS, _REFERRAL):
-                return entries
-            detail = f"{conn.address}: result {code}: {result.message}"
-            if code in _TIMEOUT_CODES:
-                raise SearchTimeout(detail)
-            if code == _NO_SUCH_OBJECT:
-                raise NoSuchObject(detail)
-            raise LookupFailed(detail)
+            return search_outcome(entries, result, str(conn.address))
 
     def check_bind(self, dn: str, password: str) -> bool:
         """True when a fresh connection binds as *dn* with *password*; empty password → False.
