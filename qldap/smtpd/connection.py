@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -197,18 +198,36 @@ class Connection(asyncio.Protocol):
                 if isinstance(parts.pbs, ConfigError):
                     raise parts.pbs
                 env.update(await pbs_check(parts.pbs, ip, log=lambda text: server.log(text, 3)))
+        except ConfigError as exc:
+            self._controls_unreadable(exc)
+            return
+        await self._begin(env, server.own_ips | {local_ip},
+                          f"connection from {ip} ({printable(host or 'unknown')}) to {local_ip}")  # fmt: skip
+
+    async def _begin(self, env: dict[str, str], own_ips: AbstractSet[str], greeting_log: str) -> None:
+        """The session's frozen configuration from *env* and the controls, then the dialogue.
+
+        Shared by the daemon and the stdin/stdout mode; locals and rcpthosts answers are kept for
+        the session (:func:`per_session`), as qmail-smtpd(8) reads its controls once per connection.
+        """
+        parts = self.server.parts
+        try:
             cfg = SmtpdConfig.load(
-                parts.ctl, env, own_ips=server.own_ips | {local_ip}, dash_ext=parts.dash_ext,
+                parts.ctl, env, own_ips=own_ips, dash_ext=parts.dash_ext,
                 is_local=per_session(parts.locals.contains),
                 rcpthosts_accepts=per_session(parts.rcpthosts.accepts),
             )  # fmt: skip
         except ConfigError as exc:
-            server.log(f"unable to read controls: {exc}", 1)
-            self.transport.write(replies.UNABLE_TO_READ_CONTROLS.to_bytes())
+            self._controls_unreadable(exc)
             return
         self._env, self.level = env, cfg.env.loglevel
-        self._log(f"connection from {ip} ({printable(host or 'unknown')}) to {local_ip}", 2)
+        self._log(greeting_log, 2)
         await self._dialogue(Session(cfg))
+
+    def _controls_unreadable(self, exc: ConfigError) -> None:
+        assert self.transport is not None
+        self.server.log(f"unable to read controls: {exc}", 1)
+        self.transport.write(replies.UNABLE_TO_READ_CONTROLS.to_bytes())
 
     async def _dialogue(self, session: Session) -> None:
         await self._send(session, session.start())

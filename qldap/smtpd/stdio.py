@@ -24,16 +24,12 @@ import threading
 from collections.abc import Mapping
 from dataclasses import replace
 
-from qldap.errors import ConfigError
 from qldap.exitcodes import ExitCode
 from qldap.fsutil import write_all
 from qldap.logs import printable
-from qldap.smtpd import replies
-from qldap.smtpd.config import SmtpdConfig
 from qldap.smtpd.connection import Connection
 from qldap.smtpd.dns import Resolver
 from qldap.smtpd.server import LogWriter, ServerOptions, SmtpServer
-from qldap.smtpd.session import Session
 
 CHUNK = 65536
 
@@ -53,24 +49,12 @@ class StdioConnection(Connection):
 
     async def _run(self) -> None:
         assert self.transport is not None
-        server, parts = self.server, self.server.parts
         env = self.environ
         remote_ip = env.get("TCPREMOTEIP") or "unknown"
         local_ip = env.get("TCPLOCALIP")
-        own = server.own_ips | ({local_ip} if local_ip else set())
-        try:
-            cfg = SmtpdConfig.load(
-                parts.ctl, env, own_ips=own, is_local=parts.locals.contains,
-                rcpthosts_accepts=parts.rcpthosts.accepts, dash_ext=parts.dash_ext,
-            )  # fmt: skip
-        except ConfigError as exc:
-            server.log(f"unable to read controls: {exc}", 1)
-            self.transport.write(replies.UNABLE_TO_READ_CONTROLS.to_bytes())
-            return
-        self._env, self.level = env, cfg.env.loglevel
-        host = env.get("TCPREMOTEHOST") or "unknown"
-        self._log(f"connection from {remote_ip} ({printable(host)}) to {local_ip or 'unknown'}", 2)
-        await self._dialogue(Session(cfg))
+        own = self.server.own_ips | ({local_ip} if local_ip else set())
+        host = printable(env.get("TCPREMOTEHOST") or "unknown")
+        await self._begin(env, own, f"connection from {remote_ip} ({host}) to {local_ip or 'unknown'}")
 
 
 def _copy_in(fd: int, sock: socket.socket) -> None:
