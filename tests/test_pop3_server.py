@@ -42,9 +42,11 @@ QLDAP = entry_point("qldap", "main")
 PBS_TIMEOUT = 6
 
 
-def start_pop3d(qroot: QRoot) -> tuple[subprocess.Popen[bytes], int]:
+def start_pop3d(qroot: QRoot, *args: str) -> tuple[subprocess.Popen[bytes], int]:
+    """``qldap pop3d`` on a free loopback port with *args*, once it says it is listening."""
     port = free_port()
-    proc = subprocess.Popen([*QLDAP, "pop3d", "--root", str(qroot.path), "--listen", f"127.0.0.1:{port}"],
+    proc = subprocess.Popen([*QLDAP, "pop3d", "--root", str(qroot.path), "--listen", f"127.0.0.1:{port}",
+                             *args],
                             stderr=subprocess.PIPE, env={"PATH": "/usr/bin:/bin", "POP3_LOGLEVEL": "2"})
     assert proc.stderr is not None
     line = proc.stderr.readline().decode()

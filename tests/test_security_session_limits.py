@@ -30,6 +30,7 @@ from tests.e2e.smtpd import Client
 from tests.fixtures_slapd import LdapBase
 from tests.test_auth_modules_support import free_port, homes
 from tests.test_cli_pop3 import joe_home, maildir
+from tests.test_pop3_server import start_pop3d
 from tests.test_security_dos import Smtpd, smtp_root
 
 __all__ = ["homes", "joe_home"]
@@ -115,20 +116,6 @@ def test_smtp_session_deadline_closes_a_trickling_client(smtpd: Smtpd) -> None:
 
 
 # -- POP3 -----------------------------------------------------------------------------------------
-
-
-def start_pop3d(qroot: QRoot, *args: str) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "qldap.cli.qldap", "pop3d", "--root", str(qroot.path),
-                             "--listen", f"127.0.0.1:{port}", *args],
-                            stderr=subprocess.PIPE, env={"PATH": "/usr/bin:/bin", "POP3_LOGLEVEL": "2"})
-    assert proc.stderr is not None
-    line = proc.stderr.readline().decode()
-    if line != f"qldap pop3d: listening on 127.0.0.1:{port}\n":
-        proc.kill()
-        proc.wait()
-        pytest.fail(f"pop3d did not start: {line}")
-    return proc, port
 
 
 @pytest.fixture

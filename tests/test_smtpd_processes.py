@@ -18,24 +18,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from qldap.queue.layout import create_queue
 from tests.conftest import QRoot
 from tests.e2e.smtpd import queued
-from tests.test_smtpd_server_process import QLDAP, Daemon
+from tests.test_smtpd_server_process import QLDAP, Daemon, root
+
+__all__ = ["root"]  # the fixture: the same controls and queue as the single-process tests
 
 WORKERS = re.compile(r"qldap smtpd: 2 worker processes: (\d+) (\d+)")
 QUEUED = re.compile(r"qmail-smtpd\[(\d+)\] \d+: message queued: .*")
 METRICS = re.compile(r"qldap smtpd: metrics on 127\.0\.0\.1:(\d+)")
 MAX_SESSIONS = 64  # hash spreading: two workers both unseen after 64 sessions is 2**-63
-
-
-@pytest.fixture
-def root(qroot: QRoot) -> QRoot:
-    qroot.control("me", "mx.example.org")
-    qroot.control("locals", "example.org\nmx.example.org")
-    qroot.control("rcpthosts", "example.org")
-    create_queue(qroot.path)
-    return qroot
 
 
 @pytest.fixture
