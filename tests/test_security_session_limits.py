@@ -202,7 +202,8 @@ def test_qmqp_connections_over_the_per_address_limit_are_refused(qroot: QRoot) -
 
 def test_services_yaml_limits_reach_the_daemon_command_lines(tmp_path: Path) -> None:
     text = (
-        'smtpd:\n  listen: ["127.0.0.1:25"]\n  limits: {sessions: 100, per_ip: 10, deadline: 1800}\n'
+        'smtpd:\n  listen: ["127.0.0.1:25"]\n'
+        '  limits: {sessions: 100, per_ip: 10, deadline: 1800, queue_workers: 6}\n'
         'pop3d:\n  listen: ["127.0.0.1:110"]\n  limits: {per_ip: 4, failure_delay: 3}\n'
         'qmqpd:\n  listen: ["127.0.0.1:628"]\n  limits: {sessions: 20}\n'
     )
@@ -210,13 +211,15 @@ def test_services_yaml_limits_reach_the_daemon_command_lines(tmp_path: Path) -> 
     smtpd, pop3d, qmqpd = (services.get(d) for d in (Daemon.SMTPD, Daemon.POP3D, Daemon.QMQPD))
     assert smtpd is not None and pop3d is not None and qmqpd is not None
     argv = daemon_command(smtpd, tmp_path)
-    assert argv[-6:] == ["--max-sessions", "100", "--max-per-ip", "10", "--session-deadline", "1800"]
+    assert argv[-8:] == ["--max-sessions", "100", "--max-per-ip", "10", "--session-deadline", "1800",
+                         "--queue-workers", "6"]  # fmt: skip
     assert daemon_command(pop3d, tmp_path)[-4:] == ["--max-per-ip", "4", "--failure-delay", "3"]
     assert daemon_command(qmqpd, tmp_path)[-2:] == ["--max-sessions", "20"]
 
 
 @pytest.mark.parametrize(("limits", "reason"), [
     ("{sessions: 0}", "sessions: must be a whole number of at least 1"),
+    ("{queue_workers: 0}", "queue_workers: must be a whole number of at least 1"),
     ("{per_ip: -1}", "per_ip: must be a whole number of at least 0"),
     ('{deadline: "10"}', "deadline: must be a whole number of at least 0"),
     ("{speed: 3}", "unknown key 'speed'"),

@@ -16,6 +16,7 @@ import pytest
 
 from qldap.queue.envelope import Envelope
 from qldap.queue.layout import create_queue
+from qldap.queue.writer import FileSegment
 from qldap.smtpd.dns import StaticResolver
 from qldap.smtpd.queueing import MessageSpool
 from tests.conftest import QRoot
@@ -165,19 +166,29 @@ def test_big_messages(root: QRoot, start: Start) -> None:
     assert len(queued(root.path)) == 1
 
 
-def test_spool_spills_to_an_unlinked_file(tmp_path: Path) -> None:
-    """Past its threshold the spool moves to a temporary file that has no name in the directory."""
+def test_spool_spills_to_a_named_file_that_close_removes(tmp_path: Path) -> None:
+    """Past its threshold the spool moves to a mode 0600 ``spool.*`` file of the spill directory, which
+    a queue writer reads by name (segments) and which is gone once the spool is closed."""
     spool = MessageSpool(b"head\n", spill_at=10, spill_dir=str(tmp_path))
     spool.write(b"12345")
     in_memory = spool.spilled
     assert not in_memory
+    assert spool.segments() == (b"head\n12345",)
     spool.write(b"678901\n")
     spool.write(b"tail\n")
-    assert spool.spilled and list(tmp_path.iterdir()) == []
+    (spilled,) = tmp_path.iterdir()
+    assert spool.spilled and spilled.name.startswith("spool.")
+    assert spilled.stat().st_mode & 0o777 == 0o600
     source = spool.source()
     assert not isinstance(source, bytes)
     assert b"".join(source) == b"head\n12345678901\ntail\n"
+    assert spool.segments() == (FileSegment(str(spilled), 0),)
+    spool.amend(b"A: 1\n", 2, b"X")  # a prefix, and the client's first two bytes replaced
+    first, rest = spool.segments()
+    assert first == b"A: 1\nhead\nX" and rest == FileSegment(str(spilled), 7)
+    assert first + spilled.read_bytes()[7:] == b"A: 1\nhead\nX345678901\ntail\n"
     spool.close()
+    assert list(tmp_path.iterdir()) == []
 
 
 QUEUE_PROGRAM = """#!/bin/sh

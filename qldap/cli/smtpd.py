@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--session-deadline", type=float, default=DEFAULT_DEADLINE,
                    help="seconds a whole session may last (0: none)")  # fmt: skip
     p.add_argument("--queue-workers", type=int, default=DEFAULT_QUEUE_WORKERS,
-                   help="threads injecting messages concurrently")  # fmt: skip
+                   help="queue writer processes (and QMAILQUEUE programs at once)")  # fmt: skip
     p.add_argument("--lookup-workers", type=int, default=DEFAULT_LOOKUP_WORKERS,
                    help="threads asking the directory concurrently")  # fmt: skip
     p.add_argument("--processes", type=int, default=1,

@@ -49,7 +49,7 @@ bounds the sessions (:data:`LIMIT_KEYS`); ``processes`` is smtpd's worker count 
 
 LIMIT_KEYS: Mapping[Daemon, Mapping[str, tuple[str, int]]] = {
     Daemon.SMTPD: {"sessions": ("--max-sessions", 1), "per_ip": ("--max-per-ip", 0),
-                   "deadline": ("--session-deadline", 0)},
+                   "deadline": ("--session-deadline", 0), "queue_workers": ("--queue-workers", 1)},
     Daemon.POP3D: {"sessions": ("--max-sessions", 1), "per_ip": ("--max-per-ip", 0),
                    "deadline": ("--session-deadline", 0), "failure_delay": ("--failure-delay", 0)},
     Daemon.QMQPD: {"sessions": ("--max-sessions", 1), "per_ip": ("--max-per-ip", 0),
@@ -57,7 +57,8 @@ LIMIT_KEYS: Mapping[Daemon, Mapping[str, tuple[str, int]]] = {
 }
 """Per daemon, the keys of ``limits:`` → (the daemon's option, the smallest value allowed):
 concurrent sessions, sessions from one client address (0 = no limit), seconds a whole session may
-last (0 = none), and for pop3d the seconds before a failed login is answered (qldap-services(5))."""
+last (0 = none), for smtpd its queue writer processes, and for pop3d the seconds before a failed
+login is answered (qldap-services(5))."""
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")

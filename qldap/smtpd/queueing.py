@@ -1,21 +1,25 @@
-"""Hand a received message to the queue: the in-process injector, or the program QMAILQUEUE names.
+"""Hand a received message to the queue: queue writer helpers, the in-process injector, or QMAILQUEUE.
 
 qmail-smtpd(8) DATA "Queue hand-off" and qmail-queue(8), EXIT STATUS.  The glue collects the message in a
 :class:`MessageSpool` while DATA streams in, then :meth:`QueueHandoff.commit` queues it and returns a
 :class:`QueueOutcome`: queued (with ``qp``) or the ``D…``/``Z…`` caller text that
 :meth:`~qldap.smtpd.session.Session.queue_done` turns into ``554``/``451``.
 
-Why spool first and inject at the final dot, instead of streaming into the injector during DATA: an
-injection occupies a pool thread for its whole duration, and a slow client would then hold one for
-minutes; spooled, the thread is busy only for the disk writes and fsyncs.  Nothing reaches the queue
+Why spool first and queue at the final dot, instead of streaming into the queue during DATA: a
+queue writer is busy for the whole of a message, and a slow client would then hold one for
+minutes; spooled, the writer is busy only for the disk writes and fsyncs.  Nothing reaches the queue
 before the message is complete and accepted by the data-end checks, so a dropped connection or a
 ``kill -9`` mid-DATA leaves nothing behind.  Memory stays bounded: past :data:`SPILL_AT` bytes the
-spool moves to an unlinked temporary file (next to the queue's ``pid/`` scratch files), so a 20 MB
-message is held once, on disk, and never twice in memory.
+spool moves to a temporary file (``pid/spool.*``, next to the queue's scratch files), so a 20 MB
+message is held once, on disk, and never twice in memory; the writer reads it there by name.
 
-The injector's threads share one :class:`~qldap.queue.inject.DirSyncer`, so the directory fsyncs of
-concurrent messages overlap (group commit).  ``qp`` is the injector's per-process id, or the pid of
-the external program.
+Who writes (qmail-smtpd(8), OPTIONS ``--queue-workers``): the daemon hands each message to one of a
+few helper processes (:mod:`qldap.queue.writer`, driven by :class:`~qldap.workers.ProcessPool`), so
+its event loop never shares the interpreter lock with threads doing file-system calls; a helper that
+dies mid-message makes the reply the temporary ``451 qq write error or disk full (#4.3.0)`` and is
+replaced.  The stdin/stdout mode serves one session per process and keeps the in-process injector on
+a thread (starting a helper would cost more than it saves).  ``qp`` is this process's counter, or
+the pid of the external program.
 """
 
 from __future__ import annotations
@@ -24,19 +28,22 @@ import asyncio
 import itertools
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import IO
 
 from qldap.queue.codes import QueueError, QueueExit, caller_text
-from qldap.queue.envelope import Envelope, InputReader
 from qldap.queue.external import run_queue_program
 from qldap.queue.inject import Injector, how_invoked
-from qldap.queue.layout import QmailIds, resolve_ids
+from qldap.queue.layout import QmailIds, QueueLayout, resolve_ids
+from qldap.queue.writer import MODULE as WRITER_MODULE
+from qldap.queue.writer import FileSegment, Segment, WriteAnswer, WriteRequest, parse_envelope
+from qldap.workers import ProcessPool, WorkerCrashed, python_argv
 
 SPILL_AT = 1 << 20  # bytes kept in memory before the spool moves to a temporary file
+SPILL_PREFIX = "spool."  # pid/spool.XXXX: never a name of the pid/<qp>.<time>.<seq> scratch files
 _READ = 1 << 16
 
 
@@ -70,6 +77,7 @@ class MessageSpool:
         self._spill_at = spill_at
         self._dir = spill_dir
         self._file: IO[bytes] | None = None
+        self._path: str | None = None  # the spill file's name: a queue writer helper reads it there
         self.failed = False
 
     @property
@@ -95,10 +103,11 @@ class MessageSpool:
 
     def _spill(self) -> None:
         try:
-            f = tempfile.TemporaryFile(dir=self._dir)  # noqa: SIM115 - lives until close()
+            fd, path = tempfile.mkstemp(prefix=SPILL_PREFIX, dir=self._dir)
         except OSError:
-            f = tempfile.TemporaryFile()  # noqa: SIM115 - the queue directory refused; try the default
-        self._file = f
+            fd, path = tempfile.mkstemp(prefix=SPILL_PREFIX)  # the queue directory refused; try the default
+        self._path = path
+        f = self._file = os.fdopen(fd, "w+b")
         for chunk in self._chunks:
             f.write(chunk)
         self._chunks, self._memory = [], 0
@@ -143,6 +152,22 @@ class MessageSpool:
         f.seek(self._head_len + cut)
         return itertools.chain((first,), iter(partial(f.read, _READ), b""))
 
+    def segments(self) -> tuple[Segment, ...]:
+        """The whole message for a queue writer helper: bytes, and the spill file by name from the
+        offset where the client's data continues unchanged (qldap.queue.writer: never copied)."""
+        if self._file is None or self._path is None:
+            source = self.source()
+            assert isinstance(source, bytes)
+            return (source,)
+        f = self._file
+        f.flush()
+        if self._header is None and not self._prefix:
+            return (FileSegment(self._path, 0),)
+        cut, header = self._header or (0, b"")
+        f.seek(0)
+        first = self._prefix + f.read(self._head_len) + header
+        return (first, FileSegment(self._path, self._head_len + cut))
+
     def close(self) -> None:
         """Drop the data (the temporary file disappears with its descriptor)."""
         self._chunks, self._memory = [], 0
@@ -152,17 +177,12 @@ class MessageSpool:
                 f.close()
             except OSError:
                 pass
-
-
-def parse_envelope(data: bytes) -> Envelope:
-    """The session's fd-1 envelope bytes (``F…\\0T…\\0\\0``) as an Envelope.
-
-    Raises:
-        QueueError: 11 (an address over 1002 bytes) or 91/54 (malformed), as qmail-queue would exit.
-    """
-    reader = InputReader()
-    reader.feed(data)
-    return reader.finish()
+        if self._path is not None:
+            path, self._path = self._path, None
+            try:
+                os.unlink(path)
+            except OSError:
+                pass  # left to the 36-hour pid/ cleanup (qldap-queue(5))
 
 
 def program_environment(
@@ -180,21 +200,37 @@ def program_environment(
 
 
 class QueueHandoff:
-    """Queues messages for one root; thread pools bound the concurrent injections and programs."""
+    """Queues messages for one root: through queue writer helper processes (*writers* > 0, the
+    daemon) or the in-process injector's threads (*writers* = 0: one session per process); external
+    QMAILQUEUE programs run on *workers* threads either way."""
 
     def __init__(
-        self, root: str | os.PathLike[str], *, workers: int = 16, ids: QmailIds | None = None
+        self,
+        root: str | os.PathLike[str],
+        *,
+        workers: int = 16,
+        writers: int = 0,
+        ids: QmailIds | None = None,
+        log: Callable[[str], None] | None = None,
     ) -> None:
         self.root = os.fspath(root)
         self.ids = ids or resolve_ids()
-        self.injector = Injector(root, workers=workers, ids=self.ids)
+        self.layout = QueueLayout.of(self.root)
         self.how = how_invoked(self.ids.qmaild, self.ids)
+        self.log = log
+        self.writers: ProcessPool | None = None
+        self.injector: Injector | None = None
+        if writers > 0:
+            self.writers = ProcessPool(python_argv(WRITER_MODULE, "--root", self.root), writers)
+        else:
+            self.injector = Injector(root, workers=workers, ids=self.ids)
+        self._qp = itertools.count(1)
         self._programs = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qldap-qmailqueue")
 
     @property
     def spill_dir(self) -> str:
         """Where spools of large messages go (the queue's scratch directory)."""
-        return self.injector.layout.dir("pid")
+        return self.layout.dir("pid")
 
     def new_spool(self, head: bytes) -> MessageSpool:
         """A spool for one message starting with *head* (the X-RBL and Received lines)."""
@@ -212,11 +248,28 @@ class QueueHandoff:
                 return QueueOutcome(caller_text(QueueExit.WRITE_ERROR), 0)
             if program is not None:
                 return await self._external(program, spool, envelope, environ)
+            if self.writers is not None:
+                return await self._write(spool, envelope)
             return await self._inject(spool, envelope)
         finally:
             spool.close()
 
+    async def _write(self, spool: MessageSpool, envelope: bytes) -> QueueOutcome:
+        """One job for a queue writer helper; its death is a temporary write error (qmail-queue(8))."""
+        assert self.writers is not None
+        request = WriteRequest(next(self._qp), self.ids.qmaild, self.how, envelope, spool.segments())
+        try:
+            answer = WriteAnswer.decode(await self.writers.call(request.encode()))
+        except (WorkerCrashed, ValueError) as exc:
+            if self.log is not None:
+                self.log(f"queue writer failed: {exc}")
+            return QueueOutcome(caller_text(QueueExit.WRITE_ERROR), 0)
+        if answer.code:
+            return QueueOutcome(caller_text(answer.code), 0)
+        return QueueOutcome(None, answer.qp, answer.number)
+
     async def _inject(self, spool: MessageSpool, envelope: bytes) -> QueueOutcome:
+        assert self.injector is not None
         try:
             env = parse_envelope(envelope)
             queued = await self.injector.inject_async(spool.source(), env, how=self.how, uid=self.ids.qmaild)
@@ -231,7 +284,19 @@ class QueueHandoff:
         result = await asyncio.get_running_loop().run_in_executor(self._programs, job)
         return QueueOutcome(result.text or None, result.pid)
 
+    def renew(self) -> None:
+        """SIGHUP: queue writers finish their current message and are replaced, so the next ones read
+        the qmail users and the controls afresh."""
+        if self.writers is not None:
+            self.writers.renew()
+
+    async def aclose(self) -> None:
+        """Stop the queue writers after their running jobs (on the event loop, before :meth:`close`)."""
+        if self.writers is not None:
+            await self.writers.close()
+
     def close(self) -> None:
-        """Wait for running hand-offs and stop the pools."""
-        self.injector.close()
+        """Wait for running hand-offs and stop the thread pools."""
+        if self.injector is not None:
+            self.injector.close()
         self._programs.shutdown(wait=True)

@@ -50,7 +50,7 @@ from qldap.smtpd.verify import Verifier
 
 DEFAULT_MAX_SESSIONS = 50
 DEFAULT_LOOKUP_WORKERS = 4
-DEFAULT_QUEUE_WORKERS = 8
+DEFAULT_QUEUE_WORKERS = 4  # queue writer helper processes (qmail-smtpd(8), --queue-workers)
 RULES_FILE = "qmail-smtpd.rules"
 _CIPHERS = {
     "secure": "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM",
@@ -80,7 +80,7 @@ class ServerOptions:
     max_per_ip: int = 0  # sessions from one client address; 0 = no limit (qldap-services(5) limits:)
     session_deadline: float = DEFAULT_DEADLINE  # seconds a whole session may last; 0 = none
     lookup_workers: int = DEFAULT_LOOKUP_WORKERS
-    queue_workers: int = DEFAULT_QUEUE_WORKERS
+    queue_workers: int = DEFAULT_QUEUE_WORKERS  # queue writer processes; also QMAILQUEUE programs at once
     stop_grace: float = 30.0
     worker: bool = False  # one of several processes on the same port (``--processes``, SO_REUSEPORT)
 
@@ -151,7 +151,9 @@ class SmtpServer:
         # a worker's lines name its pid: session numbers count per process (qmail-smtpd(8), LOG)
         self.name = f"qmail-smtpd[{os.getpid()}]" if options.worker else "qmail-smtpd"
         self.lookup_pool = ThreadPoolExecutor(options.lookup_workers, thread_name_prefix="qldap-lookup")
-        self.handoff = handoff or QueueHandoff(options.root, workers=options.queue_workers)
+        self.handoff = handoff or QueueHandoff(
+            options.root, workers=options.queue_workers, writers=options.queue_workers, log=self.log
+        )
         self.parts = _Parts(options, self.lookup_pool, self.log)
         self.signing = SubmissionSigner(self.parts.ctl)  # DKIM for relayed mail (qldap-dkim(8))
         self.checks = InboundChecks.sharing(self.resolver, authdns)
@@ -194,6 +196,7 @@ class SmtpServer:
         old, self.parts = self.parts, _Parts(self.options, self.lookup_pool, self.log)
         self._tls.clear()
         old.close()  # its searcher reconnects if a running session still asks it
+        self.handoff.renew()  # queue writers read the qmail users and controls afresh
         self.log("reloaded controls, rules and directory settings", 2)
 
     def tls(self, cfg: SmtpdConfig) -> ssl.SSLContext | None:
@@ -228,6 +231,7 @@ class SmtpServer:
                 await asyncio.wait(pending)
         for srv in self._servers:
             await srv.wait_closed()
+        await self.handoff.aclose()
         await asyncio.get_running_loop().run_in_executor(None, self.close)
 
     def close(self) -> None:

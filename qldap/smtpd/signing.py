@@ -34,7 +34,8 @@ from qldap.errors import ConfigError
 from qldap.mailauth.dkimsign import DkimSigner, SigningError, SignResult, sign_message
 from qldap.queue.codes import QueueError
 from qldap.queue.envelope import Envelope
-from qldap.smtpd.queueing import MessageSpool, QueueOutcome, parse_envelope
+from qldap.queue.writer import parse_envelope
+from qldap.smtpd.queueing import MessageSpool, QueueOutcome
 from qldap.smtpd.session import Session
 
 WORKERS = min(2, os.cpu_count() or 1)

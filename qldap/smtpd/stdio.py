@@ -29,6 +29,7 @@ from qldap.fsutil import write_all
 from qldap.logs import printable
 from qldap.smtpd.connection import Connection
 from qldap.smtpd.dns import Resolver
+from qldap.smtpd.queueing import QueueHandoff
 from qldap.smtpd.server import LogWriter, ServerOptions, SmtpServer
 
 CHUNK = 65536
@@ -108,7 +109,9 @@ def serve_stdio(
         ConfigError: the daemon's parts cannot be set up (the caller reports ``fatal`` and 111).
     """
     opts = replace(options, listen=(), max_sessions=1, lookup_workers=1, queue_workers=1)
-    server = SmtpServer(opts, resolver=resolver, log=log)
+    # one session per process: the in-process injector on a thread; a queue writer helper's start
+    # would cost more than its lock hand-overs save (qldap.smtpd.queueing)
+    server = SmtpServer(opts, resolver=resolver, log=log, handoff=QueueHandoff(opts.root, workers=1))
     server.signing.workers = 0  # one session: DKIM signs on a thread, no worker process to start
     ours, theirs = socket.socketpair()
     feeder = threading.Thread(target=_copy_in, args=(stdin_fd, ours), name="qldap-stdin", daemon=True)
