@@ -62,13 +62,17 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def ensure_maildir(path: Path) -> None:
+def ensure_maildir(path: str | os.PathLike[str]) -> None:
     """Create the maildir and its tmp/new/cur (mode 0700) when missing.
+
+    The texts name the maildir as pathlib spells it (``/home/u/Maildir``, whatever ``./`` or trailing
+    ``/`` the delivery instruction had).
 
     Raises:
         TemporaryFailure: a non-directory is in the way, or creation fails.
     """
-    for p in (path, path / "tmp", path / "new", path / "cur"):
+    base = os.fspath(path)
+    for p in (base, os.path.join(base, "tmp"), os.path.join(base, "new"), os.path.join(base, "cur")):
         try:
             st = os.stat(p)
         except FileNotFoundError:
@@ -77,10 +81,10 @@ def ensure_maildir(path: Path) -> None:
             except FileExistsError:
                 st = os.stat(p)
             except OSError:
-                raise TemporaryFailure(f"Unable to create maildir '{path}' (#4.3.0)") from None
+                raise TemporaryFailure(f"Unable to create maildir '{Path(base)}' (#4.3.0)") from None
             else:
                 continue
         except OSError:
-            raise TemporaryFailure(f"Unable to create maildir '{path}' (#4.3.0)") from None
+            raise TemporaryFailure(f"Unable to create maildir '{Path(base)}' (#4.3.0)") from None
         if not stat.S_ISDIR(st.st_mode):
-            raise TemporaryFailure(f"The maildir '{path}' seems to be corrupted. (#4.2.1)")
+            raise TemporaryFailure(f"The maildir '{Path(base)}' seems to be corrupted. (#4.2.1)")

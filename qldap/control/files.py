@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from qldap.errors import ConfigError
+from qldap.fsutil import read_small
 
 if TYPE_CHECKING:
     from qldap.control.cdb import CdbReader
@@ -91,6 +92,7 @@ class ControlDir:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.dir = self.root / "control"
+        self._prefix = os.path.join(self.dir, "")  # "ROOT/control/": a stat per access without pathlib
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, str], tuple[Signature, object]] = {}
         self._cdbs: dict[str, CdbReader] = {}
@@ -108,7 +110,7 @@ class ControlDir:
             ConfigError: the file cannot be examined.
         """
         try:
-            return _stat_signature(self.dir / name)
+            return _stat_signature(self._prefix + name)
         except OSError as exc:
             raise ConfigError(f"unable to stat control/{name}: {exc.strerror}") from exc
 
@@ -131,7 +133,7 @@ class ControlDir:
             ConfigError: the file exists but cannot be read.
         """
         try:
-            data = (self.dir / name).read_bytes()
+            data = read_small(self._prefix + name)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -141,10 +143,9 @@ class ControlDir:
     def _cached(self, name: str, kind: str, parse: Callable[[str | None], T]) -> T:
         sig = self.signature(name)
         key = (name, kind)
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None and hit[0] == sig:
-                return hit[1]  # type: ignore[return-value]
+        hit = self._cache.get(key)  # a dict read is atomic; only writers take the lock
+        if hit is not None and hit[0] == sig:
+            return hit[1]  # type: ignore[return-value]
         value = parse(self.read_text(name) if sig != _ABSENT else None)
         with self._lock:
             self._cache[key] = (sig, value)
@@ -212,6 +213,14 @@ class ControlDir:
             return text.split("\n") if text else []
 
         return self._cached(name, "raw", parse)
+
+    def text(self, name: str) -> str | None:
+        """The whole file as :meth:`read_text` gives it, None when absent; re-read only when it changes.
+
+        For texts used verbatim on every delivery (``quotawarning``): one ``stat`` instead of an open
+        and a read each time.
+        """
+        return self._cached(name, "text", lambda t: t)
 
     def integer(self, name: str, default: int) -> int:
         """Integer file: the leading decimal digits of the first line, as qmail's ``control_readint``.

@@ -155,7 +155,7 @@ class AsyncRecipients:
         for cand in cands:
             searched.append(cand.address)
             try:
-                entries = await self._search(ber.encode_filter(cand.filter(oc)))
+                entries = await self._search(ber.encode_query(cand.filter(oc)))
             except _Lost:
                 return None
             except DirectoryUnavailable as exc:

@@ -156,6 +156,18 @@ def encode_filter(text: str) -> bytes:
     return encode_node(rfc4515.parse(text))
 
 
+def encode_query(filter: str) -> bytes:
+    """The BER Filter of *filter*: from the tree a :class:`~qldap.directory.rfc4515.ParsedFilter`
+    carries (no text parsed), else as :func:`encode_filter`.
+
+    Raises:
+        InvalidFilter: *filter* is plain text qldap cannot send.
+    """
+    if isinstance(filter, rfc4515.ParsedFilter):
+        return encode_node(filter.node)
+    return encode_filter(filter)
+
+
 # -- decoding --------------------------------------------------------------------------------------
 
 

@@ -9,12 +9,13 @@ compound) are inserted verbatim.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from qldap.address import Address
-from qldap.directory import schema
-from qldap.directory.errors import AddressWithoutHost
+from qldap.directory import rfc4515, schema
+from qldap.directory.errors import AddressWithoutHost, InvalidFilter
 
 _SPECIAL = {"*": "\\2a", "(": "\\28", ")": "\\29", "\\": "\\5c", "\0": "\\00"}
 _NEEDS_WORK = frozenset(_SPECIAL)
@@ -78,8 +79,45 @@ class Candidate:
     escaped: str
 
     def filter(self, objectclass: str = "") -> str:
-        """The search filter of this candidate."""
-        return mail_filter_escaped(self.escaped, objectclass)
+        """The search filter of this candidate: the text of :func:`mail_filter_escaped`, carrying the
+        tree that text parses to (:class:`~qldap.directory.rfc4515.ParsedFilter`), built from the
+        escaped value directly so no backend parses it again.
+
+        An ``ldapobjectclass`` that does not parse on its own is left to the backend as plain text,
+        which then refuses it exactly as before (InvalidFilter).
+        """
+        text = mail_filter_escaped(self.escaped, objectclass)
+        value = rfc4515.unescape_value(self.escaped)
+        inner = rfc4515.Or((
+            rfc4515.Compare(_MAIL_KEY, "=", value, schema.MAIL),
+            rfc4515.Compare(_ALTERNATE_KEY, "=", value, schema.MAIL_ALTERNATE),
+        ))  # fmt: skip
+        if not objectclass:
+            return rfc4515.ParsedFilter(text, inner)
+        items = _objectclass_items(objectclass)
+        if items is None:
+            return text
+        return rfc4515.ParsedFilter(text, rfc4515.And((*items, inner)))
+
+
+_MAIL_KEY = schema.MAIL.lower()
+_ALTERNATE_KEY = schema.MAIL_ALTERNATE.lower()
+
+
+@functools.lru_cache(maxsize=64)
+def _objectclass_items(objectclass: str) -> tuple[rfc4515.Node, ...] | None:
+    """The filters ``(&(objectClass=OC)…)`` starts with, as the parser reads them; None when
+    ``(&(objectClass=OC))`` is no filter (then the whole text is no filter either).
+
+    Why this equals parsing the whole text: the parser reads left to right, and after
+    ``(&(objectClass=OC)`` both texts continue with a complete filter and ``)``, or with ``)`` alone.
+    """
+    try:
+        node = rfc4515.parse(f"(&({schema.OBJECT_CLASS}={objectclass}))")
+    except InvalidFilter:
+        return None
+    assert isinstance(node, rfc4515.And)
+    return node.items
 
 
 def split_address(address: str) -> tuple[str, str]:

@@ -22,7 +22,7 @@ from qldap.directory.base import Scope
 from qldap.directory.entry import Entry
 from qldap.directory.errors import LookupFailed, NoSuchObject
 from qldap.directory.match import matches, normalize_dn
-from qldap.directory.rfc4515 import parse
+from qldap.directory.rfc4515 import tree_of
 from qldap.errors import ConfigError
 
 
@@ -157,7 +157,7 @@ class LdifSearcher:
             NoSuchObject: the base DN is not in the file.
             LookupFailed: the file cannot be read or parsed.
         """
-        node = parse(filter)
+        node = tree_of(filter)
         snap = self._snapshot()
         nbase = normalize_dn(self.basedn if base is None else base)
         if nbase and nbase not in snap.by_dn:

@@ -163,3 +163,42 @@ def parse(text: str) -> Node:
     if parser.pos != len(parser.text):
         raise parser.fail("trailing text")
     return node
+
+
+def unescape_value(escaped: str) -> str:
+    """An assertion value as written in a filter (``\\XX`` escapes) back to the value the parser reads.
+
+    Raises:
+        InvalidFilter: a malformed escape.
+    """
+    return _unescape(escaped, escaped)
+
+
+class ParsedFilter(str):
+    """Filter text that carries its own tree: ``str(f)`` is the text, ``f.node`` equals ``parse(f)``.
+
+    Why: the recipient filters are built from escaped values by :mod:`qldap.directory.filters`, and
+    parsing that text again for every lookup (to encode it as BER, or to evaluate it in the embedded
+    backend) cost more than building it.  The builder makes both at once; every consumer that only
+    reads text (logs, tests, a wrapper searcher) still sees the same string, and the backends take the
+    tree through :func:`tree_of`.
+    """
+
+    node: Node
+
+    def __new__(cls, text: str, node: Node) -> ParsedFilter:
+        self = super().__new__(cls, text)
+        self.node = node
+        return self
+
+
+def tree_of(filter: str) -> Node:
+    """The tree of *filter*: the one a :class:`ParsedFilter` carries, else :func:`parse`'s.
+
+    Raises:
+        InvalidFilter: *filter* is plain text that is not a complete RFC 4515 filter.
+    """
+    if isinstance(filter, ParsedFilter):
+        return filter.node
+    return parse(filter)
+

@@ -316,7 +316,7 @@ class WireSearcher:
             InvalidFilter: *filter* is not valid filter syntax.
             LookupFailed: any other error.
         """
-        encoded = ber.encode_filter(filter)  # InvalidFilter before any connection is taken
+        encoded = ber.encode_query(filter)  # InvalidFilter before any connection is taken
         where = self.config.basedn if base is None else base
         parts = ber.search_parts(where, _SCOPES[scope], ber.attribute_list(attributes), self.config.timeout)
         while True:

@@ -189,7 +189,8 @@ def deliver(
     check_home(home)
     head = message.head()
     dt = dtline(r)
-    if any(line == dt.encode("utf-8", "surrogateescape")[:-1] for line in head.split(b"\n")):
+    mine = dt.encode("utf-8", "surrogateescape")[:-1]
+    if mine in head and any(line == mine for line in head.split(b"\n")):
         raise PermanentFailure(LOOP)
     size = message.size
     tally = Tally(notes=list(plan.warnings))
@@ -208,7 +209,7 @@ def deliver(
         else:
             _auto_reply(plan, rr, head, cfg, now(), tally)
 
-    env = {**_base_env(), **plan.env(), **program_env(rr, default=default_part, now=now())}
+    env: dict[str, str] | None = None  # built for the first program only: most deliveries run none
     prefix = (rpline(r.sender) + dt).encode("utf-8", "surrogateescape")
     forwards: list[str] = []
     stop = False
@@ -218,13 +219,15 @@ def deliver(
         if ins.kind is Kind.FORWARD:
             forwards.append(ins.target)
         elif ins.kind is Kind.PROGRAM:
+            if env is None:
+                env = {**_base_env(), **plan.env(), **program_env(rr, default=default_part, now=now())}
             res = run_program(ins.target, message, env=env, cwd=home, uid=plan.uid, gid=plan.gid)
             if res.output:
                 tally.notes.append(res.output.rstrip("\n"))
             tally.programs += 1
             stop = res.outcome is Outcome.STOP
         elif ins.kind is Kind.MAILDIR:
-            _maildir(Path(home, ins.target), message, prefix, size, plan.quota, rr, cfg, now())
+            _maildir(os.path.join(home, ins.target), message, prefix, size, plan.quota, rr, cfg, now)
             tally.files += 1
         else:
             _mbox(Path(home, ins.target), message, prefix, size, plan.quota, r.sender)
@@ -243,19 +246,21 @@ def _base_env() -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")}
 
 
-def _maildir(md: Path, message: MessageFile, prefix: bytes, size: int, quota: Quota, r: Recipient,
-             cfg: AgentConfig, now: float) -> None:
+def _maildir(md: str, message: MessageFile, prefix: bytes, size: int, quota: Quota, r: Recipient,
+             cfg: AgentConfig, now: Callable[[], float]) -> None:
+    """One maildir line; *md* is a str (pathlib only on the quota path, which walks directories anyway)."""
     if quota.active:
+        path = Path(md)
         try:
-            check = check_quota(md, quota, size)
+            check = check_quota(path, quota, size)
         except OverQuota:
-            _quota_warning(md, r, cfg, now)
+            _quota_warning(path, r, cfg, now())
             raise
         if check.warn:
-            _quota_warning(md, r, cfg, now)
+            _quota_warning(path, r, cfg, now())
     d = deliver_maildir(md, message.chunks(), prefix=prefix)
     if quota.active:
-        record_delivery(md, d.size)
+        record_delivery(path, d.size)
 
 
 def _quota_warning(md: Path, r: Recipient, cfg: AgentConfig, now: float) -> None:

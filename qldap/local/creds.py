@@ -24,10 +24,13 @@ from qldap.errors import TemporaryFailure
 
 _libc: ctypes.CDLL | None = None
 _lock = threading.Lock()
+_warm = False
 
 
 def _lib() -> ctypes.CDLL | None:
     global _libc
+    if _libc is not None:
+        return _libc
     with _lock:
         if _libc is None:
             name = ctypes.util.find_library("c")
@@ -48,13 +51,19 @@ def prewarm() -> None:
     """Load what a delivery may import lazily, while the thread can still read the interpreter's files.
 
     Under a user's file-system identity the interpreter's own directory may be unreadable (a Python
-    installed under /root), so codecs and modules are looked up once beforehand.
+    installed under /root), so codecs and modules are looked up once beforehand — once per process:
+    what is loaded stays loaded.
     """
+    global _warm
+    if _warm:
+        return
     for name in ("utf-8", "latin-1", "ascii", "idna"):
         "".encode(name)
     import email.utils  # noqa: F401 - loaded for its side effect
     import hashlib  # noqa: F401
     import subprocess  # noqa: F401
+
+    _warm = True
 
 
 def available() -> bool:

@@ -7,6 +7,7 @@ mailbox on disk.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -91,8 +92,13 @@ def parse(text: str, *, executable: bool = False) -> DotQmail:
     return DotQmail(tuple(out), is_list)
 
 
+@functools.lru_cache(maxsize=256)
 def parse_default_delivery(text: str) -> tuple[Instruction, ...]:
-    """The default delivery (``defaultdelivery``/aliasempty) string, possibly several lines."""
+    """The default delivery (``defaultdelivery``/aliasempty) string, possibly several lines.
+
+    Cached: every delivery parses it, and a server has a handful of distinct texts (the control file,
+    the mailMessageStores used as default delivery are one per user, hence the bound).
+    """
     return tuple(i for i in (parse_line(x) for x in text.split("\n")) if i is not None)
 
 

@@ -12,6 +12,7 @@ import errno
 import itertools
 import os
 import socket
+import stat
 import threading
 import time
 from collections.abc import Iterable
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qldap.errors import TemporaryFailure
-from qldap.fsutil import ensure_maildir, fsync_dir
+from qldap.fsutil import ensure_maildir, fsync_dir, write_all
 
 _counter = itertools.count(1)
 _counter_lock = threading.Lock()
@@ -51,15 +52,44 @@ def unique_name(now: float | None = None, pid: int | None = None, host: str | No
 
 @dataclass(frozen=True, slots=True)
 class Delivered:
-    """Where a message landed: the final path in new/ and the file size."""
+    """Where a message landed: the final path in new/ (``location`` as a str) and the file size."""
 
-    path: Path
+    location: str
     size: int
 
+    @property
+    def path(self) -> Path:
+        """The final path in new/."""
+        return Path(self.location)
+
+
+_MISSING_DIR = (errno.ENOENT, errno.ENOTDIR)
+
+
+def _maildir_ready(md: str) -> bool:
+    """True when ``cur/`` is a directory (so is the maildir); one ``stat`` instead of four.
+
+    ``tmp/`` and ``new/`` are proven by the ``open`` and the ``link`` themselves: when either fails
+    because a directory is missing or not one, :func:`ensure_maildir` runs and the step is retried,
+    so a damaged maildir is repaired or reported exactly as before.
+    """
+    try:
+        return stat.S_ISDIR(os.stat(os.path.join(md, "cur")).st_mode)
+    except OSError:
+        return False
+
+
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+
+
+def _open_failure(exc: OSError) -> TemporaryFailure:
+    if isinstance(exc, FileNotFoundError):
+        return TemporaryFailure("Unable to chdir to maildir. (#4.2.1)")
+    return TemporaryFailure("Temporary error on maildir delivery. (#4.3.0)")
 
 
 def deliver_maildir(
-    maildir: Path,
+    maildir: str | os.PathLike[str],
     chunks: Iterable[bytes],
     *,
     prefix: bytes = b"",
@@ -70,44 +100,64 @@ def deliver_maildir(
 
     The final name is ``new/<unique>,S=<size><suffix>``.  The maildir is created if missing.
 
+    Why str paths and unbuffered writes: this runs once per delivered message, and pathlib objects
+    and a 64 KiB buffered writer cost more Python time than the system calls they wrap.
+
     Raises:
         TemporaryFailure: with the qmail-local texts (chdir, read, write errors); the tmp file is
         always removed.
     """
-    ensure_maildir(maildir)
+    md = os.fspath(maildir)
+    ensured = not _maildir_ready(md)
+    if ensured:
+        ensure_maildir(md)
     base = name or unique_name()
-    tmp = maildir / "tmp" / base
+    tmp = os.path.join(md, "tmp", base)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileNotFoundError:
-        raise TemporaryFailure("Unable to chdir to maildir. (#4.2.1)") from None
-    except OSError:
-        raise TemporaryFailure("Temporary error on maildir delivery. (#4.3.0)") from None
+        fd = os.open(tmp, _CREATE, 0o600)
+    except OSError as exc:
+        if ensured or exc.errno not in _MISSING_DIR:
+            raise _open_failure(exc) from None
+        ensure_maildir(md)  # tmp/ missing or not a directory: repaired, or reported as corrupt
+        try:
+            fd = os.open(tmp, _CREATE, 0o600)
+        except OSError as again:
+            raise _open_failure(again) from None
     size = 0
     try:
         try:
-            with os.fdopen(fd, "wb", buffering=1 << 16) as f:
-                if prefix:
-                    f.write(prefix)
-                    size += len(prefix)
-                try:
-                    for chunk in chunks:
-                        f.write(chunk)
-                        size += len(chunk)
-                except OSError as exc:
-                    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
-                        raise
-                    raise TemporaryFailure("Unable to read message. (#4.3.0)") from None
-                f.flush()
-                os.fsync(f.fileno())
+            try:
+                pending = prefix
+                for chunk in chunks:
+                    if pending:  # the header lines go out with the first chunk: one write fewer
+                        chunk, pending = pending + chunk, b""
+                    write_all(fd, chunk)
+                    size += len(chunk)
+                if pending:
+                    write_all(fd, pending)
+                    size += len(pending)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+                    raise
+                raise TemporaryFailure("Unable to read message. (#4.3.0)") from None
+            os.fsync(fd)
         except TemporaryFailure:
             raise
         except OSError:
             raise TemporaryFailure("Temporary error on maildir delivery. (#4.3.0)") from None
-        final = maildir / "new" / f"{base},S={size}{suffix}"
+        finally:
+            os.close(fd)
+        new = os.path.join(md, "new")
+        final = os.path.join(new, f"{base},S={size}{suffix}")
         try:
-            os.link(tmp, final)
-            fsync_dir(maildir / "new")
+            try:
+                os.link(tmp, final)
+            except OSError as exc:
+                if exc.errno not in _MISSING_DIR:
+                    raise
+                ensure_maildir(md)  # new/ missing or not a directory: repaired, or reported as corrupt
+                os.link(tmp, final)
+            fsync_dir(new)
         except OSError:
             raise TemporaryFailure("Temporary error on maildir delivery. (#4.3.0)") from None
     finally:

@@ -28,7 +28,6 @@ from qldap.directory.open import open_directory
 from qldap.directory.schema import DotMode
 from qldap.directory.validate import parse_delivery_modes
 from qldap.errors import ConfigError, DeliveryFailure, PermanentFailure, TemporaryFailure
-from qldap.group.deliver import GroupJob, deliver_group, group_maildir, run_group_child
 from qldap.local import creds, users
 from qldap.local.agent import AgentConfig, Tally, deliver
 from qldap.local.child import Job, run_child
@@ -37,7 +36,6 @@ from qldap.local.dotqmail import parse_default_delivery
 from qldap.local.lines import Recipient
 from qldap.local.resolve import ClusterRelay, Plan, plan_ldap
 from qldap.queue.message import MessageFile
-from qldap.remote.cluster import cluster_forward
 
 NO_MAILBOX = "Sorry, no mailbox here by that name. (#5.1.1)"
 NO_ALIAS = "Unable to find alias user!"
@@ -116,6 +114,7 @@ class AliasCache:
 
     def __init__(self, root: Path, clock: Callable[[], float] = time.monotonic) -> None:
         self.root = Path(root)
+        self._alias_dir = os.path.join(self.root, "alias")  # a str: no pathlib per delivery
         self._clock = clock
         self._lock = threading.Lock()
         self._hit: tuple[float, tuple[Signature, Signature], Account | None] | None = None
@@ -123,7 +122,7 @@ class AliasCache:
     def get(self) -> Account | None:
         """The alias user now (see :func:`alias_account`)."""
         try:
-            sig = (path_signature(PASSWD), path_signature(self.root / "alias"))
+            sig = (path_signature(PASSWD), path_signature(self._alias_dir))
         except ConfigError:
             return alias_account(self.root)
         now = self._clock()
@@ -134,6 +133,11 @@ class AliasCache:
         with self._lock:
             self._hit = (now, sig, account)
         return account
+
+
+def _open_message(path: str) -> MessageFile:
+    """The queued message, opened read-only (a str path: no pathlib on the delivery path)."""
+    return MessageFile(os.open(path, os.O_RDONLY | os.O_CLOEXEC), owned=True)
 
 
 def passwd_account(local: str) -> tuple[Account, str, str] | None:
@@ -182,6 +186,7 @@ class LocalSpawner:
         self._directory = directory
         self.users = CdbReader(self.root / "users" / "cdb")
         self._alias = AliasCache(self.root)
+        self._cfg: AgentConfig | None = None
 
     def directory(self) -> Directory:
         """The directory, opened on first use and reused (connections are pooled inside)."""
@@ -195,10 +200,10 @@ class LocalSpawner:
         if old is not None:
             old.close()
 
-    def deliver(self, recipient: str, sender: str, message: Path) -> Report:
+    def deliver(self, recipient: str, sender: str, message: str | os.PathLike[str]) -> Report:
         """Deliver *message* to *recipient*; never raises for delivery outcomes."""
         try:
-            return Report("K", self._deliver(recipient, sender, Path(message)))
+            return Report("K", self._deliver(recipient, sender, os.fspath(message)))
         except DeliveryFailure as exc:
             return Report(exc.letter, exc.text)
         except ConfigError as exc:
@@ -206,7 +211,7 @@ class LocalSpawner:
         except OSError as exc:
             return Report("Z", f"Temporary failure in qmail-lspawn: {exc.strerror}. (#4.3.0)")
 
-    def _deliver(self, recipient: str, sender: str, message: Path) -> str:
+    def _deliver(self, recipient: str, sender: str, message: str) -> str:
         rcpt = Address.parse(recipient)
         if not rcpt.has_at:
             raise AddressWithoutHost(recipient)
@@ -233,8 +238,12 @@ class LocalSpawner:
                                alias_home=alias.home if alias else None)
             if isinstance(result, ClusterRelay):
                 # qmail-local(8), QMAILUSER ATTRIBUTES: relay to the user's mailHost over QMQP (runs in a
-                # worker thread)
-                return asyncio.run(cluster_forward(self.ctl, result.mail_host, sender, recipient, message))
+                # worker thread).  Imported here: the QMQP client pulls in dnspython (≈ 60 ms of a
+                # helper's start-up) and only clusters need it.
+                from qldap.remote.cluster import cluster_forward
+
+                return asyncio.run(
+                    cluster_forward(self.ctl, result.mail_host, sender, recipient, Path(message)))
             plan = result
             if plan.uid is None or plan.gid is None:
                 if alias is None:
@@ -245,10 +254,10 @@ class LocalSpawner:
         self._make_home(plan, acct)
         if plan.group_dn is not None:  # qmail-local(8) QMAILUSER ATTRIBUTES step 6: group expansion, no
         # maildir copy
-            with MessageFile.open(message) as mf:
+            with _open_message(message) as mf:
                 return self._run_group(plan, plan.group_dn, local, host, sender, mf, acct)
         r = Recipient(local, host, acct.name if plan.forward_only else plan.user, plan.home, sender=sender)
-        with MessageFile.open(message) as mf:
+        with _open_message(message) as mf:
             tally = self._run_agent(plan, r, mf, acct)
         return self._send_outgoing(tally)
 
@@ -310,9 +319,15 @@ class LocalSpawner:
         raise TemporaryFailure("Temporary error in automatic homedir creation. (#4.3.0)")
 
     def _agent_config(self) -> AgentConfig:
+        """``me`` and ``quotawarning`` as they are now (a ``stat`` each; re-read only when changed)."""
         # the raw file, as qmail-quotawarn reads it: its final newline decides the blank line after it
-        warning = self.ctl.read_text("quotawarning")
-        return AgentConfig(me=self.ctl.me(), quota_warning=warning if warning and warning.strip() else None)
+        text = self.ctl.text("quotawarning")
+        warning = text if text and text.strip() else None
+        me = self.ctl.me()
+        cfg = self._cfg
+        if cfg is None or cfg.me != me or cfg.quota_warning != warning:
+            cfg = self._cfg = AgentConfig(me=me, quota_warning=warning)
+        return cfg
 
     def _run_agent(self, plan: Plan, r: Recipient, message: MessageFile, acct: Account) -> Tally:
         cfg = self._agent_config()
@@ -332,6 +347,9 @@ class LocalSpawner:
         self, plan: Plan, dn: str, local: str, host: str, sender: str, message: MessageFile, acct: Account
     ) -> str:
         """qmail-group for a qmailGroup entry: as the group's uid in a child when root, else here."""
+        # imported here: group expansion (policy, secretary) is a few ms of start-up most helpers never use
+        from qldap.group.deliver import GroupJob, deliver_group, group_maildir, run_group_child
+
         maildir = group_maildir(plan.home, plan.default_delivery)
         euid = os.geteuid()
         if euid == 0:
