@@ -183,3 +183,15 @@ def test_find_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("QLDAP_ROOT", str(tmp_path))
     assert find_root() == tmp_path
     assert find_root("/srv/q") == Path("/srv/q")
+
+
+def test_text_is_the_raw_file_and_follows_edits(qroot: QRoot, ctl: ControlDir) -> None:
+    assert ctl.text("quotawarning") is None
+    path = qroot.control("quotawarning", "Please\n\nclean up.\n")
+    assert ctl.text("quotawarning") == "Please\n\nclean up.\n"
+    st = os.stat(path)
+    path.write_text("PLEASE\n\nclean up.\n")  # same inode, same size
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert ctl.text("quotawarning") == "PLEASE\n\nclean up.\n"
+    qroot.control("quotawarning", None)
+    assert ctl.text("quotawarning") is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from qldap.directory import rfc4515
-from qldap.directory.errors import AddressWithoutHost
+from qldap.directory.errors import AddressWithoutHost, InvalidFilter
 from qldap.directory.filters import (
     candidates,
     escape,
@@ -140,3 +140,35 @@ def test_check13_aliasdomains_mapping() -> None:
     assert real_domain("mail.example.org", table) == "example.org"
     assert real_domain("MAIL.example.ORG", table) == "example.org"
     assert real_domain("other.org", table) == "other.org"
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["alice@example.com", "a-b-c-d-e-f@example.com", "x)(uid=*@example.com", "a\\b\0c@ex*ample.com",
+     "üser-ext@exämple.org", "a\udcffb-c@example.com", "-lead@example.com", "=eq@example.com",
+     "user@"],
+)
+@pytest.mark.parametrize(
+    "objectclass",
+    ["", "qmailUser", "qmailUser)(objectClass=inetOrgPerson", "qmailUser)(|(a=b)(c=d)", "q\\2amailUser"],
+)
+def test_candidate_filters_carry_the_tree_their_text_parses_to(address: str, objectclass: str) -> None:
+    # the backends encode or evaluate the carried tree instead of parsing the text: the two must agree
+    # for every recipient byte and every objectClass the text form accepts
+    local, domain = split_address(address)
+    for cand in candidates(local, domain):
+        f = cand.filter(objectclass)
+        assert isinstance(f, rfc4515.ParsedFilter)
+        assert str(f) == f
+        assert f.node == rfc4515.parse(str(f))
+        assert rfc4515.tree_of(f) is f.node
+
+
+@pytest.mark.parametrize("objectclass", ["qmailUser)(", "qmail(User", "a))(|(b=c)", "x\\zz", "a)(b:=c"])
+def test_candidate_filter_with_an_unparsable_objectclass_stays_text(objectclass: str) -> None:
+    # left to the backend as plain text, which refuses it as before (InvalidFilter → deferral)
+    (cand, *_) = candidates("alice", "example.com")
+    f = cand.filter(objectclass)
+    assert not isinstance(f, rfc4515.ParsedFilter)
+    with pytest.raises(InvalidFilter):
+        rfc4515.tree_of(f)

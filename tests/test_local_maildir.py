@@ -81,3 +81,30 @@ def test_unique_name_shape_and_host_escaping() -> None:
     name = unique_name(now=1700000000.25, pid=42, host="a/b:c")
     assert re.fullmatch(r"1700000000\.M250000P42Q\d+\.a\\057b\\072c", name)
     assert maildir_host("x:y/z") == "x\\072y\\057z"
+
+
+@pytest.mark.parametrize("missing", ["tmp", "new", "cur"])
+def test_a_lost_subdirectory_is_recreated_by_the_delivery(tmp_path: Path, missing: str) -> None:
+    # the writer checks cur/ with one stat and proves tmp/ and new/ by using them; each repair path
+    # must still end with the message in new/ and every subdirectory back at 0700
+    md = tmp_path / "Maildir"
+    ensure_maildir(md)
+    os.rmdir(md / missing)
+    d = deliver_maildir(str(md) + "/", [b"x\n"])
+    assert d.path.parent == md / "new" and d.path.read_bytes() == b"x\n"
+    for sub in ("tmp", "new", "cur"):
+        assert stat.S_IMODE(os.stat(md / sub).st_mode) == 0o700
+    assert os.listdir(md / "tmp") == []
+
+
+@pytest.mark.parametrize("broken", ["tmp", "new", "cur"])
+def test_a_file_in_place_of_a_subdirectory_is_corruption(tmp_path: Path, broken: str) -> None:
+    md = tmp_path / "Maildir"
+    ensure_maildir(md)
+    os.rmdir(md / broken)
+    (md / broken).write_text("not a dir")
+    with pytest.raises(TemporaryFailure) as exc:
+        deliver_maildir(os.path.join(tmp_path, ".", "Maildir/"), [b"x\n"])
+    assert exc.value.text == f"The maildir '{md}' seems to be corrupted. (#4.2.1)"
+    if broken != "tmp":
+        assert os.listdir(md / "tmp") == []
