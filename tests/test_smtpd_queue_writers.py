@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -178,3 +180,35 @@ def test_sigterm_ends_the_helpers_with_the_daemon(root: QRoot, daemons: list[Dae
     d.proc.send_signal(signal.SIGTERM)
     assert d.proc.wait(60) == 0
     assert all(gone(pid) for pid in helpers)
+
+
+MALLINFO_PROBE = """
+import ctypes, socket, sys
+from qldap.cli._run import steady_malloc
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                               "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Info
+if sys.argv[1] == "steady":
+    assert steady_malloc()
+a, b = socket.socketpair()
+before = libc.mallinfo2().hblks
+kept = []
+for _ in range(10):
+    a.send(b"x" * 100)
+    kept.append(b.recv(262144))  # what asyncio's transports do on every read
+print(libc.mallinfo2().hblks - before)
+"""
+
+
+def test_steady_malloc_keeps_socket_reads_off_mmap() -> None:
+    """glibc maps each 256 KiB read buffer (then mremap, munmap) unless the daemon fixed the threshold:
+    counted as live mmapped blocks (mallinfo2) after ten reads kept alive, with and without it."""
+    def mapped(mode: str) -> int:
+        out = subprocess.run([sys.executable, "-c", MALLINFO_PROBE, mode], capture_output=True, text=True,
+                             timeout=60, check=True)  # fmt: skip
+        return int(out.stdout)
+
+    assert mapped("default") >= 10
+    assert mapped("steady") == 0

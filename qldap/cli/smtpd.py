@@ -32,7 +32,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from qldap.cli._run import run, start_metrics
+from qldap.cli._run import run, start_metrics, steady_malloc
 from qldap.control.files import ControlDir, find_root
 from qldap.control.limits import DEFAULT_DEADLINE
 from qldap.errors import ConfigError
@@ -165,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             queue_workers=max(1, ns.queue_workers),
             lookup_workers=max(1, ns.lookup_workers),
         )
+        steady_malloc()  # no mmap/mremap/munmap around every socket read (workers inherit it)
         if ns.processes > 1:
             from qldap.cli.smtpd_workers import serve_workers
 

@@ -147,7 +147,6 @@ class Verifier:
     async def verify(self, address: str) -> VerifyAnswer:
         """The directory asked from the loop when it can be (else, or when that cannot ask, :meth:`check`
         on the lookup thread pool); the local fallbacks always run on the pool."""
-        loop = asyncio.get_running_loop()
         directory = self.directory
         if self._aio is not None and isinstance(directory, Directory):
             try:
@@ -157,9 +156,10 @@ class Verifier:
             if result is not None:
                 answer = answer_for(result)
                 if answer is not None:
-                    return answer
+                    return answer  # the common case: no loop look-up (a getpid() system call)
+                loop = asyncio.get_running_loop()
                 return await loop.run_in_executor(self.pool, self._fallbacks, directory, address)
-        return await loop.run_in_executor(self.pool, self.check, address)
+        return await asyncio.get_running_loop().run_in_executor(self.pool, self.check, address)
 
     def close(self) -> None:
         """Drop the loop's directory connection (reload, stop)."""
