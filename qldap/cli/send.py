@@ -5,8 +5,7 @@ its whole life (a second one logs ``alert: cannot start: qmail-send is already r
 111).  Log lines (qmail-send(8), LOG) go to stderr, one ``write`` per line so concurrent threads never
 interleave; ``qldap send: ready`` follows once the queue is being served.
 
-Local deliveries run in helper processes (:func:`local_helpers`, qldap.local.worker); remote delivery
-is a coroutine on the manager's loop.  Remote delivery is found lazily (``qldap.remote.deliver.deliver_remote``); without it remote
+Remote delivery is found lazily (``qldap.remote.deliver.deliver_remote``); without it remote
 recipients are deferred, never bounced.
 """
 
@@ -32,8 +31,7 @@ from qldap.control.files import ControlDir, find_root
 from qldap.errors import ConfigError
 from qldap.exitcodes import ExitCode
 from qldap.local import creds
-from qldap.local.worker import MODULE as WORKER_MODULE
-from qldap.local.worker import decode_report, encode_request
+from qldap.local.spawn import LocalSpawner
 from qldap.logs import stamper
 from qldap.mailauth.dkimsign import DkimSigner
 from qldap.metrics import QueueFigures
@@ -46,13 +44,11 @@ from qldap.reports import Letter, Report
 from qldap.send.config import SendConfig
 from qldap.send.manager import Manager, block_signals
 from qldap.send.signing import signing_bounces
-from qldap.send.state import AsyncLocalDelivery, RemoteDelivery, ReportLike, reloader
-from qldap.workers import ProcessPool, python_argv
+from qldap.send.state import RemoteDelivery, ReportLike, reloader
 
 PROG = "qldap send"
 ALREADY_RUNNING = "qmail-send is already running"
 BOUNCE_HOW = "for bounce"  # the bounce's Received line (qmail-send(8), BOUNCES), whoever runs the manager
-HELPER_MAX_JOBS = 10000  # a helper is replaced after this many deliveries (bounds any slow leak)
 REMOTE_MISSING = Report(Letter.TEMPORARY, "Remote delivery is not available on this host. (#4.3.0)\n")
 
 
@@ -94,28 +90,6 @@ def remote_delivery(root: Path) -> RemoteDelivery:
         return deliver(root, cfg, sender, recipient, message)
 
     return real
-
-
-def local_helpers(root: Path, cfg: SendConfig) -> ProcessPool:
-    """``concurrencylocal`` local-delivery helpers (qldap.local.worker), started as deliveries need them.
-
-    Why processes: each delivery makes a dozen blocking system calls (directory round trip, maildir
-    file, fsyncs, link); in threads each call hands the GIL over and most of the manager's CPU went to
-    waking threads.  One helper per concurrent delivery keeps concurrencylocal's meaning
-    (qmail-control(5)): that many local deliveries at once.
-    """
-    argv = python_argv(WORKER_MODULE, "--root", str(root))
-    return ProcessPool(argv, max(1, cfg.concurrencylocal), max_jobs=HELPER_MAX_JOBS)
-
-
-def helper_delivery(pool: ProcessPool) -> AsyncLocalDelivery:
-    """Local deliveries through *pool*; a helper's death raises, which the manager logs as qmail-local
-    crashing and defers."""
-
-    async def deliver(recipient: str, sender: str, message: Path) -> ReportLike:
-        return decode_report(await pool.call(encode_request(recipient, sender, message)))
-
-    return deliver
 
 
 def read_config(ctl: ControlDir) -> SendConfig:
@@ -179,14 +153,14 @@ async def _serve(root: Path, layout: QueueLayout, log: StderrLog) -> int:
         PROG, "send", os.environ, queue=lambda: held[0].queue_figures() if held else QueueFigures(0, None)
     )
     creds.drop_groups()  # root's supplementary groups must not leak into deliveries made as users
-    helpers = local_helpers(root, cfg)
+    spawner = LocalSpawner(root, inject_bytes, log=log)
 
     def reload(old: SendConfig) -> SendConfig:
         new = reloader(lambda: read_config(ctl))(old)
-        helpers.renew()  # deliveries after the HUP run in helpers that read the controls afresh
+        spawner.reload()
         return new
 
-    manager = Manager(layout, cfg, local_async=helper_delivery(helpers), remote=remote_delivery(root),
+    manager = Manager(layout, cfg, local=spawner.deliver, remote=remote_delivery(root),
                       inject_bounce=signed_bounce, log=log, reload=reload)  # fmt: skip
     held.append(manager)
     handlers = {
@@ -210,7 +184,7 @@ async def _serve(root: Path, layout: QueueLayout, log: StderrLog) -> int:
     finally:
         trigger.close()
         injector.close()
-        await helpers.close()
+        spawner.reload()
 
 
 def _handler(request: Callable[[], None]) -> Callable[[int, FrameType | None], None]:

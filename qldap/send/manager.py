@@ -38,7 +38,6 @@ from qldap.send.passes import Passes
 from qldap.send.preprocess import Channel
 from qldap.send.schedule import RETRY_TROUBLE
 from qldap.send.state import (
-    AsyncLocalDelivery,
     Clock,
     LocalDelivery,
     MessageState,
@@ -72,14 +71,13 @@ class Manager:
         layout: QueueLayout,
         cfg: SendConfig,
         *,
-        local: LocalDelivery | None = None,
+        local: LocalDelivery,
         remote: RemoteDelivery,
         inject_bounce: BounceInjector,
         log: Callable[[str], None],
         reload: Reloader | None = None,
         clock: Clock = system_clock,
         hook: CrashHook | None = None,
-        local_async: AsyncLocalDelivery | None = None,
     ) -> None:
         self.layout = layout
         self.cfg = cfg
@@ -97,7 +95,6 @@ class Manager:
         self._passes = Passes(
             layout, self.slots, local=local, remote=remote, local_pool=self._local_pool, files=self._files,
             log=log, status=self._log_status, released=self._kick, stopping=lambda: self.stopping, hook=hook,
-            local_async=local_async,
         )  # fmt: skip
         self._tasks: set[asyncio.Future[object]] = set()
         self._watchers: set[asyncio.Future[object]] = set()

@@ -10,9 +10,8 @@ the recipient is marked, and nothing is marked before its report came back.
 The channel file is read and a success is marked on the event loop itself (small reads and one-byte
 writes, never an fsync); appending to ``bounce/N`` and the deliveries run on threads.
 
-Why the spawners are seams: the local spawner blocks (LDAP lookup, agent child) and runs either in
-helper processes (``local_async``, what ``qldap send`` uses) or on a thread pool (tests, embedding);
-remote delivery is a coroutine.  Both come in as plain callables, so tests can make a delivery
+Why the spawners are seams: the local spawner blocks (LDAP lookup, agent child) and runs on a thread
+pool; remote delivery is a coroutine.  Both come in as plain callables, so tests can make a delivery
 defer, fail or stall on command.
 """
 
@@ -38,7 +37,7 @@ from qldap.send.channels import CrashHook, SendStep
 from qldap.send.config import SendConfig
 from qldap.send.preprocess import Channel, display_recipient
 from qldap.send.schedule import RETRY_TROUBLE, is_last_pass, next_retry, verp_sender
-from qldap.send.state import AsyncLocalDelivery, LocalDelivery, MessageState, RemoteDelivery, Slots, to_report
+from qldap.send.state import LocalDelivery, MessageState, RemoteDelivery, Slots, to_report
 
 BOUNCE_APPEND_PAUSE = 10
 
@@ -59,7 +58,7 @@ class Passes:
         layout: QueueLayout,
         slots: dict[Channel, Slots],
         *,
-        local: LocalDelivery | None = None,
+        local: LocalDelivery,
         remote: RemoteDelivery,
         local_pool: Executor,
         files: Executor,
@@ -68,12 +67,8 @@ class Passes:
         released: Callable[[], None],
         stopping: Callable[[], bool],
         hook: CrashHook | None = None,
-        local_async: AsyncLocalDelivery | None = None,
     ) -> None:
         self.layout = layout
-        if local is None and local_async is None:
-            raise ValueError("a local delivery is needed (blocking or asynchronous)")
-        self._local_async = local_async
         self.slots = slots
         self._local = local
         self._remote = remote
@@ -160,10 +155,7 @@ class Passes:
     ) -> Report | None:
         loop = asyncio.get_running_loop()
         try:
-            if channel is Channel.LOCAL and self._local_async is not None:
-                raw = await self._local_async(rcpt, sender, mess)
-            elif channel is Channel.LOCAL:
-                assert self._local is not None
+            if channel is Channel.LOCAL:
                 raw = await loop.run_in_executor(self._local_pool, self._local, rcpt, sender, mess)
             else:
                 raw = await self._remote(cfg, sender, rcpt, mess)

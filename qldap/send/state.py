@@ -199,13 +199,6 @@ class LocalDelivery(Protocol):
     def __call__(self, recipient: str, sender: str, message: Path) -> ReportLike: ...
 
 
-class AsyncLocalDelivery(Protocol):
-    """Deliver one local recipient without blocking the loop (a helper process does the work); raises
-    when the helper died, which the manager reports as qmail-local crashing (a deferral)."""
-
-    def __call__(self, recipient: str, sender: str, message: Path) -> Awaitable[ReportLike]: ...
-
-
 class RemoteDelivery(Protocol):
     """Deliver one remote recipient with the current config; never raises for delivery outcomes."""
 
