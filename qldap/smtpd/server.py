@@ -50,7 +50,10 @@ from qldap.smtpd.verify import Verifier
 
 DEFAULT_MAX_SESSIONS = 50
 DEFAULT_LOOKUP_WORKERS = 4
-DEFAULT_QUEUE_WORKERS = 4  # queue writer helper processes (qmail-smtpd(8), --queue-workers)
+DEFAULT_QUEUE_WORKERS = 8
+"""Queue writer helper processes (qmail-smtpd(8), --queue-workers): as many as the injector threads
+they replaced, so as many messages' fsyncs overlap as before; with 4, 16 busy connections on a slow
+disk waited for a writer (docs/benchmarks.md, "smtpd: queue writes in helper processes")."""
 RULES_FILE = "qmail-smtpd.rules"
 _CIPHERS = {
     "secure": "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM",
