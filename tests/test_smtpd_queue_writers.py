@@ -155,6 +155,23 @@ def test_a_helper_killed_mid_write_gives_451_and_the_next_message_is_queued(
     assert len(report.messages) == 1 and len(mess_files(root.path)) == 2
 
 
+def test_bigbrother_and_queue_errors_pass_through_the_helper(root: QRoot, daemons: list[Daemon]) -> None:
+    """control/bigbrother (read by the writer) adds its copy; an unreadable control is qmail-queue's
+    exit 55 and reaches the client with the injector's exact text; the helper survives it."""
+    root.control("bigbrother", "alice@example.org:watcher@example.org")
+    d = Daemon(root.path, "--listen", "127.0.0.1:0", "--queue-workers", "1")
+    daemons.append(d)
+    assert send(d, b"Subject: watched\r\n\r\nx\r\n").reply().startswith("250 ok ")
+    (msg,) = queued(root.path)
+    assert msg.todo.envelope.recipients == ("alice@example.org", "watcher@example.org")
+    (helper,) = writers(d.proc.pid)
+    bigbrother = root.path / "control" / "bigbrother"
+    bigbrother.unlink()
+    bigbrother.mkdir()  # present but unreadable as a file
+    assert send(d, b"Subject: x\r\n\r\nx\r\n").reply() == "451 qq unable to read configuration (#4.3.0)\r\n"
+    assert writers(d.proc.pid) == [helper] and len(queued(root.path)) == 1
+
+
 def test_sighup_replaces_the_helpers(root: QRoot, daemons: list[Daemon]) -> None:
     """SIGHUP retires the writers (they may read controls and the qmail users afresh); the next
     message is queued by a new one and the old one has exited."""
