@@ -219,7 +219,7 @@ def test_services_yaml_limits_reach_the_daemon_command_lines(tmp_path: Path) -> 
 
 @pytest.mark.parametrize(("limits", "reason"), [
     ("{sessions: 0}", "sessions: must be a whole number of at least 1"),
-    ("{queue_workers: 0}", "queue_workers: must be a whole number of at least 1"),
+    ("{queue_workers: -1}", "queue_workers: must be a whole number of at least 0"),
     ("{per_ip: -1}", "per_ip: must be a whole number of at least 0"),
     ('{deadline: "10"}', "deadline: must be a whole number of at least 0"),
     ("{speed: 3}", "unknown key 'speed'"),

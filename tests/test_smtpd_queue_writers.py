@@ -229,3 +229,14 @@ def test_steady_malloc_keeps_socket_reads_off_mmap() -> None:
 
     assert mapped("default") >= 10
     assert mapped("steady") == 0
+
+
+def test_zero_queue_workers_write_in_process(root: QRoot, daemons: list[Daemon]) -> None:
+    """--queue-workers 0: the daemon writes the queue itself (threads), no helper is started."""
+    d = Daemon(root.path, "--listen", "127.0.0.1:0", "--queue-workers", "0")
+    daemons.append(d)
+    reply = send(d, b"Subject: inproc\r\n\r\nx\r\n").reply()
+    assert reply.startswith("250 ok ")
+    assert writers(d.proc.pid) == []
+    (msg,) = queued(root.path)
+    assert msg.todo.pid == int(reply.split()[4]) and msg.message.endswith(b"Subject: inproc\n\nx\n")

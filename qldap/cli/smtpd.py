@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--session-deadline", type=float, default=DEFAULT_DEADLINE,
                    help="seconds a whole session may last (0: none)")  # fmt: skip
     p.add_argument("--queue-workers", type=int, default=DEFAULT_QUEUE_WORKERS,
-                   help="queue writer processes (and QMAILQUEUE programs at once)")  # fmt: skip
+                   help="queue writer processes (0: write on threads in-process)")  # fmt: skip
     p.add_argument("--lookup-workers", type=int, default=DEFAULT_LOOKUP_WORKERS,
                    help="threads asking the directory concurrently")  # fmt: skip
     p.add_argument("--processes", type=int, default=1,
@@ -162,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_sessions=max(1, ns.max_sessions),
             max_per_ip=max(0, ns.max_per_ip),
             session_deadline=max(0.0, ns.session_deadline),
-            queue_workers=max(1, ns.queue_workers),
+            queue_workers=max(0, ns.queue_workers),
             lookup_workers=max(1, ns.lookup_workers),
         )
         steady_malloc()  # no mmap/mremap/munmap around every socket read (workers inherit it)

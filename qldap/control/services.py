@@ -49,7 +49,7 @@ bounds the sessions (:data:`LIMIT_KEYS`); ``processes`` is smtpd's worker count 
 
 LIMIT_KEYS: Mapping[Daemon, Mapping[str, tuple[str, int]]] = {
     Daemon.SMTPD: {"sessions": ("--max-sessions", 1), "per_ip": ("--max-per-ip", 0),
-                   "deadline": ("--session-deadline", 0), "queue_workers": ("--queue-workers", 1)},
+                   "deadline": ("--session-deadline", 0), "queue_workers": ("--queue-workers", 0)},
     Daemon.POP3D: {"sessions": ("--max-sessions", 1), "per_ip": ("--max-per-ip", 0),
                    "deadline": ("--session-deadline", 0), "failure_delay": ("--failure-delay", 0)},
     Daemon.QMQPD: {"sessions": ("--max-sessions", 1), "per_ip": ("--max-per-ip", 0),

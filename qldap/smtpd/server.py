@@ -83,7 +83,7 @@ class ServerOptions:
     max_per_ip: int = 0  # sessions from one client address; 0 = no limit (qldap-services(5) limits:)
     session_deadline: float = DEFAULT_DEADLINE  # seconds a whole session may last; 0 = none
     lookup_workers: int = DEFAULT_LOOKUP_WORKERS
-    queue_workers: int = DEFAULT_QUEUE_WORKERS  # queue writer processes; also QMAILQUEUE programs at once
+    queue_workers: int = DEFAULT_QUEUE_WORKERS  # queue writer processes (0: in-process on threads)
     stop_grace: float = 30.0
     worker: bool = False  # one of several processes on the same port (``--processes``, SO_REUSEPORT)
 
@@ -154,8 +154,9 @@ class SmtpServer:
         # a worker's lines name its pid: session numbers count per process (qmail-smtpd(8), LOG)
         self.name = f"qmail-smtpd[{os.getpid()}]" if options.worker else "qmail-smtpd"
         self.lookup_pool = ThreadPoolExecutor(options.lookup_workers, thread_name_prefix="qldap-lookup")
+        threads = options.queue_workers or DEFAULT_QUEUE_WORKERS  # injector threads when 0 helpers
         self.handoff = handoff or QueueHandoff(
-            options.root, workers=options.queue_workers, writers=options.queue_workers, log=self.log
+            options.root, workers=threads, writers=options.queue_workers, log=self.log
         )
         self.parts = _Parts(options, self.lookup_pool, self.log)
         self.signing = SubmissionSigner(self.parts.ctl)  # DKIM for relayed mail (qldap-dkim(8))
