@@ -11,15 +11,17 @@ minutes; spooled, the writer is busy only for the disk writes and fsyncs.  Nothi
 before the message is complete and accepted by the data-end checks, so a dropped connection or a
 ``kill -9`` mid-DATA leaves nothing behind.  Memory stays bounded: past :data:`SPILL_AT` bytes the
 spool moves to a temporary file (``pid/spool.*``, next to the queue's scratch files), so a 20 MB
-message is held once, on disk, and never twice in memory; the writer reads it there by name.
+message is held once, on disk, and never twice in memory; a writer helper reads it there by name.
 
-Who writes (qmail-smtpd(8), OPTIONS ``--queue-workers``): the daemon hands each message to one of a
-few helper processes (:mod:`qldap.queue.writer`, driven by :class:`~qldap.workers.ProcessPool`), so
-its event loop never shares the interpreter lock with threads doing file-system calls; a helper that
-dies mid-message makes the reply the temporary ``451 qq write error or disk full (#4.3.0)`` and is
-replaced.  The stdin/stdout mode serves one session per process and keeps the in-process injector on
-a thread (starting a helper would cost more than it saves).  ``qp`` is this process's counter, or
-the pid of the external program.
+Who writes (qmail-smtpd(8), OPTIONS ``--queue-workers``): by default the in-process injector on a few
+threads, which share one DirSyncer so the directory fsyncs of concurrent messages overlap (group
+commit).  With ``--queue-workers N`` the daemon hands each message to one of N helper processes
+(:mod:`qldap.queue.writer`, driven by :class:`~qldap.workers.ProcessPool`), so its event loop never
+shares the interpreter lock with threads doing file-system calls; a helper that dies mid-message makes
+the reply the temporary ``451 qq write error or disk full (#4.3.0)`` and is replaced.  Why not the
+default: on two busy cores the helpers cost more CPU in all than the hand-overs they remove
+(docs/benchmarks.md).  The stdin/stdout mode always writes in-process.  ``qp`` is the injector's or
+this hand-off's per-process counter, or the pid of the external program.
 """
 
 from __future__ import annotations
@@ -200,9 +202,9 @@ def program_environment(
 
 
 class QueueHandoff:
-    """Queues messages for one root: through queue writer helper processes (*writers* > 0, the
-    daemon) or the in-process injector's threads (*writers* = 0: one session per process); external
-    QMAILQUEUE programs run on *workers* threads either way."""
+    """Queues messages for one root: through *writers* queue writer helper processes, or with 0 on the
+    in-process injector's *workers* threads; external QMAILQUEUE programs run on *workers* threads
+    either way."""
 
     def __init__(
         self,

@@ -50,10 +50,14 @@ from qldap.smtpd.verify import Verifier
 
 DEFAULT_MAX_SESSIONS = 50
 DEFAULT_LOOKUP_WORKERS = 4
-DEFAULT_QUEUE_WORKERS = 8
-"""Queue writer helper processes (qmail-smtpd(8), --queue-workers): as many as the injector threads
-they replaced, so as many messages' fsyncs overlap as before; with 4, 16 busy connections on a slow
-disk waited for a writer (docs/benchmarks.md, "smtpd: queue writes in helper processes")."""
+DEFAULT_QUEUE_WORKERS = 0
+"""Queue writer helper processes (qmail-smtpd(8), --queue-workers); 0 = the in-process injector on
+:data:`INJECT_THREADS` threads.  Decision: 0 by default, because on the two shared cores this project
+is measured on, helpers cost more CPU per message in all (their fsync and context-switch kernel time,
+cold caches) than the lock hand-overs they remove, and accepted fewer messages per second; they take
+the queue writing out of the daemon's one event loop, which pays where that loop is the bottleneck
+and cores are free (docs/benchmarks.md, "smtpd: queue writes in helper processes")."""
+INJECT_THREADS = 8
 RULES_FILE = "qmail-smtpd.rules"
 _CIPHERS = {
     "secure": "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM",
@@ -154,7 +158,7 @@ class SmtpServer:
         # a worker's lines name its pid: session numbers count per process (qmail-smtpd(8), LOG)
         self.name = f"qmail-smtpd[{os.getpid()}]" if options.worker else "qmail-smtpd"
         self.lookup_pool = ThreadPoolExecutor(options.lookup_workers, thread_name_prefix="qldap-lookup")
-        threads = options.queue_workers or DEFAULT_QUEUE_WORKERS  # injector threads when 0 helpers
+        threads = max(options.queue_workers, INJECT_THREADS)  # injector threads, QMAILQUEUE programs
         self.handoff = handoff or QueueHandoff(
             options.root, workers=threads, writers=options.queue_workers, log=self.log
         )
