@@ -161,7 +161,7 @@ async def _serve(root: Path, layout: QueueLayout, log: StderrLog) -> int:
         return new
 
     manager = Manager(layout, cfg, local=spawner.deliver, remote=remote_delivery(root),
-                      inject_bounce=signed_bounce, log=log, reload=reload)  # fmt: skip
+                      inject_bounce=signed_bounce, log=log, reload=reload, fast=True)  # fmt: skip
     held.append(manager)
     handlers = {
         signal.SIGHUP: manager.request_reload,

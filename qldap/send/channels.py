@@ -29,6 +29,7 @@ from qldap.queue.codes import QueueError
 from qldap.queue.envelope import (
     ChannelEntry,
     Envelope,
+    TodoEntry,
     UnknownRecord,
     format_info,
     parse_channel,
@@ -137,30 +138,54 @@ def _rewrite_all(recipients: tuple[str, ...], cfg: SendConfig) -> dict[Channel, 
     return out
 
 
-def preprocess(
-    layout: QueueLayout,
-    number: int,
-    cfg: SendConfig,
-    log: Log,
-    *,
-    syncer: DirSyncer,
-    hook: PrepHook | None = None,
-) -> Preprocessed | None:
-    """Turn ``todo/N`` into ``info`` + channel files (S4 → S5); None when ``todo/N`` is already gone.
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """``todo/N`` read and its recipients routed: everything preprocessing writes, decided, nothing written.
 
-    Logs ``new msg N`` and ``info msg N: …`` as it goes.
+    ``birth`` is the mtime of ``todo/N`` (when the injector finished); a message that is preprocessed
+    gets its ``info`` mtime instead, a moment later.
+    """
+
+    number: int
+    entry: TodoEntry
+    size: int
+    birth: int
+    routed: dict[Channel, list[str]]
+
+    @property
+    def sender(self) -> str:
+        return self.entry.envelope.sender
+
+    def single_local(self) -> str | None:
+        """The recipient when the message has exactly one, and it is local; else None."""
+        if len(self.routed) == 1 and len(self.routed.get(Channel.LOCAL, ())) == 1:
+            return self.routed[Channel.LOCAL][0]
+        return None
+
+
+def read_todo(layout: QueueLayout, number: int, cfg: SendConfig) -> Routed | None:
+    """Read ``todo/N`` and route its recipients; None when ``todo/N`` is already gone.
 
     Raises:
-        PrepFailed: anything went wrong; ``todo/N`` is left for a later attempt (which unlinks what
-            this one created before starting over).
+        PrepFailed: ``todo/N`` unreadable or malformed, ``mess/N`` missing, routing failed.
     """
     todo = layout.todo(number)
     try:
-        data = read_small(todo)
+        fd = os.open(todo, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise PrepFailed(f"warning: qmail-todo: unable to open todo/{number}: {exc.strerror}") from exc
+    try:
+        birth = int(os.fstat(fd).st_mtime)
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        data = b"".join(chunks)
+    except OSError as exc:
+        raise PrepFailed(f"warning: qmail-todo: unable to open todo/{number}: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
     try:
         entry = parse_todo(data)
     except UnknownRecord:
@@ -172,27 +197,58 @@ def preprocess(
     except OSError as exc:
         raise PrepFailed(f"warning: qmail-todo: unable to stat mess/{number}: {exc.strerror}") from exc
     routed = _rewrite_all(entry.envelope.recipients, cfg)
+    return Routed(number, entry, size, birth, routed)
+
+
+def log_new(routed: Routed, log: Log) -> None:
+    """``new msg N`` and ``info msg N: …`` (qmail-send(8), LOG)."""
+    log(reports.new_msg_line(routed.number))
+    entry = routed.entry
+    log(reports.info_msg_line(routed.number, routed.size, entry.envelope.sender, entry.pid, entry.uid))
+
+
+def write_preprocessed(
+    layout: QueueLayout,
+    routed: Routed,
+    log: Log,
+    *,
+    syncer: DirSyncer,
+    hook: PrepHook | None = None,
+    marks: tuple[str, ...] = (),
+) -> Preprocessed:
+    """Write ``info`` and the channel files of *routed*, fsync them and their directories, then unlink
+    ``intd`` and ``todo`` (S4 → S5); logs ``new msg N`` and ``info msg N`` as it goes (*log* may be a
+    no-op when the lines were logged already).  *marks* are local recipients already done: their
+    records are written as ``D`` (a fast-path delivery that happened before the files existed).
+
+    Raises:
+        PrepFailed: anything went wrong; ``todo/N`` is left for a later attempt (which unlinks what
+            this one created before starting over).
+    """
+    number = routed.number
     info = layout.info(number)
     paths = {c: channel_path(layout, number, c) for c in Channel}
     fds: list[int] = []
     try:
         for path in (paths[Channel.LOCAL], paths[Channel.REMOTE], info):
             _unlink_missing_ok(path)
-        fds.append(_write_new(info, format_info(entry.envelope.sender)))
+        fds.append(_write_new(info, format_info(routed.sender)))
         log(reports.new_msg_line(number))
         if hook is not None:
             hook(PrepStep.INFO_CREATED)
-        log(reports.info_msg_line(number, size, entry.envelope.sender, entry.pid, entry.uid))
+        entry = routed.entry
+        log(reports.info_msg_line(number, routed.size, entry.envelope.sender, entry.pid, entry.uid))
         for channel in Channel:
-            if channel in routed:
-                data = b"".join(encode("T", addr) for addr in routed[channel])
+            if channel in routed.routed:
+                done = marks if channel is Channel.LOCAL else ()
+                data = b"".join(encode("D" if addr in done else "T", addr) for addr in routed.routed[channel])
                 fds.append(_write_new(paths[channel], data))
         if hook is not None:
             hook(PrepStep.CHANNELS_WRITTEN)
         for fd in fds:
             os.fsync(fd)
         syncer.sync(layout.split_dir("info", number))
-        for channel in routed:
+        for channel in routed.routed:
             syncer.sync(layout.split_dir(channel.value, number))
         birth = int(os.fstat(fds[0]).st_mtime)
         if hook is not None:
@@ -200,7 +256,7 @@ def preprocess(
         _unlink_missing_ok(layout.intd(number))
         if hook is not None:
             hook(PrepStep.INTD_UNLINKED)
-        os.unlink(todo)
+        os.unlink(layout.todo(number))
         if hook is not None:
             hook(PrepStep.TODO_UNLINKED)
     except RecordError:
@@ -212,7 +268,43 @@ def preprocess(
     finally:
         for fd in fds:
             os.close(fd)
-    return Preprocessed(number, entry.envelope.sender, birth, tuple(c for c in Channel if c in routed))
+    return Preprocessed(number, routed.sender, birth, tuple(c for c in Channel if c in routed.routed))
+
+
+def preprocess(
+    layout: QueueLayout,
+    number: int,
+    cfg: SendConfig,
+    log: Log,
+    *,
+    syncer: DirSyncer,
+    hook: PrepHook | None = None,
+) -> Preprocessed | None:
+    """Turn ``todo/N`` into ``info`` + channel files (S4 → S5): :func:`read_todo`, then
+    :func:`write_preprocessed`; None when ``todo/N`` is already gone.
+
+    Raises:
+        PrepFailed: anything went wrong; ``todo/N`` is left for a later attempt.
+    """
+    routed = read_todo(layout, number, cfg)
+    if routed is None:
+        return None
+    return write_preprocessed(layout, routed, log, syncer=syncer, hook=hook)
+
+
+def remove_delivered(layout: QueueLayout, number: int, log: Log) -> None:
+    """The end of a message delivered before it was preprocessed: ``end msg N``, then ``todo`` (so a
+    crash from here on never delivers it again), ``intd`` and ``mess``.
+
+    What cannot be removed is logged and left to the 36-hour cleanup (a ``mess`` with neither
+    ``todo`` nor ``info``).
+    """
+    log(reports.end_msg_line(number))
+    for path in (layout.todo(number), layout.intd(number), layout.mess(number)):
+        try:
+            _unlink_missing_ok(path)
+        except OSError:
+            log(reports.clean_warning(os.path.relpath(path, layout.queue)))
 
 
 def load(layout: QueueLayout, number: int) -> Loaded:

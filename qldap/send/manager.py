@@ -30,13 +30,14 @@ from qldap.errors import ConfigError
 from qldap.metrics import QueueFigures
 from qldap.queue.cleanup import CLEANUP_INTERVAL, clean_all
 from qldap.queue.layout import SPLIT, QueueLayout
+from qldap.reports import Action
 from qldap.send import channels
 from qldap.send.batch import Batcher
-from qldap.send.channels import BounceInjector, CrashHook, Preprocessed
+from qldap.send.channels import BounceInjector, CrashHook, PrepFailed, Preprocessed
 from qldap.send.config import SendConfig
 from qldap.send.passes import Passes
 from qldap.send.preprocess import Channel
-from qldap.send.schedule import RETRY_TROUBLE
+from qldap.send.schedule import RETRY_TROUBLE, is_last_pass, next_retry
 from qldap.send.state import (
     Clock,
     LocalDelivery,
@@ -50,6 +51,10 @@ from qldap.send.state import (
 from qldap.send.todo import Todo
 
 TROUBLE_PAUSE = 10  # after an alert: …sleeping...
+
+
+def _quiet(_line: str) -> None:
+    """A log that drops lines (preprocessing after a fast-path attempt: new msg was logged already)."""
 FILE_WORKERS = 8
 MANAGER_SIGNALS = frozenset({signal.SIGHUP, signal.SIGALRM, signal.SIGTERM, signal.SIGINT})
 
@@ -78,9 +83,11 @@ class Manager:
         reload: Reloader | None = None,
         clock: Clock = system_clock,
         hook: CrashHook | None = None,
+        fast: bool = False,
     ) -> None:
         self.layout = layout
         self.cfg = cfg
+        self.fast = fast
         self.log = log
         self.clock = clock
         self._inject_bounce = inject_bounce
@@ -102,6 +109,7 @@ class Manager:
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._want_reload = self._want_retry = self._want_stop = False
+        self._retry_epoch = 0  # SIGALRMs applied so far (a fast-path deferral being written catches up)
         self.stopping = False
         self._todo = Todo(self, self._files, log, hook)
 
@@ -200,6 +208,7 @@ class Manager:
             self._do_reload()
         if self._want_retry:
             self._want_retry = False
+            self._retry_epoch += 1
             self.schedule.all_due(self.clock())
 
     def _do_reload(self) -> None:
@@ -298,6 +307,72 @@ class Manager:
         if not msg.channels:
             self.work(self._eliminate(msg))
         self._kick()
+
+    # -- the fast path: deliver first, preprocess only when the delivery did not succeed --------------
+
+    def fast_track(self, routed: channels.Routed) -> bool:
+        """Take a message with one local recipient straight from ``todo/N`` to its delivery.
+
+        Why: preprocessing writes and fsyncs ``info`` and the channel file (two files, two
+        directories) so that a message's progress survives a crash, then removes them again after
+        the delivery.  When the one delivery succeeds at once, that progress never had to survive
+        anything: until ``todo/N`` is unlinked a crash simply starts the message over, and the
+        delivery is at-least-once either way (qmail-send(8), FAST PATH).  So a single local
+        recipient is delivered first; only a deferral or a bounce makes the manager preprocess the
+        message as usual (with the recipient marked done for a bounce).  Declined (False) unless
+        enabled, when local deliveries are held, and after a stop has begun.
+        """
+        if not self.fast or self.stopping or self._hook is not None or self.cfg.local_slots == 0:
+            return False
+        recipient = routed.single_local()
+        if recipient is None or routed.number in self.messages:
+            return False
+        msg = MessageState(routed.number, routed.sender, routed.birth, {Channel.LOCAL}, {Channel.LOCAL})
+        self.messages[routed.number] = msg
+        self.work(self._fast(msg, routed, recipient))
+        return True
+
+    async def _fast(self, msg: MessageState, routed: channels.Routed, recipient: str) -> None:
+        if not await self.slots[Channel.LOCAL].acquire():  # a clean stop: todo/N waits for the next start
+            self._forget(msg)
+            return
+        channels.log_new(routed, self.log)
+        now = int(self.clock())
+        cfg = self.cfg
+        last = is_last_pass(msg.birth, now, cfg.queuelifetime)
+        report = await self._passes.attempt(msg, Channel.LOCAL, recipient, cfg, last)
+        epoch = self._retry_epoch
+        if report is not None and report.action is Action.MARK_DONE:
+            await self._ends.run(channels.remove_delivered, self.layout, msg.number, self.log)
+            self._forget(msg)
+            self._kick()
+            return
+        # deferred or failed: preprocess now, so the retry schedule or the bounce has its files
+        job = partial(channels.write_preprocessed, self.layout, routed, _quiet, syncer=self._todo.syncer)
+        try:
+            done = await asyncio.get_running_loop().run_in_executor(self._files, job)
+        except PrepFailed as exc:
+            self.log(exc.line)
+            self._forget(msg, free=False)  # todo/N stays: the message starts over (delivery included)
+            self.later(RETRY_TROUBLE, partial(self._todo.submit, msg.number))
+            return
+        msg.birth = done.birth  # as a restart would read it from info/
+        path = channels.channel_path(self.layout, msg.number, Channel.LOCAL)
+        # an ALRM while the files were being written applies to this deferral too, as it would have
+        # had the entry been in the schedule already
+        when: float = now if self._retry_epoch != epoch else next_retry(msg.birth, now, Channel.LOCAL)
+        bounce = report if report is not None and report.action is Action.BOUNCE else None
+        if bounce is not None and await self._passes.settle(msg.number, path, 0, bounce, recipient, cfg):
+            when = now  # the next pass finds nothing left and ends the message: the bounce goes
+        msg.busy.discard(Channel.LOCAL)
+        self.schedule.add(msg.number, Channel.LOCAL, when)
+        self._kick()
+
+    def _forget(self, msg: MessageState, *, free: bool = True) -> None:
+        if self.messages.get(msg.number) is msg:
+            del self.messages[msg.number]
+        if free:
+            self._todo.number_free(msg.number)
 
     async def _cleanups(self) -> None:
         loop = asyncio.get_running_loop()

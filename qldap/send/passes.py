@@ -122,20 +122,29 @@ class Passes:
         self, msg: MessageState, channel: Channel, path: str, entry: ChannelEntry, cfg: SendConfig, last: bool
     ) -> bool:
         """One delivery with a held slot; True when the recipient is done (success or bounce)."""
+        report = await self.attempt(msg, channel, entry.address, cfg, last)
+        if report is None or report.action is Action.KEEP:
+            return False
+        return await self.settle(msg.number, path, entry.offset, report, entry.address, cfg)
+
+    async def attempt(
+        self, msg: MessageState, channel: Channel, address: str, cfg: SendConfig, last: bool
+    ) -> Report | None:
+        """One delivery with a held slot (released here), logged; its report, None when mangled."""
         number = next(self._numbers)
-        self.log(reports.starting_delivery_line(number, msg.number, channel.value, entry.address))
+        self.log(reports.starting_delivery_line(number, msg.number, channel.value, address))
         self._status()
-        sender = verp_sender(msg.sender, entry.address)
+        sender = verp_sender(msg.sender, address)
         mess = Path(self.layout.mess(msg.number))
         try:
-            report = await self._spawn(channel, cfg, sender, entry.address, mess)
+            report = await self._spawn(channel, cfg, sender, address, mess)
         finally:
             self.slots[channel].release()
             self._released()
         if report is None:
             self.log(reports.delivery_line(number, None))
             self._status()
-            return False
+            return None
         report = reports.when_dying(reports.truncate(report), last)
         self.log(reports.delivery_line(number, report))
         if self._metrics.enabled:
@@ -143,12 +152,16 @@ class Passes:
         self._status()
         if self._hook is not None:
             self._hook(SendStep.REPORTED)
-        if report.action is Action.KEEP:
-            return False
+        return report
+
+    async def settle(
+        self, number: int, path: str, offset: int, report: Report, address: str, cfg: SendConfig
+    ) -> bool:
+        """Act on a success or a failure report: the failure paragraph first, then the mark."""
         paragraph = None
         if report.action is Action.BOUNCE:
-            paragraph = bounce_paragraph(display_recipient(entry.address, cfg.virtualdomains), report.text)
-        return await self._settle(msg.number, path, entry.offset, paragraph)
+            paragraph = bounce_paragraph(display_recipient(address, cfg.virtualdomains), report.text)
+        return await self._settle(number, path, offset, paragraph)
 
     async def _spawn(
         self, channel: Channel, cfg: SendConfig, sender: str, rcpt: str, mess: Path

@@ -53,6 +53,9 @@ class TodoHost(Protocol):
     def later(self, delay: float, callback: Callable[[], object]) -> None:
         """Call *callback* after *delay* seconds unless stopping."""
 
+    def fast_track(self, routed: channels.Routed) -> bool:
+        """Deliver a read ``todo/N`` before preprocessing it (True), or decline (False)."""
+
 
 class Todo:
     """The ``todo/`` watcher of one manager; used from the event loop only."""
@@ -64,7 +67,7 @@ class Todo:
         self._files = files
         self.log = log
         self._hook = hook
-        self._syncer = DirSyncer()
+        self.syncer = DirSyncer()
         self._running: set[int] = set()
         self._recheck: set[int] = set()  # entries seen while their number was busy
         self._scanning = False
@@ -137,10 +140,18 @@ class Todo:
 
     async def _preprocess(self, number: int) -> None:
         cfg = self.host.current_config()  # a HUP sent before the injection applies to it
-        job = partial(channels.preprocess, self.host.layout, number, cfg, self.log, syncer=self._syncer,
-                      hook=self._hook)  # fmt: skip
         try:
-            done = await asyncio.get_running_loop().run_in_executor(self._files, job)
+            # reading and routing on the loop: a small read costs less than a thread hand-off
+            routed = channels.read_todo(self.host.layout, number, cfg)
+            if routed is None:
+                done = None
+            elif self.host.fast_track(routed):
+                self._running.discard(number)  # the manager holds the number now
+                return
+            else:
+                job = partial(channels.write_preprocessed, self.host.layout, routed, self.log,
+                              syncer=self.syncer, hook=self._hook)  # fmt: skip
+                done = await asyncio.get_running_loop().run_in_executor(self._files, job)
         except PrepFailed as exc:
             self.log(exc.line)
             self._running.discard(number)
