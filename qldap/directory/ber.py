@@ -303,7 +303,15 @@ def decode_entry(msg: Message) -> Entry:
         _, v, v_end = _header(data, n_end, a_end)
         values: list[str] = []
         while v < v_end:
-            _, vs, ve = _header(data, v, v_end)
+            # the short form (a value under 128 octets, nearly all of them) read inline: this loop runs
+            # for every value of every entry
+            size = data[v + 1] if v + 1 < v_end else 0x80
+            if size < 0x80:
+                vs, ve = v + 2, v + 2 + size
+                if ve > v_end:
+                    raise BerError("element overruns its container")
+            else:
+                _, vs, ve = _header(data, v, v_end)
             values.append(data[vs:ve].decode("utf-8", "surrogateescape"))
             v = ve
         if values:

@@ -92,11 +92,7 @@ class AccountStatus(enum.Enum):
         """The status of a raw value; absent → UNDEFINED, legacy/unknown (``nopop``, ``holiday``) → ACTIVE."""
         if value is None:
             return cls.UNDEFINED
-        key = value.lower()
-        for status in (cls.NOACCESS, cls.DISABLED, cls.DELETED):
-            if key == status.value:
-                return status
-        return cls.ACTIVE
+        return _STATUS_WORDS.get(value.lower(), cls.ACTIVE)
 
     @property
     def receives_mail(self) -> bool:
@@ -107,6 +103,14 @@ class AccountStatus(enum.Enum):
     def may_login(self) -> bool:
         """False for noaccess, disabled and deleted (auth_pop(8), THE CHECK)."""
         return self in (AccountStatus.ACTIVE, AccountStatus.UNDEFINED)
+
+
+_STATUS_WORDS: Final = {
+    status.value: status
+    for status in (AccountStatus.NOACCESS, AccountStatus.DISABLED, AccountStatus.DELETED)
+}
+"""The accountStatus words that are not "active" (parsed once per lookup: a dict, not a loop over
+enum members)."""
 
 
 class DotMode(enum.Enum):

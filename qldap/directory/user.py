@@ -12,7 +12,24 @@ from dataclasses import dataclass, field
 
 from qldap.directory import schema as s
 from qldap.directory.entry import Entry
+from qldap.directory.errors import NotUnique
 from qldap.directory.schema import AccountStatus
+
+_STATUS, _UID, _QMAIL_UID, _QMAIL_GID, _MAIL_HOST, _MAIL_STORE, _HOME_DIRECTORY = (
+    n.lower() for n in (s.ACCOUNT_STATUS, s.UID, s.QMAIL_UID, s.QMAIL_GID, s.MAIL_HOST, s.MAIL_STORE,
+                        s.HOME_DIRECTORY))
+_QUOTA_SIZE, _QUOTA_COUNT, _SIZE_MAX, _REPLY_TEXT, _DOT_MODE, _ACCOUNT_PURGE, _PASSWORD = (
+    n.lower() for n in (s.QUOTA_SIZE, s.QUOTA_COUNT, s.SIZE_MAX, s.REPLY_TEXT, s.DOT_MODE, s.ACCOUNT_PURGE,
+                        s.PASSWORD))
+_MAIL, _MAIL_ALTERNATE, _FORWARDS, _PROGRAM, _DELIVERY_MODE, _OBJECT_CLASS = (
+    n.lower() for n in (s.MAIL, s.MAIL_ALTERNATE, s.FORWARDS, s.PROGRAM, s.DELIVERY_MODE, s.OBJECT_CLASS))
+_USER_SINGLE = tuple(
+    (n.lower(), n)
+    for n in (s.ACCOUNT_STATUS, s.UID, s.QMAIL_UID, s.QMAIL_GID, s.MAIL_HOST, s.MAIL_STORE, s.HOME_DIRECTORY,
+              s.QUOTA_SIZE, s.QUOTA_COUNT, s.SIZE_MAX, s.REPLY_TEXT, s.DOT_MODE, s.ACCOUNT_PURGE, s.PASSWORD)
+)
+"""QmailUser's single-valued attributes (lower-case key, name for the NotUnique text) in the order the
+former one-call-per-attribute code checked them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,32 +69,40 @@ class QmailUser:
         Raises:
             NotUnique: a single-valued attribute holds several values.
         """
-        one = entry.single
-        status_raw = one(s.ACCOUNT_STATUS)
-        mails = entry.values(s.MAIL)
+        attrs = entry.attributes  # keys are lower case (Entry's invariant): no per-name folding here
+        one: dict[str, str] = {}
+        for key, name in _USER_SINGLE:  # in this order, so the first offending attribute is named
+            vals = attrs.get(key)
+            if vals is not None:
+                if len(vals) > 1:
+                    raise NotUnique(f"{name} has {len(vals)} values in {entry.dn}")
+                one[key] = vals[0]
+        many = attrs.get
+        mails = many(_MAIL, ())
+        status_raw = one.get(_STATUS)
         return cls(
             dn=entry.dn,
             mail=mails[0] if mails else None,
-            mail_alternate=entry.values(s.MAIL_ALTERNATE),
-            uid=one(s.UID),
-            qmail_uid=one(s.QMAIL_UID),
-            qmail_gid=one(s.QMAIL_GID),
+            mail_alternate=many(_MAIL_ALTERNATE, ()),
+            uid=one.get(_UID),
+            qmail_uid=one.get(_QMAIL_UID),
+            qmail_gid=one.get(_QMAIL_GID),
             status=AccountStatus.parse(status_raw),
             status_raw=status_raw,
-            mail_host=one(s.MAIL_HOST),
-            message_store=one(s.MAIL_STORE),
-            home_directory=one(s.HOME_DIRECTORY),
-            quota_size=one(s.QUOTA_SIZE),
-            quota_count=one(s.QUOTA_COUNT),
-            size_max=one(s.SIZE_MAX),
-            forwards=entry.values(s.FORWARDS),
-            programs=entry.values(s.PROGRAM),
-            delivery_modes=entry.values(s.DELIVERY_MODE),
-            reply_text=one(s.REPLY_TEXT),
-            dot_mode=one(s.DOT_MODE),
-            account_purge=one(s.ACCOUNT_PURGE),
-            object_classes=entry.values(s.OBJECT_CLASS),
-            password=one(s.PASSWORD),
+            mail_host=one.get(_MAIL_HOST),
+            message_store=one.get(_MAIL_STORE),
+            home_directory=one.get(_HOME_DIRECTORY),
+            quota_size=one.get(_QUOTA_SIZE),
+            quota_count=one.get(_QUOTA_COUNT),
+            size_max=one.get(_SIZE_MAX),
+            forwards=many(_FORWARDS, ()),
+            programs=many(_PROGRAM, ()),
+            delivery_modes=many(_DELIVERY_MODE, ()),
+            reply_text=one.get(_REPLY_TEXT),
+            dot_mode=one.get(_DOT_MODE),
+            account_purge=one.get(_ACCOUNT_PURGE),
+            object_classes=many(_OBJECT_CLASS, ()),
+            password=one.get(_PASSWORD),
         )
 
     @property

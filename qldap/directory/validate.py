@@ -13,6 +13,7 @@ from __future__ import annotations
 import string
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Final
 
 from qldap.directory.errors import IllegalValue, MissingAttribute
 from qldap.directory.schema import DeliveryModeWord, DotMode
@@ -162,7 +163,9 @@ def parse_delivery_modes(values: Iterable[str]) -> DeliveryModes:
             word = part.strip().lower()
             if word:
                 words.append(word)
-    known = {w.value: w for w in DeliveryModeWord}
+    if not words:
+        return _NO_MODES  # most entries: no deliveryMode at all
+    known = _MODE_WORDS
     flags = {known[w] for w in words if w in known}
     W = DeliveryModeWord
     return DeliveryModes(
@@ -173,3 +176,7 @@ def parse_delivery_modes(values: Iterable[str]) -> DeliveryModes:
         reply=W.REPLY in flags,
         unknown=tuple(w for w in words if w not in known),
     )
+
+
+_NO_MODES: Final = DeliveryModes()
+_MODE_WORDS: Final = {w.value: w for w in DeliveryModeWord}

@@ -335,6 +335,8 @@ class WireSearcher:
                 conn.close()
                 raise LookupFailed(f"{conn.address}: {exc}")
             self._release(conn)
+            if result.code == _SUCCESS:
+                return entries  # the usual answer: no error text to build
             return search_outcome(entries, result, str(conn.address))
 
     def check_bind(self, dn: str, password: str) -> bool:

@@ -14,7 +14,6 @@ Supplementary groups are process-wide: the daemon drops them once at start (``dr
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import threading
 from collections.abc import Iterator
@@ -33,12 +32,18 @@ def _lib() -> ctypes.CDLL | None:
         return _libc
     with _lock:
         if _libc is None:
-            name = ctypes.util.find_library("c")
-            if name is None:
-                return None
-            lib = ctypes.CDLL(name, use_errno=True)
+            # the interpreter's own symbols first: it is linked with the C library, and
+            # ctypes.util.find_library runs ldconfig (a process) to find a name
+            lib = ctypes.CDLL(None, use_errno=True)
             if not hasattr(lib, "setfsuid") or not hasattr(lib, "setfsgid"):
-                return None
+                from ctypes.util import find_library
+
+                name = find_library("c")
+                if name is None:
+                    return None
+                lib = ctypes.CDLL(name, use_errno=True)
+                if not hasattr(lib, "setfsuid") or not hasattr(lib, "setfsgid"):
+                    return None
             lib.setfsuid.argtypes = [ctypes.c_uint]
             lib.setfsuid.restype = ctypes.c_int
             lib.setfsgid.argtypes = [ctypes.c_uint]
@@ -59,8 +64,7 @@ def prewarm() -> None:
         return
     for name in ("utf-8", "latin-1", "ascii", "idna"):
         "".encode(name)
-    import email.utils  # noqa: F401 - loaded for its side effect
-    import hashlib  # noqa: F401
+    import hashlib  # noqa: F401 - loaded for its side effect (the auto-reply database's digest)
     import subprocess  # noqa: F401
 
     _warm = True
@@ -98,9 +102,8 @@ def fs_identity(uid: int, gid: int) -> Iterator[None]:
     lib = _lib()
     if lib is None:
         raise TemporaryFailure("Unable to switch to the mailbox owner: setfsuid unavailable. (#4.3.0)")
-    old_uid, old_gid = current_fsids()
-    lib.setfsgid(gid)
-    lib.setfsuid(uid)
+    old_gid = lib.setfsgid(gid)  # each call returns the id it replaced: no query beforehand
+    old_uid = lib.setfsuid(uid)
     try:
         if current_fsids() != (uid, gid):
             raise TemporaryFailure(f"Unable to switch to uid {uid}/gid {gid}. (#4.3.0)")
