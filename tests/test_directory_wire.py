@@ -91,6 +91,44 @@ def test_decode_entry_from_pyasn1_bytes() -> None:
     assert got.values("mail") == ("a@x", "b@x") and got.values("OBJECTCLASS") == ("top", "qmailUser")
 
 
+def _entry_message(dn: str, attrs: list[tuple[bytes, list[bytes]]]) -> bytes:
+    body = ber.octets(dn) + ber.tlv(0x30, b"".join(
+        ber.tlv(0x30, ber.tlv(0x04, name) + ber.tlv(0x31, b"".join(ber.tlv(0x04, v) for v in vals)))
+        for name, vals in attrs))  # fmt: skip
+    return ber.message(9, ber.tlv(ber.SEARCH_ENTRY, body))
+
+
+def test_decode_entry_short_and_long_lengths_at_every_level() -> None:
+    # the decoder reads short lengths inline and hands long ones to the generic header reader:
+    # values, names, value sets and attributes of 127, 128 and 70,000 octets all come back intact
+    long_name = b"x" * 130
+    attrs = [
+        (b"mail", [b"a@x", b"b" * 127, b"c" * 128]),
+        (b"mailMessageStore", [b"/" + b"d" * 70000]),
+        (long_name, [b"v"]),
+        (b"Mail", [b"e@x"]),  # a repeated name (other case) is appended
+        (b"empty", []),
+        (b"description", [b"\xc3\xa9t\xe9"]),  # UTF-8, then an undecodable byte kept as a surrogate
+    ]
+    data = _entry_message("uid=a,dc=x", attrs)
+    msg = ber.decode_message(data, 0, ber.frame(data))
+    got = ber.decode_entry(msg)
+    assert got.dn == "uid=a,dc=x"
+    assert got.values("mail") == ("a@x", "b" * 127, "c" * 128, "e@x")
+    assert got.values("mailmessagestore") == ("/" + "d" * 70000,)
+    assert got.values("x" * 130) == ("v",)
+    assert not got.has("empty")
+    assert got.values("description") == ("ét\udce9",)
+    for cut in range(1, len(data) - 1, 997):  # any inner length made to overrun is refused, never misread
+        broken = bytearray(data)
+        broken[cut] = 0x7F if broken[cut] < 0x80 else broken[cut]
+        try:
+            m = ber.decode_message(bytes(broken), 0, len(broken))
+            ber.decode_entry(m)
+        except ber.BerError:
+            pass
+
+
 def test_decode_result_and_malformed_input() -> None:
     data = bytes.fromhex("300c02010265070a012004000400")  # SearchResultDone noSuchObject
     msg = ber.decode_message(data, 0, ber.frame(data))

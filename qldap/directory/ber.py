@@ -55,7 +55,10 @@ def length(n: int) -> bytes:
 
 def tlv(tag: int, value: bytes) -> bytes:
     """One tag-length-value element."""
-    return bytes((tag,)) + length(len(value)) + value
+    n = len(value)
+    if n < 0x80:  # the short form, inline: most elements of a request are short
+        return bytes((tag, n)) + value
+    return bytes((tag,)) + length(n) + value
 
 
 def integer(value: int, tag: int = 0x02) -> bytes:
@@ -126,13 +129,19 @@ def _raw(value: str) -> bytes:
     return value.encode("utf-8", "surrogateescape")
 
 
+@functools.lru_cache(maxsize=256)
+def _description(desc: str) -> bytes:
+    """An attribute description as an OCTET STRING (the few names qldap sends, encoded once)."""
+    return octets(desc)
+
+
 def encode_node(node: rfc4515.Node) -> bytes:
     """The BER Filter (RFC 4511 section 4.5.1.7) of a parsed filter tree, attribute names as written."""
     if isinstance(node, rfc4515.Compare):
-        return tlv(_OPS[node.op], octets(node.desc) + tlv(0x04, _raw(node.value)))
+        return tlv(_OPS[node.op], _description(node.desc) + tlv(0x04, _raw(node.value)))
     if isinstance(node, rfc4515.And | rfc4515.Or):
         tag = 0xA0 if isinstance(node, rfc4515.And) else 0xA1
-        return tlv(tag, b"".join(encode_node(n) for n in node.items))
+        return tlv(tag, b"".join([encode_node(n) for n in node.items]))
     if isinstance(node, rfc4515.Not):
         return tlv(0xA2, encode_node(node.item))
     if isinstance(node, rfc4515.Present):
@@ -284,6 +293,10 @@ def decode_result(msg: Message) -> Result:
 def decode_entry(msg: Message) -> Entry:
     """The Entry of a SearchResultEntry (names folded to lower case, values decoded as UTF-8).
 
+    Every element's header is read inline when its length has the short form (under 128 octets:
+    nearly all of them), with exactly :func:`_header`'s checks; the long form goes through it.  This
+    loop runs for every value of every entry of every lookup.
+
     Raises:
         BerError: malformed entry.
     """
@@ -297,15 +310,42 @@ def decode_entry(msg: Message) -> Entry:
         raise BerError("bad attribute list")
     attrs: dict[str, tuple[str, ...]] = {}
     while pos < stop:
-        _, a, a_end = _header(data, pos, stop)
-        _, n, n_end = _header(data, a, a_end)
+        # PartialAttribute SEQUENCE
+        if pos + 2 > stop:
+            raise BerError("truncated element")
+        size = data[pos + 1]
+        if size < 0x80:
+            a, a_end = pos + 2, pos + 2 + size
+            if a_end > stop:
+                raise BerError("element overruns its container")
+        else:
+            _, a, a_end = _header(data, pos, stop)
+        # type
+        if a + 2 > a_end:
+            raise BerError("truncated element")
+        size = data[a + 1]
+        if size < 0x80:
+            n, n_end = a + 2, a + 2 + size
+            if n_end > a_end:
+                raise BerError("element overruns its container")
+        else:
+            _, n, n_end = _header(data, a, a_end)
         name = data[n:n_end].decode("ascii", "replace").lower()
-        _, v, v_end = _header(data, n_end, a_end)
+        # vals SET
+        if n_end + 2 > a_end:
+            raise BerError("truncated element")
+        size = data[n_end + 1]
+        if size < 0x80:
+            v, v_end = n_end + 2, n_end + 2 + size
+            if v_end > a_end:
+                raise BerError("element overruns its container")
+        else:
+            _, v, v_end = _header(data, n_end, a_end)
         values: list[str] = []
         while v < v_end:
-            # the short form (a value under 128 octets, nearly all of them) read inline: this loop runs
-            # for every value of every entry
-            size = data[v + 1] if v + 1 < v_end else 0x80
+            if v + 2 > v_end:
+                raise BerError("truncated element")
+            size = data[v + 1]
             if size < 0x80:
                 vs, ve = v + 2, v + 2 + size
                 if ve > v_end:
