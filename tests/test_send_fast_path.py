@@ -211,3 +211,30 @@ def test_a_deferred_fast_delivery_is_preprocessed_with_the_recipient_pending(  #
         wait_empty(layout)
     finally:
         assert mgr.stop() == 0
+
+
+def test_a_backlog_beyond_twice_concurrencylocal_takes_the_usual_path(  # type: ignore[no-untyped-def]
+    tmp_path: Path, ldap_base, slapd, mailroot: Path  # noqa: F811
+) -> None:
+    """concurrencylocal 1: two messages may wait on the fast path, the rest are preprocessed."""
+    root = tmp_path / "q"
+    controls = ldap_controls(f"127.0.0.1:{slapd.port}", ldap_base.dn)
+    layout = make_root(root, {**controls, "concurrencylocal": "1"})
+    held = Held(mailroot)
+    store = mailbox(mailroot, "gus")
+    ldap_base.load(held.ldif("gus", "gus@example.com", store))
+    numbers = [put(root, "dave@remote.example", ["gus@example.com"], b"Subject: %d\n\nx\n" % i)
+               for i in range(6)]  # fmt: skip
+    mgr = ManagerProcess(root, tmp_path / "log")
+    try:
+        held.wait_started()
+        wait_until(lambda: sum(numbered(layout, "info", n) for n in numbers) == 4, "no usual-path messages")
+        fast = [n for n in numbers if numbered(layout, "todo", n)]
+        assert len(fast) == 2  # the one being delivered and the one waiting for the slot
+        held.hold.unlink()
+        wait_files(store, 6)
+        for n in numbers:
+            mgr.wait_for(rf"^end msg {n}$")
+        wait_empty(layout)
+    finally:
+        assert mgr.stop() == 0

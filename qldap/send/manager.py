@@ -51,6 +51,7 @@ from qldap.send.state import (
 from qldap.send.todo import Todo
 
 TROUBLE_PAUSE = 10  # after an alert: …sleeping...
+FAST_BACKLOG = 2  # fast-path messages in flight, per local slot, before new ones take the usual path
 
 
 def _quiet(_line: str) -> None:
@@ -109,6 +110,7 @@ class Manager:
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._want_reload = self._want_retry = self._want_stop = False
+        self._fast_count = 0  # fast-path messages waiting for a slot or being delivered
         self._retry_epoch = 0  # SIGALRMs applied so far (a fast-path deferral being written catches up)
         self.stopping = False
         self._todo = Todo(self, self._files, log, hook)
@@ -324,15 +326,24 @@ class Manager:
         """
         if not self.fast or self.stopping or self._hook is not None or self.cfg.local_slots == 0:
             return False
+        if self._fast_count >= FAST_BACKLOG * self.cfg.local_slots:
+            return False  # a backlog (send was stopped, a burst): the usual path, which scales to any size
         recipient = routed.single_local()
         if recipient is None or routed.number in self.messages:
             return False
         msg = MessageState(routed.number, routed.sender, routed.birth, {Channel.LOCAL}, {Channel.LOCAL})
         self.messages[routed.number] = msg
+        self._fast_count += 1
         self.work(self._fast(msg, routed, recipient))
         return True
 
     async def _fast(self, msg: MessageState, routed: channels.Routed, recipient: str) -> None:
+        try:
+            await self._fast_delivery(msg, routed, recipient)
+        finally:
+            self._fast_count -= 1
+
+    async def _fast_delivery(self, msg: MessageState, routed: channels.Routed, recipient: str) -> None:
         if not await self.slots[Channel.LOCAL].acquire():  # a clean stop: todo/N waits for the next start
             self._forget(msg)
             return
