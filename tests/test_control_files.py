@@ -195,3 +195,48 @@ def test_text_is_the_raw_file_and_follows_edits(qroot: QRoot, ctl: ControlDir) -
     assert ctl.text("quotawarning") == "PLEASE\n\nclean up.\n"
     qroot.control("quotawarning", None)
     assert ctl.text("quotawarning") is None
+
+
+def _age_dir(path: Path) -> None:
+    """Set the directory's times 10 s back, as if nothing had changed in it for a while."""
+    old = os.stat(path).st_mtime - 10
+    os.utime(path, (old, old))
+
+
+def test_checked_view_sees_a_created_file_at_the_next_check(qroot: QRoot, ctl: ControlDir) -> None:
+    qroot.control("me", "mx.example.org\n")
+    _age_dir(ctl.dir)
+    view = ctl.checked()
+    assert view is not ctl  # the directory is old enough: absent names are remembered
+    assert view.line("smtpgreeting") is None and not view.exists("badmailfrom")
+    assert ctl.checked().line("smtpgreeting") is None  # remembered, still right
+    qroot.control("smtpgreeting", "hello\n")  # a new entry changes the directory's signature
+    assert ctl.checked().line("smtpgreeting") == "hello"
+    assert ctl.line("smtpgreeting") == "hello"
+
+
+def test_checked_view_sees_an_edit_in_place_and_a_removal(qroot: QRoot, ctl: ControlDir) -> None:
+    qroot.control("databytes", "100\n")
+    _age_dir(ctl.dir)
+    assert ctl.checked().integer("databytes", 0) == 100
+    with open(ctl.path("databytes"), "r+") as fh:  # same inode, no directory change
+        fh.write("250\n")
+    os.utime(ctl.path("databytes"), ns=(1, 1))  # even with an old mtime: the size changed
+    _age_dir(ctl.dir)
+    assert ctl.checked().integer("databytes", 0) == 250
+    os.unlink(ctl.path("databytes"))
+    assert ctl.checked().integer("databytes", 7) == 7
+
+
+def test_checked_view_stats_a_dangling_symlink_every_time(ctl: ControlDir, tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    os.symlink(target, ctl.path("smtpgreeting"))
+    _age_dir(ctl.dir)
+    assert ctl.checked().line("smtpgreeting") is None
+    target.write_text("from the target\n")  # the control directory itself does not change
+    assert ctl.checked().line("smtpgreeting") == "from the target"
+
+
+def test_checked_does_not_trust_a_directory_changed_just_now(qroot: QRoot, ctl: ControlDir) -> None:
+    qroot.control("me", "mx.example.org\n")  # the directory's mtime is now: a later change might share it
+    assert ctl.checked() is ctl

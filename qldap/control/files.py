@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -26,6 +27,9 @@ DEFAULT_ROOT = "/var/qmail"
 
 Signature = tuple[int, int, int]  # (st_ino, st_size, st_mtime_ns); (0, -1, 0) for "absent"
 _ABSENT: Signature = (0, -1, 0)
+RACY_NS = 2_000_000_000
+"""A directory changed less than this long ago may change again within the same timestamp tick (file
+times come from a coarse clock), so its signature does not yet prove that no entry was added."""
 
 
 def find_root(arg: str | os.PathLike[str] | None = None) -> Path:
@@ -96,6 +100,9 @@ class ControlDir:
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, str], tuple[Signature, object]] = {}
         self._cdbs: dict[str, CdbReader] = {}
+        # names with no entry in the directory while its signature stays _dir_sig (see checked())
+        self._dir_sig: tuple[int, int, int] | None = None
+        self._absent: set[str] = set()
 
     # -- raw access -----------------------------------------------------------------------------
 
@@ -113,6 +120,48 @@ class ControlDir:
             return _stat_signature(self._prefix + name)
         except OSError as exc:
             raise ConfigError(f"unable to stat control/{name}: {exc.strerror}") from exc
+
+    def checked(self) -> ControlDir:
+        """A view for one burst of reads — one SMTP session's set-up — that stats only present files.
+
+        Why: qmail-smtpd(8) checks its controls for every new connection, and most of the files it
+        asks for are absent (``badmailfrom``, ``rbllist``, ``smtpgreeting`` …); a ``stat`` that fails
+        for each of them on every connection costs more than all the rest of reading the controls.
+        A name is remembered as absent only when it has no directory entry at all (``lstat`` fails,
+        so no dangling symlink whose target might appear), and forgotten whenever the directory's
+        own signature (inode, mtime, ctime) changes — creating, renaming or removing an entry always
+        changes it.  A directory modified within :data:`RACY_NS` is not trusted (its next change
+        might fall in the same timestamp tick): then every name is stat'ed, as without the view.
+        Present files are stat'ed as always, so an edit in place applies to the next view.
+
+        Only the view uses the remembered names; the ControlDir itself keeps one ``stat`` per read.
+        """
+        try:
+            st = os.stat(self.dir)
+        except OSError:
+            return self  # the accessors report the trouble as they always did
+        sig = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+        trusted = time.time_ns() - st.st_mtime_ns >= RACY_NS  # a later change gets a later mtime
+        with self._lock:
+            if not trusted or sig != self._dir_sig:
+                self._absent = set()
+                self._dir_sig = sig if trusted else None
+            if self._dir_sig is None:
+                return self
+            return _CheckedView(self, self._absent)
+
+    def _note_absent(self, name: str, absent: set[str]) -> None:
+        """Remember *name* as absent in *absent* (a view's set) if it has no directory entry."""
+        if "/" in name:
+            return  # an entry below a subdirectory does not change this directory's signature
+        try:
+            os.lstat(self._prefix + name)
+        except FileNotFoundError:
+            with self._lock:
+                if absent is self._absent:  # not replaced by a newer checked() meanwhile
+                    absent.add(name)
+        except OSError:
+            pass
 
     def snapshot(self, names: Iterable[str]) -> tuple[Signature, ...]:
         """The signatures of *names* in order: compare two snapshots to ask "did anything I use change?".
@@ -275,3 +324,23 @@ class ControlDir:
         """A one-line file that defaults to ``me`` (defaulthost, idhost, bouncehost, helohost …)."""
         value = self.line(name)
         return value if value else self.me()
+
+
+class _CheckedView(ControlDir):
+    """:meth:`ControlDir.checked`'s view: the same caches, without a ``stat`` for a known absent name."""
+
+    def __init__(self, base: ControlDir, absent: set[str]) -> None:  # shares base's state: no super()
+        self.root, self.dir, self._prefix = base.root, base.dir, base._prefix
+        self._lock, self._cache, self._cdbs = base._lock, base._cache, base._cdbs
+        self._base, self._known = base, absent
+
+    def checked(self) -> ControlDir:
+        return self._base.checked()
+
+    def signature(self, name: str) -> Signature:
+        if name in self._known:
+            return _ABSENT
+        sig = super().signature(name)
+        if sig == _ABSENT:
+            self._base._note_absent(name, self._known)
+        return sig

@@ -21,6 +21,7 @@ from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from qldap.control.files import ControlDir
 from qldap.control.limits import Refusal
 from qldap.control.rules import RulesError
 from qldap.errors import ConfigError
@@ -190,8 +191,9 @@ class Connection(asyncio.Protocol):
                    TCPREMOTEPORT=str(peer[1]))  # fmt: skip
         if host:
             env["TCPREMOTEHOST"] = host
+        ctl = parts.ctl.checked()  # this connection's look at the controls (qmail-smtpd(8))
         try:
-            env["TCPLOCALHOST"] = parts.ctl.me()
+            env["TCPLOCALHOST"] = ctl.me()
             if rule is not None:
                 env = rule.environment(env)
             if parts.pbs is not None and "NOPBS" not in env:
@@ -201,19 +203,22 @@ class Connection(asyncio.Protocol):
         except ConfigError as exc:
             self._controls_unreadable(exc)
             return
-        await self._begin(env, server.own_ips | {local_ip},
-                          f"connection from {ip} ({printable(host or 'unknown')}) to {local_ip}")  # fmt: skip
+        greeting_log = f"connection from {ip} ({printable(host or 'unknown')}) to {local_ip}"
+        await self._begin(env, server.own_ips | {local_ip}, greeting_log, ctl)
 
-    async def _begin(self, env: dict[str, str], own_ips: AbstractSet[str], greeting_log: str) -> None:
+    async def _begin(self, env: dict[str, str], own_ips: AbstractSet[str], greeting_log: str,
+                     ctl: ControlDir | None = None) -> None:
         """The session's frozen configuration from *env* and the controls, then the dialogue.
 
-        Shared by the daemon and the stdin/stdout mode; locals and rcpthosts answers are kept for
-        the session (:func:`per_session`), as qmail-smtpd(8) reads its controls once per connection.
+        Shared by the daemon (which passes its :meth:`ControlDir.checked` view as *ctl*) and the
+        stdin/stdout mode (one session per process: nothing to remember); locals and rcpthosts
+        answers are kept for the session (:func:`per_session`), as qmail-smtpd(8) reads its controls
+        once per connection.
         """
         parts = self.server.parts
         try:
             cfg = SmtpdConfig.load(
-                parts.ctl, env, own_ips=own_ips, dash_ext=parts.dash_ext,
+                ctl or parts.ctl, env, own_ips=own_ips, dash_ext=parts.dash_ext,
                 is_local=per_session(parts.locals.contains),
                 rcpthosts_accepts=per_session(parts.rcpthosts.accepts),
             )  # fmt: skip
