@@ -240,3 +240,15 @@ def test_checked_view_stats_a_dangling_symlink_every_time(ctl: ControlDir, tmp_p
 def test_checked_does_not_trust_a_directory_changed_just_now(qroot: QRoot, ctl: ControlDir) -> None:
     qroot.control("me", "mx.example.org\n")  # the directory's mtime is now: a later change might share it
     assert ctl.checked() is ctl
+
+
+def test_checked_view_cdb_known_absent_then_created(qroot: QRoot, ctl: ControlDir) -> None:
+    from qldap.control.domains import Locals
+
+    qroot.control("me", "mx.example.org\n")
+    _age_dir(ctl.dir)
+    assert Locals(ctl.checked()).contains("mx.example.org")  # no locals.cdb, no locals: me
+    assert not Locals(ctl.checked()).contains("example.net")
+    write_cdb(ctl.path("locals.cdb"), [(b"example.net", b"")])
+    assert Locals(ctl.checked()).contains("example.net")
+    assert not Locals(ctl.checked()).contains("mx.example.org")  # locals.cdb replaces me

@@ -165,3 +165,21 @@ def test_rules_file_reloads_on_change(tmp_path: Path) -> None:
         rf.current()
     path.write_text(":allow\n")
     assert rf.current() != EMPTY
+
+
+def test_rules_file_remembered_answers_follow_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "tcp.smtp"
+    path.write_text("192.0.2.:deny\n=mx.example.org:allow,RELAYCLIENT=\"\"\n")
+    rf = RulesFile(path)
+    first = rf.match("192.0.2.10")
+    assert first is not None and not first.allow
+    assert rf.match("192.0.2.10") is first  # asked again: the remembered rule
+    named = rf.match("198.51.100.1", "MX.example.org")
+    assert named is not None and named.allow
+    assert rf.match("198.51.100.1") is None  # the host is part of what is remembered
+    path.write_text("192.0.2.:allow,RBL=\"\"\n# edited\n")
+    edited = rf.match("192.0.2.10")
+    assert edited is not None and edited.allow and edited.env == (("RBL", ""),)
+    path.write_text("garbage\n")
+    with pytest.raises(RulesError):  # a broken file refuses even a client it matched before
+        rf.match("192.0.2.10")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from qldap.control.files import Signature, path_signature
@@ -260,6 +260,23 @@ class CdbReader:
 
     def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
         return iter(self._required())
+
+
+class ViewedReader(CdbReader):
+    """A shared :class:`CdbReader` as :meth:`ControlDir.checked`'s view sees it: no ``stat`` at all
+    while the file is known absent, and *note_absent* called when the reader finds it absent."""
+
+    def __init__(self, reader: CdbReader, known_absent: bool, note_absent: Callable[[], None]) -> None:
+        self.path, self._reader = reader.path, reader  # the shared reader keeps the state: no super()
+        self._known_absent, self._note_absent = known_absent, note_absent
+
+    def current(self) -> Cdb | None:
+        if self._known_absent:
+            return None
+        cdb = self._reader.current()
+        if cdb is None:
+            self._note_absent()
+        return cdb
 
 
 def write_cdb(

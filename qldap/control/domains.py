@@ -169,11 +169,15 @@ class AddressList:
 
         *allow_user_form* False drops the ``user@`` form (``relaymailfrom``).
         """
+        if not self.entries:
+            return False  # most lists are absent or empty: no parsing for every MAIL and RCPT
         return any(form in self.entries for form in _forms(ascii_lower(address), allow_user_form))
 
     def matches_good(self, address: str, *, dash_ext: bool = False) -> bool:
         """The ``goodmailaddr`` rule: :meth:`matches`, or ``catchall@domain``, or with *dash_ext*
         ``a-catchall@domain``, ``a-b-catchall@domain`` … (the first ≤4 ``-`` of the local part)."""
+        if not self.entries:
+            return False
         lowered = ascii_lower(address)
         if any(form in self.entries for form in _forms(lowered, True)):
             return True

@@ -344,3 +344,9 @@ class _CheckedView(ControlDir):
         if sig == _ABSENT:
             self._base._note_absent(name, self._known)
         return sig
+
+    def cdb(self, name: str) -> CdbReader:
+        from qldap.control.cdb import ViewedReader  # late: cdb.py imports this module
+
+        return ViewedReader(super().cdb(name), name in self._known,
+                            lambda: self._base._note_absent(name, self._known))

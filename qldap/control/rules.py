@@ -27,6 +27,9 @@ from qldap.control.files import Signature, path_signature
 from qldap.errors import ConfigError
 
 MAX_EXPANSION = 65536  # addresses a single range line may expand to
+MEMO_SIZE = 4096
+"""Clients whose rule :meth:`RulesFile.match` remembers while the file is unchanged: the same
+clients connect again and again, and matching parses the address and tries every prefix."""
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -244,6 +247,7 @@ class RulesFile:
         self._lock = threading.Lock()
         self._sig: Signature | None = None
         self._rules: Rules | RulesError = EMPTY
+        self._memo: dict[tuple[str, str | None, str | None], Rule | None] = {}  # for self._rules
 
     def current(self) -> Rules:
         """The rules now in force; an absent file allows everyone (no rule matches).
@@ -256,6 +260,7 @@ class RulesFile:
             if sig != self._sig:
                 self._rules = self._load(sig)
                 self._sig = sig
+                self._memo = {}
             rules = self._rules
         if isinstance(rules, RulesError):
             raise rules
@@ -280,4 +285,15 @@ class RulesFile:
         Raises:
             RulesError: as :meth:`current`.
         """
-        return match(self.current(), ip, host, info)
+        rules = self.current()
+        key = (ip, host, info)
+        memo = self._memo  # the answers for the rules just returned (replaced with them)
+        if key in memo and rules is self._rules:
+            return memo[key]
+        rule = match(rules, ip, host, info)
+        with self._lock:
+            if rules is self._rules:
+                if len(self._memo) >= MEMO_SIZE:
+                    self._memo = {}
+                self._memo[key] = rule
+        return rule

@@ -21,6 +21,7 @@ from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from qldap.control.domains import Locals, RcptHosts
 from qldap.control.files import ControlDir
 from qldap.control.limits import Refusal
 from qldap.control.rules import RulesError
@@ -216,11 +217,11 @@ class Connection(asyncio.Protocol):
         once per connection.
         """
         parts = self.server.parts
+        locals_, rcpthosts = (parts.locals, parts.rcpthosts) if ctl is None else (Locals(ctl), RcptHosts(ctl))
         try:
             cfg = SmtpdConfig.load(
                 ctl or parts.ctl, env, own_ips=own_ips, dash_ext=parts.dash_ext,
-                is_local=per_session(parts.locals.contains),
-                rcpthosts_accepts=per_session(parts.rcpthosts.accepts),
+                is_local=per_session(locals_.contains), rcpthosts_accepts=per_session(rcpthosts.accepts),
             )  # fmt: skip
         except ConfigError as exc:
             self._controls_unreadable(exc)
