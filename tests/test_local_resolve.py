@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from qldap.directory.base import Found
@@ -105,6 +107,26 @@ def test_forward_only() -> None:
     assert p.forwards == ("carol@else.example",) and p.programs == ()
     assert p.env()["QMAILMODE"] == "forwardonly" and p.env()["QMAILFORWARDS"] == "carol@else.example"
     assert text_of(found(mailMessageStore=None)) == MISSING
+
+
+def test_alias_home_is_asked_only_in_forward_only_mode() -> None:
+    # the spawner passes a function (the alias user costs two stats): an ordinary entry never calls it
+    asked: list[int] = []
+
+    def alias_home() -> str | None:
+        asked.append(1)
+        return "/var/qmail/alias"
+
+    def plan_with(f: Found, home: Callable[[], str | None] = alias_home) -> Plan | ClusterRelay:
+        return plan_ldap(f, CFG, local="alice", default_delivery="./Maildir/", message_size=100,
+                         alias_home=home)
+
+    assert isinstance(plan_with(found()), Plan) and asked == []
+    p = plan_with(found(mailMessageStore=None, mailForwardingAddress=["carol@else.example"]))
+    assert isinstance(p, Plan) and p.forward_only and p.home == "/var/qmail/alias" and asked == [1]
+    with pytest.raises(TemporaryFailure) as exc:
+        plan_with(found(mailMessageStore=None, mailForwardingAddress=["carol@else.example"]), lambda: None)
+    assert exc.value.text == "Unable to find alias user!"
 
 
 def test_identity() -> None:

@@ -4,20 +4,21 @@
     .venv/bin/python tools/bench_local.py [--users 10000] [-n 2000] [--warmup 200] [-s 2048] [--rounds 3]
                                           [--profile FILE] [--top 30] [--json FILE] [--keep]
 
-Why a separate bench: ``qldap send`` hands each local delivery to a helper process
-(qldap.local.worker), so the manager's figures hide the helper's cost, and a drain through the
-queue mixes both.  This builds the world of ``tools/bench compare`` (a private slapd bulk-loaded
-with N qmailUser entries, their Maildirs, a root from ``qldap init``) and then does exactly what one
-helper does per job — ``LocalSpawner.deliver(recipient, sender, message)`` — in this process, timing
-it with ``time.process_time`` (user + system CPU of this process; slapd's share is not counted).
-Each round delivers ``-n`` messages to random users; the figure is CPU µs per delivery (the median
-of the rounds, each printed).  ``--profile FILE`` runs one more round under cProfile and writes the
-stats (and prints the ``--top`` functions by internal time).
+Why a separate bench: a drain through ``qldap send`` mixes the queue manager's work (todo, channel
+files, the event loop, thread hand-offs) with the deliveries, and its figures move by tens of per
+cent with the shared machine's load.  This builds the world of ``tools/bench compare`` (a private
+slapd bulk-loaded with N qmailUser entries, their Maildirs, a root from ``qldap init``) and then does
+exactly what ``qldap send`` does per local recipient — ``LocalSpawner.deliver(recipient, sender,
+message)`` — in this process, timing it with ``time.process_time`` (user + system CPU of this
+process; slapd's share is not counted).  Each round delivers ``-n`` messages to random users; the
+figure is CPU µs per delivery (the median of the rounds, each printed).  ``--profile FILE`` runs one
+more round under cProfile and writes the stats (and prints the ``--top`` functions by internal time).
 
 For an A/B between two commits, run it with ``PYTHONPATH`` pointing at the other checkout (a
 ``git worktree add``): the editable install's path comes after ``PYTHONPATH``.  It prints the
-``qldap`` package it imported.  Messages are delivered as root through the per-thread file-system
-identity, as the helpers do; without root, as the current user.
+``qldap`` package it imported (``git archive`` of a commit's ``qldap/`` into a directory works too).
+Messages are delivered as root through the per-thread file-system identity, as ``qldap send`` does;
+without root, as the current user.
 """
 
 from __future__ import annotations

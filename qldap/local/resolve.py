@@ -9,6 +9,7 @@ only executes the plan.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from qldap.directory.base import Found
@@ -134,10 +135,11 @@ def plan_ldap(
     local: str,
     default_delivery: str,
     message_size: int,
-    alias_home: str | None,
+    alias_home: str | Callable[[], str | None] | None,
 ) -> Plan | ClusterRelay:
     """Apply qmail-local(8) QMAILUSER ATTRIBUTES steps 1–7 to a matched entry; *local* is the recipient's
-    local part.
+    local part.  *alias_home* may be a function: it is asked only in forward-only mode, the one step
+    that needs the alias user's home.
 
     Raises:
         PermanentFailure: status disabled/deleted, illegal or missing values, message too big, several
@@ -200,10 +202,11 @@ def plan_ldap(
         # forward-only mode
         if not forwards:
             raise MissingAttribute("mailForwardingAddress")
-        if alias_home is None:
+        forward_home = alias_home() if callable(alias_home) else alias_home
+        if forward_home is None:
             raise TemporaryFailure("Unable to find alias user!")
         return Plan(
-            user="alias", uid=None, gid=None, home=alias_home, dash="-",
+            user="alias", uid=None, gid=None, home=forward_home, dash="-",
             ext=local,
             default_delivery=FORWARD_ONLY_DEFAULT, dot_mode=DotMode.LDAPONLY,
             modes=parse_delivery_modes(["forwardonly"]), forwards=forwards, forward_only=True,

@@ -223,7 +223,6 @@ class LocalSpawner:
         found = directory.find_recipient(recipient)
         size = os.stat(message).st_size  # the queued size: mailSizeMax and quota use it
         default = default_delivery(self.ctl)
-        alias = self._alias.get()
         if isinstance(found, Unavailable):
             raise found.error
         if isinstance(found, Ambiguous):
@@ -231,11 +230,12 @@ class LocalSpawner:
         if isinstance(found, Trash):
             return "did 0+0+0"
         if isinstance(found, NotFound):
-            plan, acct = self._fallback(local, config, default, alias)
+            plan, acct = self._fallback(local, config, default, self._alias.get())
         else:
             assert isinstance(found, Found)
+            # the alias user (two stats) only when the entry needs it: forward-only mode, no ids
             result = plan_ldap(found, config, local=local, default_delivery=default, message_size=size,
-                               alias_home=alias.home if alias else None)
+                               alias_home=self._alias_home)
             if isinstance(result, ClusterRelay):
                 # qmail-local(8), QMAILUSER ATTRIBUTES: relay to the user's mailHost over QMQP (runs in a
                 # worker thread).  Imported here: the QMQP client pulls in dnspython (≈ 60 ms of a
@@ -246,6 +246,7 @@ class LocalSpawner:
                     cluster_forward(self.ctl, result.mail_host, sender, recipient, Path(message)))
             plan = result
             if plan.uid is None or plan.gid is None:
+                alias = self._alias.get()
                 if alias is None:
                     raise TemporaryFailure(NO_ALIAS)
                 acct = alias
@@ -260,6 +261,10 @@ class LocalSpawner:
         with _open_message(message) as mf:
             tally = self._run_agent(plan, r, mf, acct)
         return self._send_outgoing(tally)
+
+    def _alias_home(self) -> str | None:
+        alias = self._alias.get()
+        return alias.home if alias is not None else None
 
     def _fallback(
         self, local: str, config: LdapConfig, default: str, alias: Account | None
