@@ -215,6 +215,85 @@ def _never(_domain: str) -> bool:
     return False
 
 
+CONTROL_FILES = (
+    "me", "timeoutsmtpd", "databytes", "smtpcert", "smtpgreeting", "smtpclustercookie", "localiphost",
+    "badmailfrom", "badmailfrom-unknown", "goodmailfrom", "relaymailfrom", "badrcptto", "goodmailaddr",
+    "signatures", "tlsciphers", "tlsdheparams", "cleartextpasswd",
+)  # fmt: skip
+"""The control files every session reads whatever its environment (:class:`_Controls`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Controls:
+    """What :data:`CONTROL_FILES` say, parsed: the part of a session's configuration shared by every
+    session while those files are unchanged."""
+
+    me: str
+    timeout: int
+    databytes: int
+    default_cert: Path | None
+    smtpgreeting: str
+    cookie: str
+    localiphost: str
+    badmailfrom: AddressList
+    badmailfrom_unknown: AddressList
+    goodmailfrom: AddressList
+    relaymailfrom: AddressList
+    badrcptto: AddressList
+    goodmailaddr: AddressList
+    signatures: tuple[bytes, ...]
+    tlsciphers: str
+    tlsdheparams: str
+    cram_md5: bool
+
+
+_CONTROLS_MEMO: dict[Path, tuple[tuple[object, ...], _Controls]] = {}
+_MEMO_DIRS = 8  # control directories remembered (one per daemon; tests make many)
+
+
+def _controls(ctl: ControlDir) -> _Controls:
+    """The parsed :data:`CONTROL_FILES` of *ctl*, reused while their signatures are unchanged.
+
+    Why: every connection must see the controls as they are now (qmail-smtpd(8)), but parsing them
+    again — 17 accessor calls and six address lists — when nothing changed is most of building a
+    session's configuration.  The signatures come from *ctl* (a :meth:`ControlDir.checked` view
+    answers known absent files without a ``stat``), so an edit still applies to the next session.
+
+    Raises:
+        ConfigError: ``me`` is missing or a control file cannot be examined or read.
+    """
+    snap = ctl.snapshot(CONTROL_FILES)
+    hit = _CONTROLS_MEMO.get(ctl.dir)
+    if hit is not None and hit[0] == snap:
+        return hit[1]
+    me = ctl.me()
+    timeout = ctl.integer("timeoutsmtpd", DEFAULT_TIMEOUT)
+    value = _Controls(
+        me=me,
+        timeout=timeout if timeout > 0 else 1,
+        databytes=ctl.integer("databytes", 0),
+        default_cert=ctl.path("smtpcert") if ctl.exists("smtpcert") else None,
+        smtpgreeting=ctl.line("smtpgreeting", "") or "",
+        cookie=(ctl.line("smtpclustercookie", "") or "")[:MAX_COOKIE],
+        localiphost=ctl.line("localiphost") or me,
+        badmailfrom=AddressList.from_control(ctl, "badmailfrom"),
+        badmailfrom_unknown=AddressList.from_control(ctl, "badmailfrom-unknown"),
+        goodmailfrom=AddressList.from_control(ctl, "goodmailfrom"),
+        relaymailfrom=AddressList.from_control(ctl, "relaymailfrom"),
+        badrcptto=AddressList.from_control(ctl, "badrcptto"),
+        goodmailaddr=AddressList.from_control(ctl, "goodmailaddr"),
+        signatures=tuple(s.encode("utf-8", "surrogateescape") for s in ctl.lines("signatures")),
+        tlsciphers=ctl.line("tlsciphers") or "compat",
+        tlsdheparams=ctl.line("tlsdheparams") or "none",
+        cram_md5=ctl.boolean("cleartextpasswd", False),
+    )
+    if ctl.snapshot(CONTROL_FILES) == snap:  # nothing changed while reading: safe to reuse
+        if len(_CONTROLS_MEMO) >= _MEMO_DIRS and ctl.dir not in _CONTROLS_MEMO:
+            _CONTROLS_MEMO.clear()
+        _CONTROLS_MEMO[ctl.dir] = (snap, value)
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class SmtpdConfig:
     """Everything the SMTP policy consults, frozen for one session."""
@@ -263,33 +342,30 @@ class SmtpdConfig:
                 RBL is set (the session answers ``421 unable to read controls (#4.3.0)``).
         """
         env = SmtpdEnv.from_environ(environ)
-        me = ctl.me()
-        timeout = ctl.integer("timeoutsmtpd", DEFAULT_TIMEOUT)
-        databytes = env.databytes if env.databytes is not None else ctl.integer("databytes", 0)
-        default_cert = ctl.path("smtpcert") if ctl.exists("smtpcert") else None
-        cert_path = Path(env.sslcert) if env.sslcert else default_cert
+        c = _controls(ctl)
+        databytes = env.databytes if env.databytes is not None else c.databytes
         return cls(
-            me=me,
+            me=c.me,
             env=env,
-            smtpgreeting=ctl.line("smtpgreeting", "") or "",
-            cookie=(ctl.line("smtpclustercookie", "") or "")[:MAX_COOKIE],
-            localiphost=ctl.line("localiphost") or me,
-            timeout=timeout if timeout > 0 else 1,
+            smtpgreeting=c.smtpgreeting,
+            cookie=c.cookie,
+            localiphost=c.localiphost,
+            timeout=c.timeout,
             databytes=databytes,
             own_ips=frozenset(own_ips),
-            badmailfrom=AddressList.from_control(ctl, "badmailfrom"),
-            badmailfrom_unknown=AddressList.from_control(ctl, "badmailfrom-unknown"),
-            goodmailfrom=AddressList.from_control(ctl, "goodmailfrom"),
-            relaymailfrom=AddressList.from_control(ctl, "relaymailfrom"),
-            badrcptto=AddressList.from_control(ctl, "badrcptto"),
-            goodmailaddr=AddressList.from_control(ctl, "goodmailaddr"),
+            badmailfrom=c.badmailfrom,
+            badmailfrom_unknown=c.badmailfrom_unknown,
+            goodmailfrom=c.goodmailfrom,
+            relaymailfrom=c.relaymailfrom,
+            badrcptto=c.badrcptto,
+            goodmailaddr=c.goodmailaddr,
             rbllist=parse_rbllist(ctl.lines("rbllist")) if env.rbl else (),
-            signatures=tuple(s.encode("utf-8", "surrogateescape") for s in ctl.lines("signatures")),
-            cert_path=cert_path,
-            tlsciphers=ctl.line("tlsciphers") or "compat",
-            tlsdheparams=ctl.line("tlsdheparams") or "none",
+            signatures=c.signatures,
+            cert_path=Path(env.sslcert) if env.sslcert else c.default_cert,
+            tlsciphers=c.tlsciphers,
+            tlsdheparams=c.tlsdheparams,
             dash_ext=dash_ext,
-            cram_md5=ctl.boolean("cleartextpasswd", False),
+            cram_md5=c.cram_md5,
             mailauth=load_policy(ctl, environ),
             is_local=is_local,
             rcpthosts_accepts=rcpthosts_accepts,
