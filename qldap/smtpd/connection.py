@@ -63,7 +63,7 @@ class Connection(asyncio.Protocol):
         self.ip = ""
         self._admitted = False
         self.level = server.level
-        self._loop = asyncio.get_running_loop()
+        self._loop = server.loop or asyncio.get_running_loop()  # the latter: a getpid() per call
         self._waiter: asyncio.Future[bool] | None = None
         self._out: list[bytes] = []
         self._eof = self._lost = self._closing = self._stopping = False

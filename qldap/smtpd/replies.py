@@ -35,6 +35,8 @@ class Reply:
 
     def render(self) -> str:
         """The reply as sent, CRLF line ends, ``-`` after the code on all but the last line."""
+        if len(self.lines) == 1:  # most replies: no per-line generator
+            return f"{self.code} {self.lines[0]}\r\n"
         last = len(self.lines) - 1
         return "".join(
             f"{self.code}{' ' if i == last else '-'}{line}\r\n" for i, line in enumerate(self.lines)

@@ -171,6 +171,7 @@ class SmtpServer:
         self.own_ips: frozenset[str] = frozenset({"127.0.0.1"})
         self.ids = itertools.count(1)
         self._servers: list[asyncio.Server] = []
+        self.loop: asyncio.AbstractEventLoop | None = None  # set by start(); the connections' loop
         self._tls: dict[tuple[str, tuple[int, int, int], str], ssl.SSLContext] = {}
 
     def log(self, text: str, level: int = 1) -> None:
@@ -185,7 +186,7 @@ class SmtpServer:
         Raises:
             OSError: a listener cannot be bound.
         """
-        loop = asyncio.get_running_loop()
+        loop = self.loop = asyncio.get_running_loop()
         bound: list[tuple[str, int]] = []
         for host, port in self.options.listen:
             srv = await loop.create_server(
