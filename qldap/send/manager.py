@@ -51,7 +51,11 @@ from qldap.send.state import (
 from qldap.send.todo import Todo
 
 TROUBLE_PAUSE = 10  # after an alert: …sleeping...
-FAST_BACKLOG = 2  # fast-path messages in flight, per local slot, before new ones take the usual path
+FAST_BACKLOG = 50
+"""Fast-path messages in flight per local slot before new ones take the usual path.  Large on purpose:
+under a burst the fast path is the cheaper one, and switching to the dearer path exactly when the
+manager falls behind would make it fall further behind; the bound only keeps a queue found at start
+(100,000 messages after a stop) from becoming that many waiting coroutines."""
 
 
 def _quiet(_line: str) -> None:
