@@ -12,20 +12,7 @@ import pytest
 
 from qldap.errors import TemporaryFailure
 from qldap.fsutil import ensure_maildir
-from qldap.local import maildir
 from qldap.local.maildir import deliver_maildir, maildir_host, unique_name
-
-_UNNAMED = bool(getattr(os, "O_TMPFILE", 0)) and os.path.isdir("/proc/self/fd")
-
-
-@pytest.fixture(autouse=True, params=["unnamed", "named"])
-def writer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test runs with both ways of writing the file: unnamed in tmp/ (O_TMPFILE, linked through
-    /proc/self/fd) where the system has it, and ``tmp/<unique>`` as on file systems without it."""
-    if request.param == "unnamed" and not _UNNAMED:
-        pytest.skip("no O_TMPFILE or /proc/self/fd here")
-    monkeypatch.setattr(maildir, "_anonymous_ok", request.param == "unnamed")
-    return str(request.param)
 
 
 def test_delivery_lands_in_new_with_size_and_empty_tmp(tmp_path: Path) -> None:
@@ -121,19 +108,3 @@ def test_a_file_in_place_of_a_subdirectory_is_corruption(tmp_path: Path, broken:
     assert exc.value.text == f"The maildir '{md}' seems to be corrupted. (#4.2.1)"
     if broken != "tmp":
         assert os.listdir(md / "tmp") == []
-
-
-def test_tmp_holds_a_name_only_on_the_named_path(tmp_path: Path, writer: str) -> None:
-    md = tmp_path / "Maildir"
-    seen: list[list[str]] = []
-
-    def chunks():  # type: ignore[no-untyped-def]
-        seen.append(os.listdir(md / "tmp"))  # while the message is being written
-        yield b"body\n"
-
-    d = deliver_maildir(md, chunks(), prefix=b"Delivered-To: a@b\n")
-    assert len(seen[0]) == (1 if writer == "named" else 0)
-    assert d.path.read_bytes() == b"Delivered-To: a@b\nbody\n"
-    assert stat.S_IMODE(os.stat(d.path).st_mode) == 0o600 and os.stat(d.path).st_nlink == 1
-    assert os.listdir(md / "tmp") == [] and os.listdir(md / "new") == [d.path.name]
-

@@ -80,58 +80,12 @@ def _maildir_ready(md: str) -> bool:
 
 
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-_ANONYMOUS = getattr(os, "O_TMPFILE", 0)
-_WRITE = os.O_WRONLY | os.O_CLOEXEC
-_NO_TMPFILE = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL)
-_PROC_FD = "/proc/self/fd/"
-_anonymous_ok: bool | None = None
-
-
-def _anonymous() -> bool:
-    """True when the file can be written as an unnamed inode in tmp/ (``O_TMPFILE``) and linked into
-    new/ through ``/proc/self/fd`` (decided once per process)."""
-    global _anonymous_ok
-    if _anonymous_ok is None:
-        _anonymous_ok = bool(_ANONYMOUS) and os.path.isdir(_PROC_FD)
-    return _anonymous_ok
 
 
 def _open_failure(exc: OSError) -> TemporaryFailure:
     if isinstance(exc, FileNotFoundError):
         return TemporaryFailure("Unable to chdir to maildir. (#4.2.1)")
     return TemporaryFailure("Temporary error on maildir delivery. (#4.3.0)")
-
-
-def _create(md: str, tmp: str, ensured: bool) -> tuple[int, bool]:
-    """(descriptor, named): the file to write, unnamed in tmp/ when the file system allows it, else
-    ``tmp/<name>``.  A missing or broken maildir is repaired (or reported) once, then retried.
-
-    Raises:
-        TemporaryFailure: the texts of a failed open in tmp/.
-    """
-    while True:
-        try:
-            if _anonymous():
-                try:
-                    return os.open(os.path.dirname(tmp), _ANONYMOUS | _WRITE, 0o600), False
-                except OSError as exc:
-                    if exc.errno not in _NO_TMPFILE:  # this file system has no unnamed files: a name
-                        raise
-            return os.open(tmp, _CREATE, 0o600), True
-        except OSError as exc:
-            if ensured or exc.errno not in _MISSING_DIR:
-                raise _open_failure(exc) from None
-            ensure_maildir(md)  # tmp/ missing or not a directory: repaired, or reported as corrupt
-            ensured = True
-
-
-def _link(fd: int, named: bool, tmp: str, final: str) -> None:
-    if named:
-        os.link(tmp, final)
-    else:
-        # linkat(2) with AT_SYMLINK_FOLLOW on the descriptor's /proc link (needs no capability); the
-        # path is absolute, so the directory descriptor Python needs to choose linkat is not used
-        os.link(_PROC_FD + str(fd), final, src_dir_fd=fd, follow_symlinks=True)
 
 
 def deliver_maildir(
@@ -147,17 +101,11 @@ def deliver_maildir(
     The final name is ``new/<unique>,S=<size><suffix>``.  The maildir is created if missing.
 
     Why str paths and unbuffered writes: this runs once per delivered message, and pathlib objects
-    and a 64 KiB buffered writer cost more Python time than the system calls they wrap.  Why an
-    unnamed file (``O_TMPFILE`` in tmp/) where the file system has them: the name in tmp/ was
-    created and removed again for every message — two directory updates of the journal, a good part
-    of the kernel time of a delivery.  The order that makes the delivery safe is unchanged: the whole
-    file is written and fsynced before its one name appears in new/, and new/ is fsynced after; a
-    crash before that leaves nothing behind (not even a tmp/ file to clean).  Elsewhere the file is
-    written as ``tmp/<unique>`` and linked, as qmail does.
+    and a 64 KiB buffered writer cost more Python time than the system calls they wrap.
 
     Raises:
-        TemporaryFailure: with the qmail-local texts (chdir, read, write errors); no tmp file is
-        left behind.
+        TemporaryFailure: with the qmail-local texts (chdir, read, write errors); the tmp file is
+        always removed.
     """
     md = os.fspath(maildir)
     ensured = not _maildir_ready(md)
@@ -165,7 +113,16 @@ def deliver_maildir(
         ensure_maildir(md)
     base = name or unique_name()
     tmp = os.path.join(md, "tmp", base)
-    fd, named = _create(md, tmp, ensured)
+    try:
+        fd = os.open(tmp, _CREATE, 0o600)
+    except OSError as exc:
+        if ensured or exc.errno not in _MISSING_DIR:
+            raise _open_failure(exc) from None
+        ensure_maildir(md)  # tmp/ missing or not a directory: repaired, or reported as corrupt
+        try:
+            fd = os.open(tmp, _CREATE, 0o600)
+        except OSError as again:
+            raise _open_failure(again) from None
     size = 0
     try:
         try:
@@ -188,24 +145,24 @@ def deliver_maildir(
             raise
         except OSError:
             raise TemporaryFailure("Temporary error on maildir delivery. (#4.3.0)") from None
+        finally:
+            os.close(fd)
         new = os.path.join(md, "new")
         final = os.path.join(new, f"{base},S={size}{suffix}")
         try:
             try:
-                _link(fd, named, tmp, final)
+                os.link(tmp, final)
             except OSError as exc:
                 if exc.errno not in _MISSING_DIR:
                     raise
                 ensure_maildir(md)  # new/ missing or not a directory: repaired, or reported as corrupt
-                _link(fd, named, tmp, final)
+                os.link(tmp, final)
             fsync_dir(new)
         except OSError:
             raise TemporaryFailure("Temporary error on maildir delivery. (#4.3.0)") from None
     finally:
-        os.close(fd)
-        if named:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
     return Delivered(final, size)
