@@ -76,3 +76,31 @@ def test_a_backlog_behind_a_slow_job_starts_a_second_batch() -> None:
             assert await first == "slow"
 
     asyncio.run(main())
+
+
+def test_lanes_run_jobs_on_at_most_size_threads_and_hand_back_results_and_exceptions() -> None:
+    from qldap.send.batch import Lanes
+
+    names: set[str] = set()
+    gate = threading.Barrier(3, timeout=30)
+
+    def job(i: int) -> int:
+        names.add(threading.current_thread().name)
+        if i < 3:
+            gate.wait()  # three jobs at once: three lanes must exist
+        if i == 7:
+            raise ValueError("seven")
+        return i * 2
+
+    async def main() -> list[object]:
+        lanes = Lanes(3, "t-lane")
+        out = await asyncio.gather(*(lanes.run(job, i) for i in range(10)), return_exceptions=True)
+        lanes.shutdown()
+        with pytest.raises(RuntimeError):
+            lanes.run(job, 0)
+        return out
+
+    out = asyncio.run(main())
+    assert [x for i, x in enumerate(out) if i != 7] == [i * 2 for i in range(10) if i != 7]
+    assert isinstance(out[7], ValueError)
+    assert len(names) == 3 and all(n.startswith("t-lane_") for n in names)

@@ -32,7 +32,7 @@ from qldap.queue.cleanup import CLEANUP_INTERVAL, clean_all
 from qldap.queue.layout import SPLIT, QueueLayout
 from qldap.reports import Action
 from qldap.send import channels
-from qldap.send.batch import Batcher
+from qldap.send.batch import Batcher, Lanes
 from qldap.send.channels import BounceInjector, CrashHook, PrepFailed, Preprocessed
 from qldap.send.config import SendConfig
 from qldap.send.passes import Passes
@@ -102,7 +102,7 @@ class Manager:
         self.schedule = Schedule()
         self.slots = {Channel.LOCAL: Slots(cfg.local_slots), Channel.REMOTE: Slots(cfg.remote_slots)}
         self._files = ThreadPoolExecutor(FILE_WORKERS, "qldap-send-files", block_signals)
-        self._local_pool = ThreadPoolExecutor(max(1, cfg.concurrencylocal), "qldap-local", block_signals)
+        self._local_pool = Lanes(max(1, cfg.concurrencylocal), "qldap-local", block_signals)
         self._ends = Batcher(self._files)  # the ends of messages: unlinks and eliminations, batched
         self._passes = Passes(
             layout, self.slots, local=local, remote=remote, local_pool=self._local_pool, files=self._files,

@@ -32,6 +32,7 @@ from qldap.queue.layout import QueueLayout
 from qldap.records import RecordError
 from qldap.reports import Action, Report
 from qldap.send import channels
+from qldap.send.batch import Lanes
 from qldap.send.bounce import bounce_paragraph
 from qldap.send.channels import CrashHook, SendStep
 from qldap.send.config import SendConfig
@@ -60,7 +61,7 @@ class Passes:
         *,
         local: LocalDelivery,
         remote: RemoteDelivery,
-        local_pool: Executor,
+        local_pool: Lanes,
         files: Executor,
         log: Callable[[str], None],
         status: Callable[[], None],
@@ -166,10 +167,9 @@ class Passes:
     async def _spawn(
         self, channel: Channel, cfg: SendConfig, sender: str, rcpt: str, mess: Path
     ) -> Report | None:
-        loop = asyncio.get_running_loop()
         try:
             if channel is Channel.LOCAL:
-                raw = await loop.run_in_executor(self._local_pool, self._local, rcpt, sender, mess)
+                raw = await self._local_pool.run(self._local, rcpt, sender, mess)
             else:
                 raw = await self._remote(cfg, sender, rcpt, mess)
         except Exception:  # a spawner bug is that spawner crashing (qmail-send(8) SCHEDULING texts): defer,
