@@ -23,7 +23,7 @@ DOC = ROOT / "docs" / "architecture.md"
 
 CORE = frozenset(
     {"address", "dates", "errors", "exitcodes", "fsutil", "logs", "metrics", "records", "reports", "sdnotify"}
-    | {"workers"}
+    | {"workers", "lanes"}
 )
 """Top-level modules below every package; they import only each other."""
 

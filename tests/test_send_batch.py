@@ -79,7 +79,7 @@ def test_a_backlog_behind_a_slow_job_starts_a_second_batch() -> None:
 
 
 def test_lanes_run_jobs_on_at_most_size_threads_and_hand_back_results_and_exceptions() -> None:
-    from qldap.send.batch import Lanes
+    from qldap.lanes import Lanes
 
     names: set[str] = set()
     gate = threading.Barrier(3, timeout=30)

@@ -18,13 +18,11 @@ there is a crash at exactly that point.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import partial
@@ -34,6 +32,7 @@ from qldap.control.files import ControlDir
 from qldap.dates import qmail_date
 from qldap.errors import ConfigError
 from qldap.fsutil import fsync_dir, write_all
+from qldap.lanes import Lanes
 from qldap.queue.codes import QueueError, QueueExit
 from qldap.queue.envelope import Envelope, TodoEntry, bigbrother_copies, check_address, format_todo
 from qldap.queue.layout import MESSAGE_FILE_MODE, QmailIds, QueueLayout
@@ -414,7 +413,7 @@ class Injector:
         self.syncer = DirSyncer()
         self._qp = itertools.count(1)
         self._qp_lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qldap-inject")
+        self._lanes = Lanes(workers, "qldap-inject")
 
     def next_qp(self) -> int:
         """A new injector id, unique within this process."""
@@ -439,15 +438,13 @@ class Injector:
     async def inject_async(
         self, message: MessageSource, envelope: Envelope, *, how: str, uid: int
     ) -> QueuedMessage:
-        """:meth:`inject` on the injector's thread pool, so concurrent messages' fsyncs overlap.
+        """:meth:`inject` on the injector's threads (qldap.lanes), so concurrent messages' fsyncs overlap.
 
         Raises:
             QueueError: with the exit code.
         """
-        loop = asyncio.get_running_loop()
-        job = partial(self.inject, message, envelope, how=how, uid=uid)
-        return await loop.run_in_executor(self._pool, job)
+        return await self._lanes.run(partial(self.inject, message, envelope, how=how, uid=uid))
 
     def close(self) -> None:
         """Wait for running injections and stop the pool."""
-        self._pool.shutdown(wait=True)
+        self._lanes.shutdown(wait=True)

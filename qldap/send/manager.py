@@ -27,12 +27,13 @@ from functools import partial
 
 from qldap import reports
 from qldap.errors import ConfigError
+from qldap.lanes import Lanes
 from qldap.metrics import QueueFigures
 from qldap.queue.cleanup import CLEANUP_INTERVAL, clean_all
 from qldap.queue.layout import SPLIT, QueueLayout
 from qldap.reports import Action
 from qldap.send import channels
-from qldap.send.batch import Batcher, Lanes
+from qldap.send.batch import Batcher
 from qldap.send.channels import BounceInjector, CrashHook, PrepFailed, Preprocessed
 from qldap.send.config import SendConfig
 from qldap.send.passes import Passes

@@ -26,13 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qldap import reports
+from qldap.lanes import Lanes
 from qldap.metrics import recorder
 from qldap.queue.envelope import ChannelEntry, UnknownRecord
 from qldap.queue.layout import QueueLayout
 from qldap.records import RecordError
 from qldap.reports import Action, Report
 from qldap.send import channels
-from qldap.send.batch import Lanes
 from qldap.send.bounce import bounce_paragraph
 from qldap.send.channels import CrashHook, SendStep
 from qldap.send.config import SendConfig
