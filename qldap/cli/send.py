@@ -59,19 +59,57 @@ class _DeliverRemote(Protocol):
 
 
 class StderrLog:
-    """Whole lines to stderr under a lock (threads of the manager log concurrently)."""
+    """Whole lines to stderr: the loop's lines of one iteration in one ``write``, other threads' at once.
+
+    Why: a delivered message makes seven log lines (qmail-send(8), LOG), each a ``write`` that hands
+    the GIL over; the loop's lines are collected and written together at the start of the loop's next
+    iteration (microseconds later).  A line from another thread first writes what the loop collected,
+    in the same ``write``, so the file keeps the order in which lines were logged.  :meth:`flush` runs
+    before the program exits.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._stamp = stamper(os.environ)  # LOGTIMESTAMPS
+        self._pending: list[bytes] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._scheduled = False
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Collect the lines logged in *loop*'s thread (call from that thread)."""
+        self._loop, self._loop_thread = loop, threading.get_ident()
 
     def __call__(self, line: str) -> None:
         data = (self._stamp() + line + "\n").encode("utf-8", "surrogateescape")
+        loop = self._loop
+        if loop is not None and threading.get_ident() == self._loop_thread and not loop.is_closed():
+            with self._lock:
+                self._pending.append(data)
+            if not self._scheduled:
+                self._scheduled = True
+                loop.call_soon(self.flush)
+            return
         with self._lock:
-            try:
-                os.write(2, data)
-            except OSError:
-                pass
+            pending, self._pending = self._pending, []
+            self._write(b"".join(pending) + data if pending else data)
+
+    def flush(self) -> None:
+        """Write what the loop collected."""
+        self._scheduled = False
+        with self._lock:
+            pending, self._pending = self._pending, []
+            if pending:
+                self._write(b"".join(pending))
+
+    @staticmethod
+    def _write(data: bytes) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(2, view) :]
+        except OSError:
+            pass
 
 
 def remote_delivery(root: Path) -> RemoteDelivery:
@@ -124,6 +162,14 @@ def _parse(args: Sequence[str]) -> str | None:
 
 
 async def _serve(root: Path, layout: QueueLayout, log: StderrLog) -> int:
+    log.attach(asyncio.get_running_loop())
+    try:
+        return await _serve_attached(root, layout, log)
+    finally:
+        log.flush()
+
+
+async def _serve_attached(root: Path, layout: QueueLayout, log: StderrLog) -> int:
     ctl = ControlDir(root)
     try:
         cfg = read_config(ctl)
@@ -178,6 +224,7 @@ async def _serve(root: Path, layout: QueueLayout, log: StderrLog) -> int:
         log(reports.cannot_start_line(f"unable to open lock/trigger: {exc.strerror}"))
         return ExitCode.TEMPORARY
     try:
+        log.flush()  # lines logged so far come before the ready line
         sys.stderr.write(f"{PROG}: ready\n")
         sys.stderr.flush()
         return await manager.run(trigger.wait)
