@@ -21,7 +21,8 @@ T = TypeVar("T")
 _Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
 
 
-def _resolve(fut: asyncio.Future[Any], value: Any, exc: BaseException | None) -> None:
+def resolve(fut: asyncio.Future[Any], value: Any, exc: BaseException | None) -> None:
+    """Hand a job's result or exception to its future (in the loop's thread), unless it was cancelled."""
     if fut.cancelled():
         return
     if exc is not None:
@@ -78,7 +79,7 @@ class Lanes:
             except BaseException as caught:  # handed to the awaiting coroutine, as run_in_executor does
                 value, exc = None, caught
             try:
-                loop.call_soon_threadsafe(_resolve, fut, value, exc)
+                loop.call_soon_threadsafe(resolve, fut, value, exc)
             except RuntimeError:
                 pass  # the loop is closed: nobody awaits any more
             with self._lock:

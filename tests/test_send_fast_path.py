@@ -213,7 +213,7 @@ def test_a_deferred_fast_delivery_is_preprocessed_with_the_recipient_pending(  #
         assert mgr.stop() == 0
 
 
-def test_a_backlog_beyond_twice_concurrencylocal_takes_the_usual_path(  # type: ignore[no-untyped-def]
+def test_a_backlog_beyond_50_per_local_slot_takes_the_usual_path(  # type: ignore[no-untyped-def]
     tmp_path: Path, ldap_base, slapd, mailroot: Path  # noqa: F811
 ) -> None:
     """concurrencylocal 1: 50 messages may be on the fast path at once, the rest are preprocessed."""

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
+from qldap.lanes import resolve
+
 T = TypeVar("T")
 
 _Item = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
@@ -29,12 +31,7 @@ _Done = tuple["asyncio.Future[Any]", Any, BaseException | None]
 
 def _settle(done: list[_Done]) -> None:
     for fut, value, exc in done:
-        if fut.cancelled():
-            continue
-        if exc is not None:
-            fut.set_exception(exc)
-        else:
-            fut.set_result(value)
+        resolve(fut, value, exc)
 
 
 class Batcher:

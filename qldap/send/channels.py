@@ -299,8 +299,14 @@ def remove_delivered(layout: QueueLayout, number: int, log: Log) -> None:
     What cannot be removed is logged and left to the 36-hour cleanup (a ``mess`` with neither
     ``todo`` nor ``info``).
     """
+    _end(layout, number, (layout.todo(number), layout.intd(number), layout.mess(number)), log)
+
+
+def _end(layout: QueueLayout, number: int, paths: tuple[str, ...], log: Log) -> None:
+    """``end msg N``, then *paths* unlinked in order; each that cannot be removed is logged
+    (``warning: qmail-clean unable to clean up FILE``) and left to the 36-hour cleanup."""
     log(reports.end_msg_line(number))
-    for path in (layout.todo(number), layout.intd(number), layout.mess(number)):
+    for path in paths:
         try:
             _unlink_missing_ok(path)
         except OSError:
@@ -444,12 +450,7 @@ def remove(layout: QueueLayout, number: int, log: Log) -> None:
     A path that cannot be removed is logged (``warning: qmail-clean unable to clean up FILE``); what
     stays is garbage for the 36-hour cleanup, never a message that is delivered again.
     """
-    log(reports.end_msg_line(number))
-    for path in (layout.info(number), layout.intd(number), layout.mess(number)):
-        try:
-            _unlink_missing_ok(path)
-        except OSError:
-            log(reports.clean_warning(os.path.relpath(path, layout.queue)))
+    _end(layout, number, (layout.info(number), layout.intd(number), layout.mess(number)), log)
 
 
 def eliminate(
