@@ -238,3 +238,25 @@ def test_a_backlog_beyond_50_per_local_slot_takes_the_usual_path(  # type: ignor
         wait_empty(layout)
     finally:
         assert mgr.stop() == 0
+
+
+def test_files_of_an_interrupted_preprocessing_make_the_message_take_the_usual_path(  # type: ignore[no-untyped-def]
+    tmp_path: Path, ldap_base, slapd, mailroot: Path  # noqa: F811
+) -> None:
+    """todo/N with a stale info/N and local/N (a crash in the middle of preprocessing): delivered once,
+    and nothing of the message is left in the queue."""
+    root = tmp_path / "q"
+    layout = make_root(root, ldap_controls(f"127.0.0.1:{slapd.port}", ldap_base.dn))
+    store = mailbox(mailroot, "hal")
+    ldap_base.load(user_ldif("hal", "hal@example.com", store))
+    number = put(root, "dave@remote.example", ["hal@example.com"], b"Subject: stale\n\nx\n")
+    Path(layout.info(number)).write_bytes(b"Fdave@remote.example\0")
+    Path(layout.local(number)).write_bytes(b"Thal@example.com\0")
+    mgr = ManagerProcess(root, tmp_path / "log")
+    try:
+        wait_files(store, 1)
+        mgr.wait_for(rf"^end msg {number}$")
+        wait_empty(layout)
+        assert len(wait_files(store, 1)) == 1
+    finally:
+        assert mgr.stop() == 0

@@ -336,6 +336,10 @@ class Manager:
         recipient = routed.single_local()
         if recipient is None or routed.number in self.messages:
             return False
+        if os.path.lexists(self.layout.info(routed.number)):
+            # left by a preprocessing that a crash interrupted: the usual path replaces it, where a
+            # fast success would leave it behind without its message
+            return False
         msg = MessageState(routed.number, routed.sender, routed.birth, {Channel.LOCAL}, {Channel.LOCAL})
         self.messages[routed.number] = msg
         self._fast_count += 1
