@@ -64,17 +64,31 @@ def wait_reaping(pid: int) -> int:
             return os.waitstatus_to_exitcode(status)
 
 
-def stop_leftovers() -> list[int]:
-    """SIGTERM, then SIGKILL, every remaining descendant; returns the PIDs that were left."""
+def describe(pid: int) -> str:
+    """``PID (command line)`` for the warning, so a leftover can be traced to the test that made it."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        cmd = ""
+    return f"{pid} ({cmd[:120]})" if cmd else str(pid)
+
+
+def stop_leftovers() -> list[str]:
+    """SIGTERM, then SIGKILL, every remaining descendant; returns them as :func:`describe` shows them."""
     left: list[int] = []
+    shown: list[str] = []
     deadline = time.monotonic() + GRACE
     sig = signal.SIGTERM
     while True:
         reap_zombies()
         pids = children()
         if not pids:
-            return left
-        left.extend(p for p in pids if p not in left)
+            return shown
+        for p in pids:
+            if p not in left:
+                left.append(p)
+                shown.append(describe(p))
         if time.monotonic() > deadline:
             sig = signal.SIGKILL
         for pid in pids:
@@ -101,7 +115,7 @@ def main(argv: list[str]) -> int:
     proc.returncode = rc  # already collected by wait_reaping; Popen must not wait for it again
     left = stop_leftovers()
     if left:
-        print(f"reap.py: warning: stopped processes left behind by the run: {' '.join(map(str, left))}",
+        print(f"reap.py: warning: stopped processes left behind by the run: {', '.join(left)}",
               file=sys.stderr)
     return rc if rc >= 0 else 128 - rc
 
