@@ -214,12 +214,10 @@ def write_preprocessed(
     *,
     syncer: DirSyncer,
     hook: PrepHook | None = None,
-    marks: tuple[str, ...] = (),
 ) -> Preprocessed:
     """Write ``info`` and the channel files of *routed*, fsync them and their directories, then unlink
     ``intd`` and ``todo`` (S4 → S5); logs ``new msg N`` and ``info msg N`` as it goes (*log* may be a
-    no-op when the lines were logged already).  *marks* are local recipients already done: their
-    records are written as ``D`` (a fast-path delivery that happened before the files existed).
+    no-op when the lines were logged already).
 
     Raises:
         PrepFailed: anything went wrong; ``todo/N`` is left for a later attempt (which unlinks what
@@ -240,8 +238,7 @@ def write_preprocessed(
         log(reports.info_msg_line(number, routed.size, entry.envelope.sender, entry.pid, entry.uid))
         for channel in Channel:
             if channel in routed.routed:
-                done = marks if channel is Channel.LOCAL else ()
-                data = b"".join(encode("D" if addr in done else "T", addr) for addr in routed.routed[channel])
+                data = b"".join(encode("T", addr) for addr in routed.routed[channel])
                 fds.append(_write_new(paths[channel], data))
         if hook is not None:
             hook(PrepStep.CHANNELS_WRITTEN)
@@ -269,27 +266,6 @@ def write_preprocessed(
         for fd in fds:
             os.close(fd)
     return Preprocessed(number, routed.sender, birth, tuple(c for c in Channel if c in routed.routed))
-
-
-def preprocess(
-    layout: QueueLayout,
-    number: int,
-    cfg: SendConfig,
-    log: Log,
-    *,
-    syncer: DirSyncer,
-    hook: PrepHook | None = None,
-) -> Preprocessed | None:
-    """Turn ``todo/N`` into ``info`` + channel files (S4 → S5): :func:`read_todo`, then
-    :func:`write_preprocessed`; None when ``todo/N`` is already gone.
-
-    Raises:
-        PrepFailed: anything went wrong; ``todo/N`` is left for a later attempt.
-    """
-    routed = read_todo(layout, number, cfg)
-    if routed is None:
-        return None
-    return write_preprocessed(layout, routed, log, syncer=syncer, hook=hook)
 
 
 def remove_delivered(layout: QueueLayout, number: int, log: Log) -> None:

@@ -57,12 +57,12 @@ FAST_BACKLOG = 50
 under a burst the fast path is the cheaper one, and switching to the dearer path exactly when the
 manager falls behind would make it fall further behind; the bound only keeps a queue found at start
 (100,000 messages after a stop) from becoming that many waiting coroutines."""
+FILE_WORKERS = 8
+MANAGER_SIGNALS = frozenset({signal.SIGHUP, signal.SIGALRM, signal.SIGTERM, signal.SIGINT})
 
 
 def _quiet(_line: str) -> None:
     """A log that drops lines (preprocessing after a fast-path attempt: new msg was logged already)."""
-FILE_WORKERS = 8
-MANAGER_SIGNALS = frozenset({signal.SIGHUP, signal.SIGALRM, signal.SIGTERM, signal.SIGINT})
 
 
 def block_signals() -> None:
@@ -327,9 +327,10 @@ class Manager:
         delivery is at-least-once either way (qmail-send(8), FAST PATH).  So a single local
         recipient is delivered first; only a deferral or a bounce makes the manager preprocess the
         message as usual (with the recipient marked done for a bounce).  Declined (False) unless
-        enabled, when local deliveries are held, and after a stop has begun.
+        enabled (``qldap send`` enables it; the crash tests' managers keep the usual path), when
+        local deliveries are held, and after a stop has begun.
         """
-        if not self.fast or self.stopping or self._hook is not None or self.cfg.local_slots == 0:
+        if not self.fast or self.stopping or self.cfg.local_slots == 0:
             return False
         if self._fast_count >= FAST_BACKLOG * self.cfg.local_slots:
             return False  # a backlog (send was stopped, a burst): the usual path, which scales to any size

@@ -2,7 +2,9 @@
 
 It wakes on the trigger FIFO (an injector's pull) or every 1500 s, lists ``todo/`` once per wake-up
 (pulls that arrive during a scan cause exactly one more scan, never one per message), and runs
-:func:`qldap.send.channels.preprocess` on the manager's file pool.  A number is never preprocessed
+:func:`qldap.send.channels.read_todo` on the loop and
+:func:`qldap.send.channels.write_preprocessed` on the manager's file pool (or hands a message with one
+local recipient to the manager's fast path).  A number is never preprocessed
 twice at once, nor while the manager still holds a message with that number (numbers are inode
 numbers and are reused after ``end msg N``); an entry seen in such a moment is looked at again as
 soon as the number is free.  A failed preprocessing is retried after 123 s.
